@@ -1,0 +1,51 @@
+"""Shared fixtures: where the real data sets live on this machine (tests skip when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture
+def shared_mnist_dir() -> Path:
+    """The canonical MNIST test set (t10k files only) shipped beside the checkout."""
+    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"MNIST test set not found in {SHARED_MNIST}")
+    return SHARED_MNIST
+
+
+@pytest.fixture
+def fashion_dir() -> Path:
+    """Debian's dataset-fashion-mnist install (60k/10k)."""
+    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    return FASHION_DIR
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never let a test read or fill the user's real ~/.cache/xpnet."""
+    monkeypatch.setenv("XPNET_DATA", str(tmp_path_factory.mktemp("xpnet-cache")))
+
+
+def has_cuda() -> bool:
+    if os.environ.get("XPNET_NO_GPU"):
+        return False
+    from xpnet.backend import gpu_available
+
+    return gpu_available()
+
+
+gpu = pytest.mark.skipif(not has_cuda(), reason="needs CuPy and a CUDA device")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

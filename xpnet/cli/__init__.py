@@ -1,0 +1,79 @@
+"""The ``xpnet`` command line.
+
+Subcommands live in their own modules and are imported only when run, so ``xpnet --help``
+never pays for NumPy, CuPy or matplotlib. Every :class:`~xpnet.errors.XpnetError` becomes
+one line on stderr and a non-zero exit; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+# name -> (module, function, one-line help shown by `xpnet --help` without importing it)
+COMMANDS = {
+    "train": ("xpnet.cli.train", "train", "Train an MLP on MNIST / Fashion-MNIST / an IDX folder."),
+    "evaluate": ("xpnet.cli.evaluate", "evaluate", "Loss, accuracy, per-class accuracy and confusion matrix of a model."),
+    "predict": ("xpnet.cli.evaluate", "predict", "Classify PNG/JPEG images or an IDX file with a saved model."),
+    "info": ("xpnet.cli.info", "info", "Versions, BLAS, GPU and data cache of this installation."),
+    "gradcheck": ("xpnet.cli.info", "gradcheck", "Finite-difference check of backprop on a small random network."),
+    "bench": ("xpnet.bench.cli", "bench", "Time xpnet on CPU/GPU against PyTorch and scikit-learn."),
+    "sweep": ("xpnet.analysis.cli", "sweep", "Train a grid of configurations (hidden sizes, optimizers...)."),
+    "analyze": ("xpnet.analysis.cli", "analyze", "Studies of a network's internals (init/activation histograms)."),
+    "tune": ("xpnet.analysis.cli", "tune", "Hyperparameter search: grid, random or Bayesian (Optuna)."),
+    "report": ("xpnet.analysis.cli", "report", "Assemble sweep/bench/analyze/tune results into report.md/.html with plots."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        from xpnet.errors import XpnetError  # cheap: no numpy
+
+        try:
+            return super().invoke(ctx)
+        except XpnetError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except MemoryError:
+            click.echo("error: out of host memory; try a smaller --batch-size or model", err=True)
+            ctx.exit(1)
+        except Exception as exc:
+            if type(exc).__name__ == "OutOfMemoryError":  # cupy.cuda.memory.OutOfMemoryError
+                click.echo(f"error: GPU out of memory ({exc}); try a smaller --batch-size", err=True)
+                ctx.exit(1)
+            raise
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="xpnet", prog_name="xpnet")
+def main():
+    """xpnet: a from-scratch multilayer perceptron on CPU (NumPy) or GPU (CuPy).
+
+    \b
+    Quick start:
+      xpnet train --dataset fashion-mnist --hidden 1024 --epochs 20
+      xpnet train --device gpu --hidden 120,64 --optimizer momentum --lr 0.05
+      xpnet bench --device cpu,gpu --hidden 10,256,1024
+    """
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

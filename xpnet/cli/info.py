@@ -1,0 +1,82 @@
+"""``xpnet info`` and ``xpnet gradcheck``."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+def info():
+    """Versions of xpnet, Python, NumPy (and its BLAS), CuPy/CUDA, the GPUs, and the data cache."""
+    import platform
+
+    import numpy as np
+
+    from .. import __version__, backend
+    from ..data import cache_dir, cached_datasets
+
+    click.echo(f"xpnet   {__version__}")
+    click.echo(f"python  {platform.python_version()} ({platform.platform()})")
+    click.echo(f"numpy   {np.__version__} (BLAS: {_blas_name(np)})")
+    click.echo(f"cpu     {backend.device_name('cpu')}")
+    try:
+        import numba
+
+        click.echo(f"numba   {numba.__version__} (fused CPU optimizer kernels on)")
+    except ImportError:
+        click.echo("numba   not installed (pip install 'xpnet[fast]' for the fused CPU Adam)")
+    gpu = backend.gpu_info()
+    if gpu is None:
+        click.echo("cupy    not installed (pip install 'xpnet[gpu]' for --device gpu)")
+    else:
+        click.echo(f"cupy    {gpu.get('cupy')} (CUDA runtime {gpu.get('cuda_runtime')}, driver {gpu.get('cuda_driver')})")
+        for i, name in enumerate(gpu.get("devices", [])):
+            click.echo(f"gpu:{i}   {name}")
+        if "error" in gpu:
+            click.echo(f"gpu     error: {gpu['error']}")
+    click.echo(f"data    cache {cache_dir()} (set XPNET_DATA to move it)")
+    found = cached_datasets()
+    if not found:
+        click.echo("        no data sets found yet")
+    for name, path in found.items():
+        click.echo(f"        {name}: {path}")
+
+
+def _blas_name(np) -> str:
+    try:
+        config = np.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        return f"{blas.get('name')} {blas.get('version', '')}".strip()
+    except Exception:
+        return "unknown"
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--sizes", default="20,16,12,5", help="Layer sizes of the random network.")
+@click.option("--activation", type=click.Choice(["relu", "leaky_relu", "sigmoid", "tanh"]), default="tanh")
+@click.option("--samples", type=click.IntRange(min=1), default=8)
+@click.option("--l2", type=click.FloatRange(min=0), default=0.1)
+@click.option("--seed", type=int, default=0)
+def gradcheck(sizes, activation, samples, l2, seed):
+    """Compare backprop with central finite differences (float64) and print the max relative error."""
+    import numpy as np
+
+    from ..gradcheck import gradcheck as check
+    from ..model import MLP
+
+    try:
+        layer_sizes = [int(s) for s in sizes.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{sizes!r} is not a comma-separated list of integers", param_hint="--sizes") from None
+    rng = np.random.default_rng(seed)
+    net = MLP(layer_sizes, activation=activation, dtype="float64", seed=seed)
+    for b in net.b:
+        b[...] = rng.uniform(0.05, 0.3, b.shape)
+    X = rng.standard_normal((samples, layer_sizes[0]))
+    y = rng.integers(0, layer_sizes[-1], samples)
+    error = check(net, X, y, l2=l2)
+    verdict = "OK" if error < 1e-6 else "MISMATCH"
+    click.echo(f"{verdict}: max relative error {error:.3e} over {net.n_params} parameters "
+               f"({'-'.join(map(str, layer_sizes))}, {activation}, l2={l2})")
+    if error >= 1e-6:
+        raise SystemExit(1)

@@ -1,0 +1,190 @@
+"""``xpnet train``: data → normalise → model → optimiser → epochs → test accuracy → files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .options import HiddenSizes, flatten_hidden, positive_float
+
+DATASET_CHOICES = ["mnist", "fashion-mnist"]
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="fashion-mnist", help="Data set to train on.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder with the four IDX files (overrides the data set lookup).")
+@click.option("--hidden", type=HiddenSizes(), multiple=True, default=["1024"], help="Hidden layer widths: repeat or give a comma list (120,64).")
+@click.option("--activation", type=click.Choice(["relu", "leaky_relu", "sigmoid", "tanh"]), default="relu")
+@click.option("--init", "init", type=click.Choice(["he", "xavier", "normal"]), default="he", help="Weight init: He √(2/n), Xavier √(1/n), normal×0.01.")
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "rmsprop", "adam"]), default="adam")
+@click.option("--lr", type=float, default=None, callback=positive_float, help="Learning rate [default: 1e-3 for adam/rmsprop, 0.1 for sgd/momentum].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128)
+@click.option("--epochs", type=click.IntRange(min=1), default=10)
+@click.option("--l2", type=click.FloatRange(min=0), default=0.0, help="L2 strength λ (penalty λ/2m·ΣW²).")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Dropout rate on hidden layers.")
+@click.option("--early-stopping", "patience", type=click.IntRange(min=1), default=None, help="Stop after PATIENCE epochs without val-loss improvement; keep the best weights.")
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, help="Fraction of the training set held out for validation (stratified).")
+@click.option("--augment", is_flag=True, help="Random shifts (±2 px) and rotations (±10°) of training images.")
+@click.option("--seed", type=int, default=0)
+@click.option("--device", default="cpu", help="cpu, gpu or gpu:N.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.npz"), help="Where to save the trained model.")
+@click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write one JSON line per epoch (+ a final test line) here.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Save a resumable checkpoint every N epochs.")
+@click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Checkpoint file [default: OUT with .ckpt.npz].")
+@click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Continue from a checkpoint (its settings win over the options above, except --epochs).")
+@click.option("--quiet", is_flag=True, help="Only the final line.")
+def train(**opts):
+    """Train an MLP and report test accuracy.
+
+    \b
+    Examples:
+      xpnet train --dataset fashion-mnist --hidden 1024 --epochs 20
+      xpnet train --hidden 10 --epochs 5                 # the notes' "10 hidden neurons"
+      xpnet train --hidden 120,64 --optimizer momentum --lr 0.05 --device gpu
+    Ctrl-C stops after the current batch and saves a checkpoint to resume from.
+    """
+    from .. import backend
+    from ..data import load_dataset
+    from ..model import MLP
+    from ..optim import get_optimizer
+    from ..preprocess import Normalizer, train_val_split
+    from ..serialize import load_checkpoint, save_checkpoint
+    from ..train import EarlyStopping, Trainer, evaluate
+
+    say = (lambda *a, **k: None) if opts["quiet"] else click.echo
+    out: Path = opts["out"]
+    _check_writable(out)
+    if opts["metrics"]:
+        _check_writable(opts["metrics"])
+    checkpoint_path = opts["checkpoint_path"] or out.with_name(out.name.removesuffix(".npz") + ".ckpt.npz")
+    state = None
+    if opts["resume"]:
+        net, state, run = load_checkpoint(opts["resume"], device=opts["device"])
+        epochs = opts["epochs"]
+        opts.update({k: v for k, v in run.items() if k not in ("epochs", "device", "out", "metrics", "quiet", "resume", "checkpoint_path")})
+        opts["epochs"] = epochs
+    hidden = flatten_hidden(opts["hidden"])
+    opts["hidden"] = hidden
+
+    t0 = time.perf_counter()
+    ds = load_dataset(opts["dataset"] if not opts["data_dir"] else None, data_dir=opts["data_dir"], progress=not opts["quiet"])
+    X, y = ds.X_train.reshape(len(ds.X_train), -1), ds.y_train
+    Xtr, ytr, Xv, yv = train_val_split(X, y, opts["val_split"], seed=opts["seed"])
+    normalizer = Normalizer().fit(Xtr)
+    dtype = opts["dtype"]
+    Xtr, Xv = normalizer.transform(Xtr, dtype), normalizer.transform(Xv, dtype)
+    Xte = normalizer.transform(ds.X_test.reshape(len(ds.X_test), -1), dtype)
+
+    if state is None:
+        net = MLP([X.shape[1], *hidden, ds.n_classes], activation=opts["activation"], init=opts["init"],
+                  dropout=opts["dropout"], device=opts["device"], dtype=dtype, seed=opts["seed"])
+    elif net.sizes[0] != X.shape[1] or net.sizes[-1] != ds.n_classes:
+        from ..errors import ModelFileError
+
+        raise ModelFileError(f"checkpoint {opts['resume']} is for {net.sizes[0]} inputs/{net.sizes[-1]} classes, "
+                             f"the data has {X.shape[1]}/{ds.n_classes}")
+    net.normalizer, net.class_names = normalizer, list(ds.class_names)
+    opt = get_optimizer(opts["optimizer"], opts["lr"])
+    early = EarlyStopping(patience=opts["patience"]) if opts["patience"] else None
+    run_config = {k: (str(v) if isinstance(v, Path) else v) for k, v in opts.items()}
+    run_config["hidden"] = list(hidden)
+
+    say(f"{ds.name}: {len(Xtr):,} train / {len(Xv):,} val / {len(Xte):,} test from {ds.source} "
+        f"({time.perf_counter() - t0:.1f}s)")
+    say(f"{net} · {opt} · batch {opts['batch_size']} · {backend.device_name(net.device)}")
+
+    metrics_lines: list[str] = []
+    callbacks = [_print_epoch(say, opts["epochs"])]
+    if opts["metrics"]:
+        callbacks.append(_write_metrics(opts["metrics"], metrics_lines))
+    if opts["checkpoint_every"]:
+        every = opts["checkpoint_every"]
+        callbacks.append(lambda rec, tr: rec["epoch"] % every == 0 and save_checkpoint(checkpoint_path, tr, run_config))
+    augment = None
+    if opts["augment"]:
+        from ..augment import Augmenter
+
+        augment = Augmenter(image_shape=ds.image_shape, seed=opts["seed"])
+    trainer = Trainer(net, opt, Xtr, ytr, batch_size=opts["batch_size"], val=(Xv, yv), l2=opts["l2"],
+                      early_stopping=early, seed=opts["seed"], callbacks=callbacks, progress=not opts["quiet"],
+                      augment=augment)
+    if state is not None:
+        trainer.load_state_dict(state)
+        say(f"resumed from {opts['resume']} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
+    history = trainer.run(opts["epochs"], handle_sigint=True)
+
+    if history.interrupted:
+        save_checkpoint(checkpoint_path, trainer, run_config)
+        click.echo(f"interrupted in epoch {trainer.epoch + 1}: checkpoint saved to {checkpoint_path}\n"
+                   f"resume with: xpnet train --resume {checkpoint_path} --epochs {opts['epochs']}", err=True)
+        sys.exit(130)
+    if history.stopped_early:
+        say(f"early stopping after epoch {len(history)}; restored the best epoch ({history.best_epoch})")
+    scores = evaluate(net, Xte, ds.y_test)
+    net.save(out)
+    epoch_s = [r["epoch_s"] for r in history.records]
+    median_epoch = sorted(epoch_s)[len(epoch_s) // 2] if epoch_s else float("nan")
+    if opts["metrics"]:
+        final = {"event": "test", "test_loss": scores["loss"], "test_acc": scores["accuracy"],
+                 "median_epoch_s": median_epoch, "config": run_config, "device": backend.device_name(net.device),
+                 "versions": _versions(), "model": str(out)}
+        metrics_lines.append(json.dumps(final))
+        _flush_metrics(opts["metrics"], metrics_lines)
+    click.echo(f"test accuracy {scores['accuracy'] * 100:.2f}% (loss {scores['loss']:.4f}) · "
+               f"median epoch {median_epoch:.2f}s · model saved to {out}")
+
+
+def _print_epoch(say, epochs):
+    def callback(rec, trainer):
+        val = f" · val loss {rec['val_loss']:.4f} acc {rec['val_acc'] * 100:.2f}%" if rec["val_loss"] is not None else ""
+        say(f"epoch {rec['epoch']:>3}/{epochs} · train loss {rec['train_loss']:.4f} acc {rec['train_acc'] * 100:.2f}%"
+            f"{val} · {rec['epoch_s']:.2f}s ({rec['samples_per_s']:,.0f} samples/s)")
+
+    return callback
+
+
+def _write_metrics(path, lines):
+    def callback(rec, trainer):
+        lines.append(json.dumps(rec))
+        _flush_metrics(path, lines)
+
+    return callback
+
+
+def _flush_metrics(path, lines):
+    from ..serialize import atomic_write
+
+    atomic_write(path, lambda fh: fh.write("\n".join(lines) + "\n"), mode="w")
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before training, not after an hour of it, when an output cannot be written."""
+    import os
+
+    from ..errors import ModelFileError
+
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ModelFileError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ModelFileError(f"cannot write {path}: folder {folder} is not writable")
+    if path.is_dir():
+        raise ModelFileError(f"cannot write {path}: it is a folder")
+
+
+def _versions() -> dict:
+    import numpy
+
+    from .. import __version__, backend
+
+    versions = {"xpnet": __version__, "python": platform.python_version(), "numpy": numpy.__version__}
+    gpu = backend.gpu_info()
+    if gpu:
+        versions["cupy"] = gpu.get("cupy")
+    return versions

@@ -1,0 +1,28 @@
+"""Fused hot-spot operations, with one signature and three implementations.
+
+* ``reference`` — plain ``xp`` code (NumPy or CuPy): the definition every other
+  implementation is tested against.
+* ``cpu`` — Numba kernels for NumPy arrays (one pass instead of ~10 for Adam).
+* ``cuda`` — hand-written CUDA C from top-level ``kernels/`` via ``cupy.RawModule``.
+
+``get_ops(xp)`` picks the fastest one available for the array module in use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import reference
+
+
+def get_ops(xp, fast: bool = True):
+    """The ops module to use for ``xp``; ``fast=False`` forces the reference."""
+    if not fast:
+        return reference
+    if xp is np:
+        from . import cpu  # noqa: PLC0415 - numba is optional
+
+        return cpu if cpu.AVAILABLE else reference
+    from . import cuda  # noqa: PLC0415 - imports cupy
+
+    return cuda
