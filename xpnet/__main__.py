@@ -1,3 +1,3 @@
-from xpnet.cli import main
+from xpnet.cli import run
 
-main()
+run()

@@ -64,7 +64,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="xpnet", prog_name="xpnet")
-def main():
+def cli():
     """xpnet: a from-scratch multilayer perceptron on CPU (NumPy) or GPU (CuPy).
 
     \b
@@ -75,5 +75,32 @@ def main():
     """
 
 
-if __name__ == "__main__":  # pragma: no cover
+def main(args=None) -> int:
+    """Console entry point: usage errors become one ``error:`` line too (exit 2)."""
+    try:
+        # Without standalone mode click returns ctx.exit()'s code instead of exiting.
+        result = cli.main(args=args, prog_name="xpnet", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        hint = f" (see: xpnet {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.info_name != "xpnet" else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+
+
+def run() -> None:
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -47,7 +47,7 @@ def evaluate(model, dataset, data_dir, split, device, as_json):
     rows = _images_to_rows(net, images)
     X = net.normalizer.transform(rows, net.dtype) if net.normalizer is not None else rows.astype(net.dtype)
     scores = evaluate_net(net, X, labels)
-    pred = net.predict(X)
+    pred = net.predict(rows)  # predict applies the stored normalizer itself
     k = net.sizes[-1]
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
@@ -91,8 +91,8 @@ def predict(model, inputs, top_k, device, as_json):
     images, names = load_inputs(inputs)
     rows = _images_to_rows(net, images)
     if net.normalizer is not None:
-        # load_inputs gives [0, 1] floats; undo the pixel scaling the normalizer will apply.
-        rows = net.normalizer.transform(rows * (1.0 / net.normalizer.scale), net.dtype)
+        # load_inputs gives [0, 1] floats; predict_proba's normalizer expects raw pixels.
+        rows = rows * (1.0 / net.normalizer.scale)
     proba = net.predict_proba(rows)
     classes = list(net.class_names or [str(i) for i in range(net.sizes[-1])])
     k = min(top_k, proba.shape[1])

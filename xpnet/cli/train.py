@@ -69,6 +69,7 @@ def train(**opts):
         epochs = opts["epochs"]
         opts.update({k: v for k, v in run.items() if k not in ("epochs", "device", "out", "metrics", "quiet", "resume", "checkpoint_path")})
         opts["epochs"] = epochs
+        opts["hidden"] = (tuple(run.get("hidden", net.sizes[1:-1])),)
     hidden = flatten_hidden(opts["hidden"])
     opts["hidden"] = hidden
 
