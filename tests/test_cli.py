@@ -210,7 +210,7 @@ def test_checksum_mismatch_through_the_cli(tmp_path, capsys, monkeypatch):
 def test_help_is_fast_and_complete():
     out = subprocess.run([sys.executable, "-m", "xpnet", "train", "--help"], capture_output=True, text=True, check=True).stdout
     for option in ("--dataset", "--hidden", "--optimizer", "--early-stopping", "--checkpoint-every", "--resume",
-                   "[default: 128]"):
+                   "[default: 128; x>=1]"):
         assert option in out
     code = "import time,sys; t=time.perf_counter(); import xpnet.cli; print(time.perf_counter()-t); print('numpy' in sys.modules)"
     lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -17,7 +17,7 @@ _LAZY = {
     "History": ("train", "History"),
     "EarlyStopping": ("train", "EarlyStopping"),
     "load": ("serialize", "load"),
-    "gradcheck": ("gradcheck", "gradcheck"),
+    "gradcheck": ("gradient_check", "gradcheck"),
     "Normalizer": ("preprocess", "Normalizer"),
     "train_val_split": ("preprocess", "train_val_split"),
     "Classifier": ("estimator", "Classifier"),

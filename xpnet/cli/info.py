@@ -61,7 +61,7 @@ def gradcheck(sizes, activation, samples, l2, seed):
     """Compare backprop with central finite differences (float64) and print the max relative error."""
     import numpy as np
 
-    from ..gradcheck import gradcheck as check
+    from ..gradient_check import gradcheck as check
     from ..model import MLP
 
     try:

@@ -1,4 +1,8 @@
-"""Data: IDX files, the MNIST / Fashion-MNIST registry and download, user images."""
+"""Data: IDX files, the MNIST / Fashion-MNIST registry, download, and user images.
+
+Importing this package is cheap: Pillow and click are imported only when an image is
+read or a progress bar is shown, and nothing touches the network until a download is needed.
+"""
 
 from .datasets import DATASETS, Dataset, DatasetSpec, cache_dir, cached_datasets, find_dataset_dir, load_dataset
 from .download import download_file

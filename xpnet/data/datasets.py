@@ -28,13 +28,19 @@ STANDARD_FILES = {
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """Where a data set's four IDX files come from and how to check them.
+
+    ``files`` maps each role in ROLES to a file name; ``md5``/``sha256`` map file names to the
+    published digests (either may be partial); ``mirrors`` are base URLs ending in ``/``.
+    """
+
     name: str
-    files: dict = field(default_factory=lambda: dict(STANDARD_FILES))
-    md5: dict = field(default_factory=dict)
-    sha256: dict = field(default_factory=dict)
-    mirrors: tuple = ()
-    class_names: tuple = tuple(str(i) for i in range(10))
-    system_dirs: tuple = ()
+    files: dict[str, str] = field(default_factory=lambda: dict(STANDARD_FILES))
+    md5: dict[str, str] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)
+    mirrors: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = tuple(str(i) for i in range(10))
+    system_dirs: tuple[str, ...] = ()
 
 
 DATASETS = {
@@ -77,6 +83,8 @@ DATASETS = {
 
 @dataclass
 class Dataset:
+    """Images as uint8 (N, H, W), labels as int64 (N,), and the folder they were read from."""
+
     name: str
     X_train: np.ndarray
     y_train: np.ndarray
@@ -94,91 +102,130 @@ class Dataset:
         return tuple(self.X_train.shape[1:])
 
 
+ENV_VAR = "XPNET_DATA"
+MIRRORS_VAR = "XPNET_MIRRORS"  # your own base URLs, tried before the spec's; "{name}" becomes the data set name
+
+
 def cache_dir() -> Path:
-    """``$XPNET_DATA`` or ``~/.cache/xpnet``."""
-    env = os.environ.get("XPNET_DATA")
+    """``$XPNET_DATA`` if set, else ``~/.cache/xpnet``; data set ``name`` lives in ``cache_dir()/name``."""
+    env = os.environ.get(ENV_VAR)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "xpnet"
 
 
-def _get_spec(name) -> DatasetSpec:
+def _spec(name) -> DatasetSpec:
     if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)} or pass --data-dir")
+        raise ConfigError(f"unknown dataset {name!r}: known data sets are {', '.join(DATASETS)}; "
+                          "for other IDX files pass data_dir (--data-dir)")
     return DATASETS[name]
 
 
 def _locate(folder: Path, filename: str) -> Path | None:
-    """The file in ``folder``, gzipped or not."""
-    for candidate in (folder / filename, folder / filename.removesuffix(".gz")):
-        if candidate.is_file():
-            return candidate
+    """``filename`` in ``folder``, as named or with/without its .gz (people gunzip files)."""
+    stem = filename.removesuffix(".gz")
+    for candidate in (filename, stem, stem + ".gz"):
+        if (folder / candidate).is_file():
+            return folder / candidate
     return None
 
 
-def _complete(folder: Path, spec: DatasetSpec) -> dict | None:
-    found = {role: _locate(folder, spec.files[role]) for role in ROLES}
-    return found if all(found.values()) else None
+def _mirrors(spec: DatasetSpec, mirrors) -> tuple[str, ...]:
+    """``mirrors`` when given (it replaces the list), else ``$XPNET_MIRRORS`` followed by the spec's."""
+    if mirrors is not None:
+        return (mirrors,) if isinstance(mirrors, str) else tuple(mirrors)
+    own = os.environ.get(MIRRORS_VAR, "").replace(",", " ").split()
+    return tuple(url.replace("{name}", spec.name) for url in own) + tuple(spec.mirrors)
+
+
+def _paths(folder: Path, spec: DatasetSpec) -> dict[str, Path | None]:
+    return {role: _locate(folder, spec.files[role]) for role in ROLES}
+
+
+def _missing(folder: Path, spec: DatasetSpec) -> list[str]:
+    return [spec.files[role] for role, path in _paths(folder, spec).items() if path is None]
 
 
 def find_dataset_dir(name: str) -> Path | None:
-    """Where ``name`` is already on disk (cache, then system folders), without downloading."""
-    spec = _get_spec(name)
+    """The first folder holding all four files of ``name``: the cache, then system folders. Never downloads."""
+    spec = _spec(name)
     for folder in (cache_dir() / name, *map(Path, spec.system_dirs)):
-        if _complete(folder, spec):
+        if not _missing(folder, spec):
             return folder
     return None
 
 
-def cached_datasets() -> dict:
-    """``{name: folder}`` for every registered data set found on disk."""
-    return {name: str(folder) for name in DATASETS if (folder := find_dataset_dir(name)) is not None}
+def cached_datasets() -> dict[str, Path]:
+    """``{name: folder}`` for every registered data set already on disk (for ``xpnet info``)."""
+    return {name: folder for name in DATASETS if (folder := find_dataset_dir(name)) is not None}
 
 
 def load_dataset(name: str | None = "fashion-mnist", data_dir=None, download: bool = True,
                  progress: bool = False, mirrors=None) -> Dataset:
-    """Load a data set as uint8 images (N, 28, 28) and int64 labels."""
+    """Load a data set as uint8 images (N, H, W) and int64 labels, validated.
+
+    Looks in ``data_dir`` (if given), then the cache, then the spec's system folders, and
+    finally downloads the missing files into the cache: from ``mirrors`` if given, else from
+    ``$XPNET_MIRRORS`` (comma or space separated) and then the spec's mirrors. With
+    ``data_dir`` and a name that is not registered (or None), the folder is a custom set
+    with the standard file names and class names "0".."k-1".
+    """
     if data_dir is not None:
-        folder = Path(data_dir)
-        spec = DATASETS.get(name) if name else None
-        spec = spec or DatasetSpec(name=name or folder.name or "custom")
-        files = _complete(folder, spec)
-        if files is None:
-            missing = [spec.files[r] for r in ROLES if _locate(folder, spec.files[r]) is None]
-            raise DataError(f"{folder} is missing {', '.join(missing)}")
-        return _read(spec, files, folder, custom_classes=name not in DATASETS)
-    spec = _get_spec(name)
+        folder = Path(data_dir).expanduser()
+        custom = name not in DATASETS
+        spec = DatasetSpec(name=name or folder.resolve().name or "custom") if custom else DATASETS[name]
+        if not folder.is_dir():
+            raise DataError(f"data folder {folder} does not exist")
+        missing = _missing(folder, spec)
+        if missing:
+            raise DataError(f"{folder} is missing {', '.join(missing)} (IDX files, gzipped or not)")
+        return _read(spec, _paths(folder, spec), folder, custom=custom)
+    if name is None:
+        raise ConfigError("load_dataset needs a data set name or data_dir")
+    spec = _spec(name)
     folder = find_dataset_dir(name)
     if folder is None:
         folder = cache_dir() / name
+        missing = _missing(folder, spec)
         if not download:
-            raise DataError(f"{name} not found: put {', '.join(spec.files[r] for r in ROLES)} in {folder} "
-                            f"(or set XPNET_DATA to a folder holding {name}/)")
-        for role in ROLES:
-            filename = spec.files[role]
-            if _locate(folder, filename) is None:
-                download_file(filename, mirrors or spec.mirrors, folder, md5=spec.md5.get(filename),
-                              sha256=spec.sha256.get(filename), progress=progress)
-    return _read(spec, _complete(folder, spec), folder, custom_classes=False)
+            looked = ", ".join(spec.system_dirs)
+            raise DataError(f"{name} is not on disk: put {', '.join(missing)} in {folder} (gzipped or not; "
+                            f"set {ENV_VAR} to move the cache, or pass data_dir / --data-dir)"
+                            + (f"; also looked in {looked}" if looked else ""))
+        for filename in missing:
+            download_file(filename, _mirrors(spec, mirrors), folder,
+                          md5=spec.md5.get(filename), sha256=spec.sha256.get(filename), progress=progress)
+    return _read(spec, _paths(folder, spec), folder, custom=False)
 
 
-def _read(spec: DatasetSpec, files: dict, folder: Path, custom_classes: bool) -> Dataset:
+def _read(spec: DatasetSpec, files: dict[str, Path], folder: Path, custom: bool) -> Dataset:
+    """Read the four files and check they describe one consistent data set."""
     arrays = {role: read_idx(path) for role, path in files.items()}
+    where = f" (in {folder})"
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         img_name, lab_name = files[f"{split}_images"].name, files[f"{split}_labels"].name
         if images.ndim != 3:
-            raise DataError(f"{img_name}: expected a 3-D array of images, got shape {images.shape}")
-        if labels.ndim != 1:
-            raise DataError(f"{lab_name}: expected 1-D labels, got shape {labels.shape}")
+            raise DataError(f"{img_name}: expected images of shape (N, height, width), got {images.shape}{where}")
+        if images.dtype != np.uint8:
+            raise DataError(f"{img_name}: expected uint8 pixels, got {images.dtype}{where}")
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(f"{lab_name}: expected 1-D integer labels, got {labels.dtype} {labels.shape}{where}")
         if len(images) != len(labels):
-            raise DataError(f"{lab_name} has {len(labels)} labels but {img_name} has {len(images)} images")
+            raise DataError(f"{lab_name} has {len(labels)} labels but {img_name} has {len(images)} images{where}")
+        if len(images) == 0:
+            raise DataError(f"{img_name} holds no images{where}")
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise DataError(f"train images are {arrays['train_images'].shape[1:]} but test images are {arrays['test_images'].shape[1:]}")
+        raise DataError(f"train images are {arrays['train_images'].shape[1:]} but test images are "
+                        f"{arrays['test_images'].shape[1:]}{where}")
     y_train = arrays["train_labels"].astype(np.int64)
     y_test = arrays["test_labels"].astype(np.int64)
-    n_classes = int(max(y_train.max(), y_test.max())) + 1 if custom_classes else len(spec.class_names)
-    classes = tuple(str(i) for i in range(n_classes)) if custom_classes else spec.class_names
+    if custom:
+        n_classes = int(max(y_train.max(), y_test.max(), 0)) + 1
+        class_names = tuple(str(i) for i in range(n_classes))
+    else:
+        class_names = tuple(spec.class_names)
+        n_classes = len(class_names)
     for split, labels in (("train", y_train), ("test", y_test)):
         if labels.min() < 0 or labels.max() >= n_classes:
-            raise DataError(f"{files[f'{split}_labels'].name}: labels must be in [0, {n_classes - 1}], "
-                            f"found {labels.min()}..{labels.max()}")
-    return Dataset(spec.name, arrays["train_images"], y_train, arrays["test_images"], y_test, classes, str(folder))
+            raise DataError(f"{files[f'{split}_labels'].name}: labels must be in 0..{n_classes - 1} for {spec.name}, "
+                            f"found {labels.min()}..{labels.max()}{where}")
+    return Dataset(spec.name, arrays["train_images"], y_train, arrays["test_images"], y_test, class_names, str(folder))

@@ -9,73 +9,108 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, ModelFileError
 
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+# IDX type code -> big-endian dtype stored in the file.
+IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
-          np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+_CODES = {dtype.newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
+_GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
-def _read_bytes(path: Path) -> bytes:
+def _first_bytes(path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(2)
+
+
+def looks_like_idx(path) -> bool:
+    """True for gzip or ``00 00``-prefixed files: how ``load_inputs`` tells IDX from PNG/JPEG (names lie)."""
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path.name}: corrupt gzip data ({exc})") from None
-    return raw
+        return _first_bytes(path) in (_GZIP_MAGIC, b"\0\0")
+    except OSError:
+        return False
+
+
+def _what(data_ndim: int) -> str:
+    return {3: "pixel data", 1: "label data"}.get(data_ndim, "data")
+
+
+def _read_exact(fh, n: int, path, what: str) -> bytes:
+    chunk = fh.read(n)
+    if len(chunk) < n:
+        raise DataError(f"{path}: truncated IDX file: expected {n} bytes of {what}, got {len(chunk)}")
+    return chunk
 
 
 def read_idx(path) -> np.ndarray:
-    """The array stored in an IDX file (native byte order)."""
+    """The array stored in an IDX file, in native byte order (a fresh, writable array)."""
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DataError(f"{path.name}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
-    code, ndim = data[2], data[3]
-    if code not in IDX_DTYPES:
-        raise DataError(f"{path.name}: unknown IDX data type code 0x{code:02x}")
-    if ndim == 0:
-        raise DataError(f"{path.name}: IDX file declares zero dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path.name}: truncated IDX header")
-    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(IDX_DTYPES[code])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    got = len(data) - header
-    if got < expected:
-        raise DataError(f"{path.name}: truncated IDX file: expected {expected} bytes of data for shape {shape}, got {got}")
-    if got > expected:
-        raise DataError(f"{path.name}: {got - expected} unexpected bytes after the IDX data (shape {shape})")
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("="), copy=True)
+    try:
+        opener = gzip.open if _first_bytes(path) == _GZIP_MAGIC else open
+        with opener(path, "rb") as fh:
+            magic = fh.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+                raise DataError(f"{path}: not an IDX file (magic number {magic.hex() or 'missing: empty file'}, "
+                                "expected 0000 followed by a type code and the number of dimensions)")
+            code, ndim = magic[2], magic[3]
+            if code not in IDX_DTYPES:
+                raise DataError(f"{path}: unknown IDX data type code 0x{code:02x} "
+                                f"(known: {', '.join(f'0x{c:02x}' for c in IDX_DTYPES)})")
+            if ndim == 0:
+                raise DataError(f"{path}: IDX file declares zero dimensions")
+            dims = _read_exact(fh, 4 * ndim, path, "header (dimension sizes)")
+            shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+            dtype = IDX_DTYPES[code]
+            expected = math.prod(shape) * dtype.itemsize
+            payload = fh.read()  # grows with the real data: a lying header cannot make us allocate
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an IDX file") from None
+    except _GZIP_ERRORS as exc:
+        raise DataError(f"{path}: corrupt gzip data ({exc or type(exc).__name__})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(payload) < expected:
+        raise DataError(f"{path}: truncated IDX file: expected {expected} bytes of {_what(ndim)}, got {len(payload)}")
+    if len(payload) > expected:
+        raise DataError(f"{path}: {len(payload) - expected} unexpected bytes after the {_what(ndim)} "
+                        f"of an IDX array of shape {shape}")
+    return np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path, array, compress: bool | None = None) -> Path:
-    """Write ``array`` as IDX (gzipped when ``compress`` or the name ends in .gz), atomically."""
-    from ..serialize import atomic_write  # noqa: PLC0415
+    """Write ``array`` as IDX (gzipped when ``compress``, by default when the name ends in .gz).
+
+    Atomic: a temp file beside ``path`` is renamed over it, so a crash never leaves half a file.
+    """
+    from ..serialize import atomic_write  # noqa: PLC0415 - shared temp-file-and-rename helper
 
     path = Path(path)
     array = np.asarray(array)
-    if array.dtype not in _CODES:
-        raise DataError(f"{path.name}: IDX cannot store dtype {array.dtype}")
+    native = array.dtype.newbyteorder("=")
+    if native not in _CODES:
+        names = ", ".join(d.name for d in _CODES)
+        raise DataError(f"{path}: IDX cannot store dtype {array.dtype} (use one of {names})")
+    if not 1 <= array.ndim <= 255:
+        raise DataError(f"{path}: IDX stores 1 to 255 dimensions, got {array.ndim}")
+    if max(array.shape) >= 2**32:
+        raise DataError(f"{path}: IDX dimension sizes must be < 2**32, got {array.shape}")
     if compress is None:
-        compress = path.suffix == ".gz"
+        compress = path.name.endswith(".gz")
     buf = io.BytesIO()
-    buf.write(bytes([0, 0, _CODES[array.dtype], array.ndim]))
+    buf.write(bytes([0, 0, _CODES[native], array.ndim]))
     buf.write(np.asarray(array.shape, dtype=">u4").tobytes())
-    buf.write(array.astype(array.dtype.newbyteorder(">")).tobytes())
+    buf.write(np.ascontiguousarray(array, dtype=native.newbyteorder(">")).tobytes())
     payload = gzip.compress(buf.getvalue(), mtime=0) if compress else buf.getvalue()
-    return atomic_write(path, lambda fh: fh.write(payload))
+    try:
+        return atomic_write(path, lambda fh: fh.write(payload))
+    except ModelFileError as exc:  # same failure, but this is a data file
+        raise DataError(str(exc)) from None

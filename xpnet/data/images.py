@@ -1,4 +1,9 @@
-"""Reading user images for ``xpnet predict``, converted the way MNIST digits were made."""
+"""Reading user images for ``xpnet predict``, converted the way MNIST digits were made.
+
+A network trained on MNIST only works on inputs that look like MNIST: light ink on a
+black background, the digit scaled into a 20×20 box and its centre of mass at the centre
+of a 28×28 field. Photos and drawings are brought to that form here.
+"""
 
 from __future__ import annotations
 
@@ -7,69 +12,95 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .idx import looks_like_idx, read_idx
 
-BOX = 20  # MNIST digits were scaled to fit 20×20, then centred by mass in 28×28
-SIZE = 28
+BOX = 20  # the longer side of the digit after scaling
+SIZE = 28  # the output field
+CENTRE = 14.0  # where MNIST puts the centre of mass (row, column index; measured on t10k: 13.99, 14.01)
+INK = 0.1  # after background removal, pixels above this count as ink for the bounding box
 
 
 def _pillow():
     try:
-        from PIL import Image  # noqa: PLC0415
+        from PIL import Image  # noqa: PLC0415 - optional dependency, only for predict
     except ImportError:
         raise DataError("reading PNG/JPEG needs Pillow: pip install 'xpnet[images]'") from None
     return Image
 
 
-def load_image(path) -> np.ndarray:
-    """A (28, 28) float32 image in [0, 1], light ink on a dark background."""
-    Image = _pillow()
-    path = Path(path)
+def _grayscale(path: Path, Image) -> np.ndarray:
+    """The image as float32 in [0, 1]; transparent pixels count as white paper."""
     try:
         with Image.open(path) as img:
-            gray = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+            img.load()
+            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                rgba = img.convert("RGBA")
+                paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(paper, rgba)
+            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an image") from None
     except Exception as exc:  # Pillow raises many types for undecodable files
         raise DataError(f"{path}: not a readable image ({exc})") from None
+
+
+def load_image(path) -> np.ndarray:
+    """A (28, 28) float32 image in [0, 1], light ink on dark, scaled and centred like MNIST."""
+    Image = _pillow()
+    path = Path(path)
+    gray = _grayscale(path, Image)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if border.mean() > 0.5:
-        gray = 1.0 - gray
-    ink = np.argwhere(gray > 0.1)
-    if len(ink) == 0:
-        return np.zeros((SIZE, SIZE), dtype=np.float32)
-    (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0) + 1
-    crop = gray[top:bottom, left:right]
+    if border.mean() > 0.5:  # dark ink on light paper: flip to MNIST's light-on-dark
+        gray, border = 1.0 - gray, 1.0 - border
+    # Photos of paper are grey, not black: take the background level off and stretch the ink to 1.
+    background = float(np.median(border))
+    peak = float(gray.max())
+    if peak - background < 1e-3:
+        raise DataError(f"{path}: the image is blank (no ink stands out from the background)")
+    gray = np.clip((gray - background) / (peak - background), 0.0, 1.0)
+    rows, cols = np.nonzero(gray > INK)
+    crop = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = BOX / max(crop.shape)
-    h, w = max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))
-    small = np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize((w, h), Image.LANCZOS), dtype=np.float32) / 255.0
-    canvas = np.zeros((SIZE, SIZE), dtype=np.float32)
+    h, w = (max(1, round(n * scale)) for n in crop.shape)
+    small = Image.fromarray(crop.astype(np.float32))  # mode "F"
+    small = small.resize((w, h), Image.LANCZOS)
+    small = np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
     ys, xs = np.indices(small.shape)
     mass = small.sum()
     cy, cx = (ys * small).sum() / mass, (xs * small).sum() / mass
-    top = int(np.clip(round(SIZE / 2 - 0.5 - cy), 0, SIZE - h))
-    left = int(np.clip(round(SIZE / 2 - 0.5 - cx), 0, SIZE - w))
+    top = int(np.clip(round(CENTRE - cy), 0, SIZE - h))
+    left = int(np.clip(round(CENTRE - cx), 0, SIZE - w))
+    canvas = np.zeros((SIZE, SIZE), dtype=np.float32)
     canvas[top : top + h, left : left + w] = small
     return canvas
 
 
 def load_inputs(paths) -> tuple[np.ndarray, list[str]]:
-    """Images and/or IDX image files → ``(n, H, W)`` float32 in [0, 1] and a name per image."""
-    from .idx import read_idx  # noqa: PLC0415
+    """Image files and/or IDX image files → ``(n, H, W)`` float32 in [0, 1] and one name per image.
 
+    IDX files are recognised by their content, not their name; their uint8 pixels are scaled
+    by 1/255 and otherwise used as they are (they are already MNIST-style).
+    """
     images, names = [], []
     for path in map(Path, paths):
-        if ".idx" in path.name or "ubyte" in path.name:
+        if looks_like_idx(path):
             array = read_idx(path)
             if array.ndim == 2:
                 array = array[None]
             if array.ndim != 3:
-                raise DataError(f"{path.name}: expected IDX images (n × h × w), got shape {array.shape}")
-            images.extend(array.astype(np.float32) / 255.0)
+                raise DataError(f"{path}: expected IDX images (n, height, width), got shape {array.shape}")
+            if array.dtype != np.uint8:
+                raise DataError(f"{path}: expected uint8 IDX pixels, got {array.dtype}")
+            images.extend(array.astype(np.float32) / np.float32(255))
             names.extend(f"{path.name}[{i}]" for i in range(len(array)))
         else:
             images.append(load_image(path))
             names.append(str(path))
-    shapes = {im.shape for im in images}
+    if not images:
+        raise DataError("no input images given")
+    shapes = sorted({im.shape for im in images})
     if len(shapes) > 1:
-        raise DataError(f"inputs have different image sizes: {sorted(shapes)}")
+        raise DataError(f"inputs have different image sizes: {', '.join(map(str, shapes))}")
     return np.stack(images), names
