@@ -196,3 +196,15 @@ def synchronize(xp) -> None:
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for CuPy's out-of-memory errors, without importing CuPy."""
     return type(exc).__name__ in ("OutOfMemoryError", "CUDARuntimeError") and "memory" in str(exc).lower()
+
+
+def take_rows(X, idx, out):
+    """``out[:] = X[idx]`` without allocating: the mini-batch gather.
+
+    NumPy's ``take`` with ``out=`` and the default ``mode='raise'`` buffers the whole result
+    to check indices first (3x slower, measured); the trainer's indices come from a
+    permutation, so ``'clip'`` is safe. CuPy's ``take`` has no ``mode`` and needs none.
+    """
+    if is_gpu_array(X):
+        return X.take(idx, axis=0, out=out)
+    return np.take(X, idx, axis=0, out=out, mode="clip")

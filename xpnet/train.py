@@ -204,8 +204,8 @@ class Trainer:
             idx = order[b * bs : (b + 1) * bs]
             m = idx.shape[0]
             xb, yb = (xb_full, yb_full) if m == bs else (xb_full[:m], yb_full[:m])
-            xp.take(self.X, idx, axis=0, out=xb)
-            xp.take(self.y, idx, axis=0, out=yb)
+            backend.take_rows(self.X, idx, xb)
+            backend.take_rows(self.y, idx, yb)
             if self.augment is not None:
                 self.augment.reseed(self.epoch, b)  # per batch: a resumed run augments identically
                 self.augment(xb, out=xb)

@@ -1,0 +1,65 @@
+// Fused Adam over one flat parameter buffer (PyTorch's formulation); the definition is
+// xpnet/ops/reference.py::adam_step.  Self-contained for NVRTC (no includes).
+//
+// One launch per step, grid-stride loop: p, g, m, v are read once and p, m, v written once.
+// The step count t lives in device memory (int32[1]) and the bias corrections 1 - beta^t are
+// computed here, so a captured CUDA graph replays correctly at every step; increment_step
+// advances t inside the same graph.
+
+typedef long long i64;
+
+// Round-to-nearest multiply that nvcc may not fuse into an FMA, so the float32 update
+// rounds like NumPy's separate ufuncs (parity tests stay tight).
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float root(float x) { return sqrtf(x); }
+__device__ __forceinline__ double root(double x) { return sqrt(x); }
+
+// m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+// p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps),  bc = 1 - beta^t.
+// Hyperparameters arrive as double: pow() and the bias corrections are done in double
+// (once per block, by thread 0, into shared memory) and only then cast to T.
+template <typename T>
+__device__ __forceinline__ void adam_step_impl(T* p, const T* g, T* m, T* v, const int* t, i64 n,
+                                               double lr, double beta1, double beta2, double eps) {
+    __shared__ T lr_t_s, sqrt_bc2_s;
+    if (threadIdx.x == 0) {
+        const double step = (double)t[0];
+        const double bc1 = 1.0 - pow(beta1, step);
+        const double bc2 = 1.0 - pow(beta2, step);
+        lr_t_s = (T)(lr / bc1);
+        sqrt_bc2_s = (T)sqrt(bc2);
+    }
+    __syncthreads();
+    const T lr_t = lr_t_s, sqrt_bc2 = sqrt_bc2_s;
+    const T b1 = (T)beta1, c1 = (T)(1.0 - beta1), b2 = (T)beta2, c2 = (T)(1.0 - beta2), e = (T)eps;
+
+    const i64 stride = (i64)blockDim.x * gridDim.x;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const T gi = g[i];
+        const T mi = mul_rn(b1, m[i]) + mul_rn(c1, gi);
+        const T vi = mul_rn(b2, v[i]) + mul_rn(c2, mul_rn(gi, gi));
+        m[i] = mi;
+        v[i] = vi;
+        const T denom = root(vi) / sqrt_bc2 + e;
+        p[i] = p[i] - mul_rn(lr_t, mi / denom);
+    }
+}
+
+extern "C" {
+
+__global__ void adam_step_f32(float* p, const float* g, float* m, float* v, const int* t, i64 n,
+                              double lr, double beta1, double beta2, double eps) {
+    adam_step_impl<float>(p, g, m, v, t, n, lr, beta1, beta2, eps);
+}
+__global__ void adam_step_f64(double* p, const double* g, double* m, double* v, const int* t, i64 n,
+                              double lr, double beta1, double beta2, double eps) {
+    adam_step_impl<double>(p, g, m, v, t, n, lr, beta1, beta2, eps);
+}
+
+// t[0] += 1: the last node of a captured training step. Launch with one thread.
+__global__ void increment_step(int* t) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) t[0] += 1;
+}
+
+}  // extern "C"
