@@ -12,4 +12,4 @@ mkdir -p "$out"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python -m xpnet info; } > "$out/device.txt" 2>&1
 python -m pytest -q tests/test_ops_cuda.py tests/test_kernels_compile.py tests/test_gpu_parity.py -rs 2>&1 | tee "$out/gpu-tests.txt"
 python -m xpnet bench --device cpu,gpu --hidden "10;256;512;1024" --batch-size 64,128,512,2048 --epochs 4 \
-  --peers torch,torch-graph --out "$out" 2>&1 | tee "$out/bench-log.txt"
+  --peers xpnet-eager,torch,torch-graph --out "$out" 2>&1 | tee "$out/bench-log.txt"

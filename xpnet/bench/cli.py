@@ -32,7 +32,7 @@ def _parse_shapes(text: str) -> list[tuple[int, ...]]:
 @click.option("--batch-size", "batch_sizes", default="128", callback=comma_list, help="Comma list of batch sizes.")
 @click.option("--epochs", type=click.IntRange(min=2), default=4, help="Epochs per run; the first is warm-up and excluded.")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, help="Runs per case (the median epoch is over all runs).")
-@click.option("--peers", default="torch,sklearn", callback=comma_list, help="Peers to measure in the same run: torch, torch-graph, sklearn (skipped when not installed).")
+@click.option("--peers", default="torch,sklearn", callback=comma_list, help="Peers to measure in the same run: torch, torch-graph, sklearn, xpnet-eager (GPU without graphs); skipped when not installed.")
 @click.option("--lr", type=float, default=1e-3)
 @click.option("--dataset", type=click.Choice(["fashion-mnist", "mnist"]), default="fashion-mnist")
 @click.option("--limit", type=click.IntRange(min=100), default=None, help="Use only the first N training images (quick looks).")
@@ -57,9 +57,10 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, lr, dataset, lim
         if device != "cpu" and not device.startswith("gpu"):
             raise click.BadParameter(f"{device!r}: use cpu, gpu or gpu:N", param_hint="--device")
     impls = ["xpnet", *[p for p in peers if p != "xpnet"]]
-    unknown = [p for p in impls if p not in ("xpnet", "torch", "torch-graph", "sklearn")]
+    unknown = [p for p in impls if p not in ("xpnet", "xpnet-eager", "torch", "torch-graph", "sklearn")]
     if unknown:
-        raise click.BadParameter(f"unknown peer {unknown[0]!r}: choose from torch, torch-graph, sklearn", param_hint="--peers")
+        raise click.BadParameter(f"unknown peer {unknown[0]!r}: choose from xpnet-eager, torch, torch-graph, sklearn",
+                                 param_hint="--peers")
 
     with tempfile.TemporaryDirectory(prefix="xpnet-bench-") as tmp:
         info = prepare_data(dataset, Path(tmp), limit)
@@ -75,7 +76,10 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, lr, dataset, lim
                                 "batch_size": batch_size, "epochs": epochs, "lr": lr, "seed": seed}
                         reason = unavailable_reason(case)
                         if reason:
-                            if not (impl in ("sklearn",) and device != "cpu") and not (impl == "torch-graph" and device == "cpu"):
+                            # Rows that can never exist (sklearn on GPU, graphs on CPU) are left out, not "skipped".
+                            impossible = (impl == "sklearn" and device != "cpu") or (
+                                impl in ("torch-graph", "xpnet-eager") and device == "cpu")
+                            if not impossible:
                                 results.append(dict(case, skipped=reason))
                             continue
                         runs = []

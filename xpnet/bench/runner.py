@@ -52,7 +52,9 @@ def unavailable_reason(case: dict) -> str | None:
         return "CPU only"
     if case["impl"] == "torch-graph" and not gpu:
         return "CUDA graphs need a GPU"
-    if gpu and case["impl"] == "xpnet":
+    if case["impl"] == "xpnet-eager" and not gpu:
+        return "the eager/graph split exists on GPU only"
+    if gpu and case["impl"].startswith("xpnet"):
         from .. import backend
 
         if not backend.gpu_available():

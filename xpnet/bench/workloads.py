@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-IMPLEMENTATIONS = ("xpnet", "torch", "torch-graph", "sklearn")
+IMPLEMENTATIONS = ("xpnet", "xpnet-eager", "torch", "torch-graph", "sklearn")
 
 
 def _median_after_warmup(epoch_s):
@@ -22,12 +22,16 @@ def _median_after_warmup(epoch_s):
     return statistics.median(timed)
 
 
-def run_xpnet(data, device, sizes, batch_size, epochs, lr, seed):
+def run_xpnet(data, device, sizes, batch_size, epochs, lr, seed, graph=True):
+    """xpnet; on a GPU the CUDA-graph trainer where supported (``graph=False``: the eager loop)."""
     import xpnet
     from xpnet import backend
 
     net = xpnet.MLP(sizes, device=device, seed=seed)
-    trainer = xpnet.Trainer(net, xpnet.optim.Adam(lr), data["X_train"], data["y_train"], batch_size=batch_size, seed=seed)
+    trainer_cls = xpnet.Trainer
+    if net.device.is_gpu and graph:
+        from xpnet.train_graph import make_trainer as trainer_cls
+    trainer = trainer_cls(net, xpnet.optim.Adam(lr), data["X_train"], data["y_train"], batch_size=batch_size, seed=seed)
     history = trainer.run(epochs)
     test = xpnet.evaluate(net, data["X_test"], data["y_test"])
     name = backend.device_name(device)
@@ -156,7 +160,11 @@ def run_sklearn(data, device, sizes, batch_size, epochs, lr, seed):
     return epoch_s, float((clf.predict(data["X_test"]) == data["y_test"]).mean()), "scikit-learn"
 
 
-RUNNERS = {"xpnet": run_xpnet, "torch": run_torch, "torch-graph": run_torch_graph, "sklearn": run_sklearn}
+def run_xpnet_eager(data, device, sizes, batch_size, epochs, lr, seed):
+    return run_xpnet(data, device, sizes, batch_size, epochs, lr, seed, graph=False)
+
+
+RUNNERS = {"xpnet": run_xpnet, "xpnet-eager": run_xpnet_eager, "torch": run_torch, "torch-graph": run_torch_graph, "sklearn": run_sklearn}
 
 
 def run_case(case: dict, data: dict) -> dict:

@@ -33,6 +33,7 @@ DATASET_CHOICES = ["mnist", "fashion-mnist"]
 @click.option("--seed", type=int, default=0)
 @click.option("--device", default="cpu", help="cpu, gpu or gpu:N.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32")
+@click.option("--graph/--no-graph", default=True, help="On GPU: replay each step as a CUDA graph (falls back to eager when the configuration or CuPy does not allow it).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("model.npz"), help="Where to save the trained model.")
 @click.option("--metrics", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write one JSON line per epoch (+ a final test line) here.")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Save a resumable checkpoint every N epochs.")
@@ -112,9 +113,12 @@ def train(**opts):
         from ..augment import Augmenter
 
         augment = Augmenter(image_shape=ds.image_shape, seed=opts["seed"])
-    trainer = Trainer(net, opt, Xtr, ytr, batch_size=opts["batch_size"], val=(Xv, yv), l2=opts["l2"],
-                      early_stopping=early, seed=opts["seed"], callbacks=callbacks, progress=not opts["quiet"],
-                      augment=augment)
+    trainer_cls = Trainer
+    if net.device.is_gpu and opts.get("graph", True):
+        from ..train_graph import make_trainer as trainer_cls  # GraphTrainer where supported, else Trainer
+    trainer = trainer_cls(net, opt, Xtr, ytr, batch_size=opts["batch_size"], val=(Xv, yv), l2=opts["l2"],
+                          early_stopping=early, seed=opts["seed"], callbacks=callbacks, progress=not opts["quiet"],
+                          augment=augment)
     if state is not None:
         trainer.load_state_dict(state)
         say(f"resumed from {opts['resume']} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
