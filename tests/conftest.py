@@ -71,3 +71,34 @@ def serve_folder(folder):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def write_synthetic_idx(folder, n_train=400, n_test=100, side=28, seed=0, label_count=None):
+    """A tiny MNIST-shaped IDX data set: ten classes, each a bright bar at its own row.
+
+    Learnable in a few epochs, so CLI/sweep/tune tests run in seconds. ``label_count``
+    truncates the training labels to make a count-mismatch fixture.
+    """
+    from xpnet.data import write_idx
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 40, (n, side, side)).astype(np.uint8)
+        for i, lab in enumerate(labels):
+            row = int(lab) * (side // 10) + 1
+            images[i, row : row + 2, 3 : side - 3] = 250
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        count = label_count if (label_count and split == "train") else n
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels[:count])
+    return folder
+
+
+def run_cli(args, capsys):
+    """Run ``xpnet ARGS`` in-process; returns ``(exit code, stdout, stderr)``."""
+    from xpnet.cli import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -7,34 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from xpnet.cli import main
-from xpnet.data import write_idx
-
-
-def _synthetic(folder, n_train=400, n_test=100, side=28, seed=0, label_count=None):
-    """Ten classes, each a bright bar at its own row: learnable in a few epochs."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, side, side)).astype(np.uint8)
-        for i, lab in enumerate(labels):
-            row = int(lab) * (side // 10) + 1
-            images[i, row : row + 2, 3 : side - 3] = 250
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels[: label_count or n])
-    return folder
+from conftest import run_cli, write_synthetic_idx
 
 
 @pytest.fixture
 def data_dir(tmp_path):
-    return _synthetic(tmp_path / "data")
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return write_synthetic_idx(tmp_path / "data")
 
 
 def _train(data_dir, tmp_path, capsys, *extra, out="m.npz"):
@@ -129,7 +107,7 @@ def test_missing_and_corrupt_idx(tmp_path, capsys):
     empty.mkdir()
     line = _one_error_line(*run_cli(["train", "--data-dir", empty, "--out", tmp_path / "m.npz"], capsys)[::2])
     assert "is missing train-images-idx3-ubyte.gz" in line
-    data = _synthetic(tmp_path / "corrupt")
+    data = write_synthetic_idx(tmp_path / "corrupt")
     raw = (data / "train-images-idx3-ubyte.gz").read_bytes()
     (data / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 2])
     line = _one_error_line(*run_cli(["train", "--data-dir", data, "--out", tmp_path / "m.npz"], capsys)[::2])
@@ -138,14 +116,14 @@ def test_missing_and_corrupt_idx(tmp_path, capsys):
 
 
 def test_label_count_mismatch(tmp_path, capsys):
-    data = _synthetic(tmp_path / "mismatch", label_count=399)
+    data = write_synthetic_idx(tmp_path / "mismatch", label_count=399)
     line = _one_error_line(*run_cli(["train", "--data-dir", data, "--out", tmp_path / "m.npz"], capsys)[::2])
     assert "train-labels-idx1-ubyte.gz has 399 labels but train-images-idx3-ubyte.gz has 400 images" in line
 
 
 def test_wrong_image_size_for_model(data_dir, tmp_path, capsys):
     assert _train(data_dir, tmp_path, capsys)[0] == 0
-    small = _synthetic(tmp_path / "small", side=14)
+    small = write_synthetic_idx(tmp_path / "small", side=14)
     line = _one_error_line(*run_cli(["evaluate", tmp_path / "m.npz", "--data-dir", small], capsys)[::2])
     assert "14×14 images (196 values) but the model expects 784 inputs" in line
 
