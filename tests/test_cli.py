@@ -200,3 +200,23 @@ def test_info_and_gradcheck(capsys):
     assert code == 0 and "numpy" in out and "data    cache" in out
     code, out, _ = run_cli(["gradcheck"], capsys)
     assert code == 0 and out.startswith("OK: max relative error")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(data_dir, tmp_path):
+    import os
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "xpnet", "train", "--data-dir", str(data_dir), "--hidden", "16",
+                             "--epochs", "500", "--out", str(tmp_path / "m.npz")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    for line in proc.stdout:  # wait until training is under way
+        if line.startswith("epoch"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    ckpt = tmp_path / "m.ckpt.npz"
+    assert f"checkpoint saved to {ckpt}" in err and f"resume with: xpnet train --resume {ckpt}" in err
+    assert ckpt.exists() and not (tmp_path / "m.npz").exists()
