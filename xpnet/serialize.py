@@ -40,6 +40,7 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException as exc:
         with _suppress_oserror():
@@ -48,6 +49,12 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
             raise ModelFileError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class _suppress_oserror:

@@ -34,6 +34,14 @@ KERNEL_NAMES = {
         "softmax_xent_f64_i32", "softmax_xent_f64_i64",
     ),
     "adam.cu": ("adam_step_f32", "adam_step_f64", "increment_step"),
+    # The CUDA-graph training step (xpnet/train_graph.py).
+    "graph_step.cu": (
+        "gather_batch_f32", "gather_batch_f64",
+        "bias_add_f32", "bias_add_f64",
+        "step_metrics_f32", "step_metrics_f64",
+        "l2_grad_f32", "l2_grad_f64",
+        "advance_offset",
+    ),
 }
 NVRTC_OPTIONS = ("--std=c++17",)
 
@@ -41,6 +49,8 @@ BLOCK = 256  # element-wise kernels: 8 warps, enough to hide latency at any occu
 MAX_BLOCKS = 4096  # grid-stride loops cover the rest; ~4 waves on a 132-SM H100
 SOFTMAX_BLOCK = 256  # one warp per row, so 8 rows per block
 BIAS_ROWS = 8  # must match BIAS_ROWS in relu.cu: block (32, BIAS_ROWS)
+METRICS_BLOCK = 256  # must match METRICS_BLOCK in graph_step.cu: one block, power of two
+L2_BLOCK = 256  # must match L2_BLOCK in graph_step.cu
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _LABEL_SUFFIX = {np.dtype(np.int32): "i32", np.dtype(np.int64): "i64"}
@@ -268,3 +278,101 @@ def increment_step(t):
         raise ConfigError("increment_step needs a device int32 array of shape (1,)")
     _kernel("adam.cu", "increment_step")((1,), (1,), (t,))
     return t
+
+
+# ---- CUDA-graph training step (kernels/graph_step.cu) ---------------------------------
+# Every index / counter these read is a device array, so one captured graph serves all steps.
+
+
+def _device_scalar(name: str, a, dtype) -> None:
+    if not (type(a).__module__.startswith("cupy") and a.dtype == np.dtype(dtype) and a.size == 1):
+        raise ConfigError(f"{name} must be a device {np.dtype(dtype).name} array of shape (1,)")
+
+
+def gather_batch(X, y, perm, offset, Xb, yb):
+    """``Xb[r] = X[perm[offset + r]]``, ``yb[r] = y[perm[offset + r]]`` for ``r < len(Xb)``.
+
+    X: (n, nf) float; y: (n,) int32; perm: (n,) int64; offset: device int32[1] (read on the
+    device, never on the host: the caller keeps ``offset + len(Xb) <= n``); Xb: (bs, nf);
+    yb: (bs,) int32.
+    """
+    sfx = _float_suffix(X, Xb)
+    n, nf = _check_2d("X", X)
+    bs, _ = _check_2d("Xb", Xb)
+    _expect("Xb", Xb, (bs, nf))
+    _expect("y", y, (n,))
+    _expect("perm", perm, (n,))
+    _expect("yb", yb, (bs,))
+    if y.dtype != np.int32 or yb.dtype != np.int32:
+        raise ConfigError(f"gather_batch needs int32 labels, got {y.dtype} and {yb.dtype}")
+    if perm.dtype != np.int64:
+        raise ConfigError(f"gather_batch needs an int64 permutation, got {perm.dtype}")
+    for name, a in (("y", y), ("perm", perm), ("yb", yb)):
+        if not a.flags.c_contiguous:
+            raise ShapeError(f"{name} must be C-contiguous")
+    _on_device(X, y, perm, Xb, yb)
+    _device_scalar("offset", offset, np.int32)
+    if Xb.size:
+        _kernel("graph_step.cu", f"gather_batch_{sfx}")(
+            _grid_1d(Xb.size), (BLOCK,), (X, y, perm, offset, Xb, yb, np.int64(bs), np.int64(nf))
+        )
+    return Xb
+
+
+def bias_add(Z, b):
+    """``Z += b`` row-wise, in place (bit-identical to CuPy's broadcast add)."""
+    sfx = _float_suffix(Z, b)
+    m, n = _check_2d("Z", Z)
+    _expect("b", b, (n,))
+    _on_device(Z, b)
+    if Z.size:
+        _kernel("graph_step.cu", f"bias_add_{sfx}")(_grid_1d(Z.size), (BLOCK,), (Z, b, np.int64(m), np.int64(n)))
+    return Z
+
+
+def step_metrics(Z, labels, loss_rows, loss_acc, correct_acc):
+    """``loss_acc += loss_rows.sum()`` (float64) and ``correct_acc += (Z.argmax(1) == labels).sum()``.
+
+    Z must hold the logits (not yet overwritten by the loss gradient); labels: (m,) int32;
+    loss_acc: device float64[1]; correct_acc: device int64[1]. One block, deterministic.
+    """
+    sfx = _float_suffix(Z, loss_rows)
+    m, k = _check_2d("Z", Z)
+    _expect("labels", labels, (m,))
+    _expect("loss_rows", loss_rows, (m,))
+    if labels.dtype != np.int32 or not labels.flags.c_contiguous:
+        raise ConfigError(f"step_metrics needs C-contiguous int32 labels, got {labels.dtype}")
+    if k == 0:
+        raise ShapeError("step_metrics needs at least one class (Z has 0 columns)")
+    _on_device(Z, labels, loss_rows)
+    _device_scalar("loss_acc", loss_acc, np.float64)
+    _device_scalar("correct_acc", correct_acc, np.int64)
+    if m:
+        _kernel("graph_step.cu", f"step_metrics_{sfx}")(
+            (1,), (METRICS_BLOCK,), (Z, labels, loss_rows, np.int64(m), np.int64(k), loss_acc, correct_acc)
+        )
+    return loss_acc
+
+
+def l2_grad(dW, W, coef, loss_acc, loss_coef):
+    """``dW += T(coef) * W`` in place and ``loss_acc += loss_coef * sum(W**2)`` (float64, atomic).
+
+    For L2 weight decay with the batch size m: ``coef = l2 / m`` and ``loss_coef = l2 / 2``.
+    """
+    sfx = _float_suffix(dW, W)
+    _expect("dW", dW, W.shape)
+    _on_device(dW, W)
+    _device_scalar("loss_acc", loss_acc, np.float64)
+    if W.size:
+        _kernel("graph_step.cu", f"l2_grad_{sfx}")(
+            _grid_1d(W.size, L2_BLOCK), (L2_BLOCK,),
+            (dW, W, np.int64(W.size), np.float64(coef), loss_acc, np.float64(loss_coef)),
+        )
+    return dW
+
+
+def advance_offset(offset, step):
+    """``offset[0] += step`` on the device (with ``increment_step``, the end of a captured step)."""
+    _device_scalar("offset", offset, np.int32)
+    _kernel("graph_step.cu", "advance_offset")((1,), (1,), (offset, np.int64(step)))
+    return offset

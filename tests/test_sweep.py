@@ -1,0 +1,116 @@
+"""xpnet sweep on a tiny synthetic IDX data set: rows, columns, curves, resume, bad input."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from xpnet.analysis.sweep import CSV_FIELDS, make_grid, parse_shapes, run_id
+from xpnet.cli import main
+from xpnet.data import write_idx
+from xpnet.errors import ConfigError
+
+
+def synthetic(folder, n_train=300, n_test=100, side=28, seed=0):
+    """Ten classes, each a bright bar at its own row: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 40, (n, side, side)).astype(np.uint8)
+        for i, lab in enumerate(labels):
+            row = int(lab) * (side // 10) + 1
+            images[i, row : row + 2, 3 : side - 3] = 250
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return synthetic(tmp_path / "data")
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_parse_shapes():
+    assert parse_shapes("10,256,1024") == [(10,), (256,), (1024,)]
+    assert parse_shapes("10;256;120,64") == [(10,), (256,), (120, 64)]
+    for bad in ("", "a,b", "10;0", "-3", ";"):
+        with pytest.raises(ConfigError):
+            parse_shapes(bad)
+
+
+def test_run_id_is_stable_and_distinct():
+    a = make_grid([(10,), (20, 5)], ["adam", "sgd"], ["relu"], ["he"], ["cpu"], 2, 3, 64)[0]
+    assert run_id(a) == run_id(dict(a))
+    ids = {run_id(c) for c in make_grid([(10,), (20, 5)], ["adam", "sgd"], ["relu"], ["he"], ["cpu"], 2, 3, 64)}
+    assert len(ids) == 8
+    assert a["lr"] == 1e-3 and make_grid([(10,)], ["sgd"], ["relu"], ["he"], ["cpu"], 1, 1, 8)[0]["lr"] == 0.1
+
+
+def test_sweep_writes_rows_and_resumes(data_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--data-dir", data_dir, "--hidden", "8;16,8", "--optimizer", "adam,sgd", "--repeats", "2",
+            "--epochs", "2", "--batch-size", "32", "--out", out]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert stdout.count(" run  ") == 8  # 2 shapes × 2 optimizers × 2 repeats
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8
+    assert set(CSV_FIELDS) <= set(rows[0])
+    assert {r["hidden"] for r in rows} == {"8", "16-8"}
+    assert {r["optimizer"] for r in rows} == {"adam", "sgd"}
+    assert {r["seed"] for r in rows} == {"0", "1"}
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["kind"] == "sweep" and len(data["results"]) == 8
+    for r in data["results"]:
+        assert 0 <= r["test_acc"] <= 1 and r["best_val_acc"] >= r["final_val_acc"] - 1e-12
+        assert r["params"] == (784 * 8 + 8 + 8 * 10 + 10 if r["hidden"] == "8" else 784 * 16 + 16 + 16 * 8 + 8 + 8 * 10 + 10)
+        assert r["median_epoch_s"] > 0 and r["total_s"] >= r["median_epoch_s"] and r["device_name"]
+        curve = json.loads((out / "curves" / f"{r['run_id']}.json").read_text())
+        assert [c["epoch"] for c in curve["records"]] == [1, 2]
+    assert (out / "best_model.npz").exists()
+    assert data["meta"]["best_run"] == max(data["results"], key=lambda r: r["test_acc"])["run_id"]
+    before = (out / "results.json").read_text()
+
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert stdout.count(" skip ") == 8 and " run  " not in stdout
+    assert "0 run(s) trained, 8 skipped" in stdout
+    assert (out / "results.json").read_text() == before
+
+    # one more seed: only the new runs train, the old rows are kept as they were
+    more = list(args)
+    more[more.index("--repeats") + 1] = "3"
+    code, stdout, err = run_cli(more, capsys)
+    assert code == 0, err
+    assert stdout.count(" run  ") == 4 and stdout.count(" skip ") == 8
+    after = json.loads((out / "results.json").read_text())["results"]
+    assert after[:8] == data["results"] and len(after) == 12
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hidden", "10,x"], "--hidden"),
+    (["--hidden", "0"], "--hidden"),
+    (["--optimizer", "adamw"], "adamw"),
+    (["--activation", "gelu"], "gelu"),
+    (["--device", "tpu"], "tpu"),
+])
+def test_sweep_bad_input(data_dir, tmp_path, capsys, args, message):
+    code, _, err = run_cli(["sweep", "--data-dir", data_dir, "--out", tmp_path / "o", *args], capsys)
+    assert code != 0
+    assert message in err and err.count("\n") == 1
+
+
+def test_sweep_needs_out_and_data(tmp_path, capsys):
+    code, _, err = run_cli(["sweep", "--hidden", "8"], capsys)
+    assert code == 2 and "--out" in err
+    code, _, err = run_cli(["sweep", "--data-dir", tmp_path / "nope", "--hidden", "8", "--out", tmp_path / "o"], capsys)
+    assert code != 0 and "nope" in err and err.count("\n") == 1

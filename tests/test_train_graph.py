@@ -1,0 +1,250 @@
+"""The CUDA-graph trainer: CPU-checkable parts (support rules, the cuBLAS row-major mapping,
+kernel registration, imports without CuPy) and GPU parity with the eager Trainer."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import gpu
+
+from xpnet.errors import ShapeError
+from xpnet.model import MLP
+from xpnet.ops import cublas, cuda
+from xpnet.optim import SGD, Adam
+from xpnet.train import Trainer
+from xpnet.train_graph import graph_supported, make_trainer
+
+REPO = Path(__file__).resolve().parents[1]
+KERNELS = REPO / "kernels"
+
+
+# ---- CPU-runnable --------------------------------------------------------------------
+
+
+def test_graph_supported_reasons():
+    net = MLP([8, 6, 3])
+    assert graph_supported(net, Adam()) == (True, "")
+    ok, reason = graph_supported(MLP([8, 6, 3], dropout=0.5), Adam())
+    assert not ok and "dropout" in reason
+    ok, reason = graph_supported(net, Adam(), dropout=0.2)
+    assert not ok and "dropout" in reason
+    ok, reason = graph_supported(net, SGD(lr=0.1))
+    assert not ok and "Adam" in reason and "sgd" in reason
+    ok, reason = graph_supported(MLP([8, 6, 3], activation="sigmoid"), Adam())
+    assert not ok and "ReLU" in reason
+    ok, reason = graph_supported(MLP([8, 6, 1], output="sigmoid"), Adam())
+    assert not ok and "softmax" in reason
+    ok, reason = graph_supported(net, Adam(), augment=object())
+    assert not ok and "augmentation" in reason
+
+
+def test_make_trainer_is_eager_on_cpu(rng):
+    X = rng.standard_normal((20, 8))
+    y = rng.integers(0, 3, 20)
+    trainer = make_trainer(MLP([8, 6, 3]), Adam(), X, y, batch_size=8)
+    assert type(trainer) is Trainer and "CPU" in trainer.graph_reason
+    trainer = make_trainer(MLP([8, 6, 3]), SGD(lr=0.1), X, y, batch_size=8)
+    assert type(trainer) is Trainer and "Adam" in trainer.graph_reason
+    trainer = make_trainer(MLP([8, 6, 3]), Adam(), X, y, batch_size=8, graph=False)
+    assert type(trainer) is Trainer and "no-graph" in trainer.graph_reason
+    history = trainer.run(1)
+    assert len(history) == 1
+
+
+SHAPES = [(1, 1, 1), (3, 5, 7), (7, 2, 4), (64, 784, 10), (10, 64, 33), (5, 1, 6)]
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("mkn", SHAPES)
+def test_rowmajor_gemm_mapping_emulated(rng, trans_a, trans_b, mkn):
+    M, K, N = mkn
+    opA = rng.standard_normal((M, K))
+    opB = rng.standard_normal((K, N))
+    A = np.ascontiguousarray(opA.T if trans_a else opA)  # what is stored
+    B = np.ascontiguousarray(opB.T if trans_b else opB)
+    C = np.full((M, N), np.nan)
+    cublas.emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
+    np.testing.assert_allclose(C, opA @ opB, rtol=1e-12, atol=1e-12)
+
+
+def test_gemm_args_for_the_mlp_products():
+    # forward Z (64, 256) = X (64, 784) @ W.T, W (256, 784)
+    g = cublas.gemm_args((64, 784), (256, 784), trans_b=True)
+    assert g == cublas.GemmArgs(cublas.CUBLAS_OP_T, cublas.CUBLAS_OP_N, 256, 64, 784, 784, 784, 256)
+    # dW (256, 784) = dZ.T @ X, dZ (64, 256)
+    g = cublas.gemm_args((64, 256), (64, 784), trans_a=True)
+    assert g == cublas.GemmArgs(cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_T, 784, 256, 64, 784, 256, 784)
+    # dA (64, 256) = dZ (64, 10) @ W (10, 256)
+    g = cublas.gemm_args((64, 10), (10, 256))
+    assert g == cublas.GemmArgs(cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N, 256, 64, 10, 256, 10, 256)
+    with pytest.raises(ShapeError, match="op\\(A\\)"):
+        cublas.gemm_args((4, 3), (4, 5))
+
+
+def test_emulated_gemm_alpha_beta_and_leading_dimension(rng):
+    # column-major A (2x3) inside a buffer with lda=4; C keeps beta * C
+    A = rng.standard_normal(4 * 3)
+    B = rng.standard_normal(3 * 2)
+    C = rng.standard_normal(2 * 2)
+    a = np.array([[A[i + j * 4] for j in range(3)] for i in range(2)])
+    b = B.reshape(2, 3).T
+    expected = 2.0 * a @ b + 0.5 * C.reshape(2, 2).T
+    cublas.emulate_colmajor_gemm(0, 0, 2, 2, 3, 2.0, A, 4, B, 3, 0.5, C, 2)
+    np.testing.assert_allclose(C.reshape(2, 2).T, expected)
+
+
+def test_graph_kernels_registered_and_constants_match():
+    names = cuda.KERNEL_NAMES["graph_step.cu"]
+    for name in ("gather_batch_f32", "gather_batch_f64", "bias_add_f64", "step_metrics_f32", "l2_grad_f64", "advance_offset"):
+        assert name in names
+    source = (KERNELS / "graph_step.cu").read_text()
+    assert "#include" not in source
+    for kernel in names:
+        assert re.search(rf"__global__ void {kernel}\(", source), kernel
+    assert re.search(rf"#define METRICS_BLOCK {cuda.METRICS_BLOCK}\b", source)
+    assert re.search(rf"#define L2_BLOCK {cuda.L2_BLOCK}\b", source)
+    assert cuda.METRICS_BLOCK & (cuda.METRICS_BLOCK - 1) == 0  # the tree reduction needs a power of two
+
+
+def test_graph_step_wrappers_validate_without_a_gpu():
+    from xpnet.errors import ConfigError
+
+    f64 = np.zeros((4, 3))
+    with pytest.raises(ConfigError, match="CuPy arrays"):
+        cuda.bias_add(f64, np.zeros(3))
+    with pytest.raises(ConfigError, match="int32 labels"):
+        cuda.gather_batch(f64, np.zeros(4, np.int64), np.zeros(4, np.int64), None, np.zeros((2, 3)), np.zeros(2, np.int32))
+    with pytest.raises(ConfigError, match="device int32"):
+        cuda.advance_offset(np.zeros(1, np.int32), 4)
+
+
+def test_modules_import_without_cupy():
+    code = (
+        "import sys; sys.modules['cupy'] = None; sys.modules['cupy_backends'] = None\n"
+        "import xpnet.train_graph as tg, xpnet.ops.cublas as cb\n"
+        "assert cb.gemm_args((2, 3), (3, 4)).m == 4\n"
+        "assert tg.capture_supported()[0] is False\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO))
+
+
+# ---- GPU ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cp():
+    return pytest.importorskip("cupy")
+
+
+def _data(n=1000, nf=784, k=10, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, nf)) * 0.5
+    y = rng.integers(0, k, n)
+    return X, y
+
+
+def _pair(dtype, sizes=(784, 256, 10)):
+    from xpnet.train_graph import GraphTrainer
+
+    def build():
+        return MLP(list(sizes), device="gpu", dtype=dtype, seed=3)
+
+    return build, GraphTrainer
+
+
+@gpu
+@pytest.mark.parametrize("l2", [0.0, 0.1])
+def test_graph_matches_eager_float64(cp, l2):
+    build, GraphTrainer = _pair("float64")
+    X, y = _data()
+    eager_net, graph_net = build(), build()
+    eager = Trainer(eager_net, Adam(lr=1e-3), X, y, batch_size=64, l2=l2, seed=5)
+    fast = GraphTrainer(graph_net, Adam(lr=1e-3), X, y, batch_size=64, l2=l2, seed=5)
+    with _no_warning():
+        h_graph = fast.run(2)
+    h_eager = eager.run(2)
+    assert fast.fallback_reason is None
+    assert fast.graph_captures == 1 and fast.graph_replays == 15 + 14  # epoch 1: warm-up step, then replays
+    assert fast.opt.t == eager.opt.t == 2 * 16
+    a, b = eager_net.flat_params.get(), graph_net.flat_params.get()
+    np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+    assert np.linalg.norm(b - a) <= 1e-12 * np.linalg.norm(a)
+    for r1, r2 in zip(h_eager.records, h_graph.records):
+        assert r1["train_acc"] == r2["train_acc"]
+        assert r2["train_loss"] == pytest.approx(r1["train_loss"], rel=1e-10)
+
+
+@gpu
+def test_two_replays_equal_two_eager_steps(cp):
+    build, GraphTrainer = _pair("float64", (50, 32, 16, 10))
+    X, y = _data(n=256, nf=50)
+    t1 = GraphTrainer(build(), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
+    t2 = GraphTrainer(build(), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
+    for t in (t1, t2):
+        t._state = t._setup()
+        t._state.key = t._graph_key()
+        S = t._state
+        with S.stream:
+            S.perm.set(np.random.default_rng([1, 0]).permutation(256).astype(np.int64), stream=S.stream)
+            S.t.fill(1)
+            S.offset.fill(0)
+    with t1._state.stream:
+        for _ in range(3):
+            t1._step()
+        t1._state.stream.synchronize()
+    with t2._state.stream:
+        t2._step()  # warm-up
+        graph = t2._capture()
+        graph.launch(t2._state.stream)
+        graph.launch(t2._state.stream)
+        t2._state.stream.synchronize()
+    for name in ("t", "offset", "correct_acc"):
+        assert int(getattr(t1._state, name).get()[0]) == int(getattr(t2._state, name).get()[0])
+    assert int(t2._state.t.get()[0]) == 4 and int(t2._state.offset.get()[0]) == 96
+    np.testing.assert_allclose(t2._state.loss_acc.get(), t1._state.loss_acc.get(), rtol=1e-12)
+    a, b = t1.net.flat_params.get(), t2.net.flat_params.get()
+    np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+
+
+@gpu
+def test_float32_graph_trains(cp):
+    build, GraphTrainer = _pair("float32", (784, 128, 10))
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((10, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 2000)
+    X = centers[y] + 0.5 * rng.standard_normal((2000, 784)).astype(np.float32)
+    trainer = make_trainer(build(), Adam(lr=1e-3), X, y, batch_size=128)
+    assert isinstance(trainer, GraphTrainer), trainer.graph_reason
+    history = trainer.run(3)
+    assert trainer.fallback_reason is None and trainer.graph_replays > 0
+    losses = history["train_loss"]
+    assert losses[-1] < losses[0] and history["train_acc"][-1] > 0.5
+
+
+@gpu
+def test_make_trainer_gpu_falls_back_for_unsupported(cp):
+    X, y = _data(n=100, nf=20)
+    net = MLP([20, 8, 10], device="gpu", dtype="float64", dropout=0.5)
+    trainer = make_trainer(net, Adam(), X, y, batch_size=16)
+    assert type(trainer) is Trainer and "dropout" in trainer.graph_reason
+
+
+class _no_warning:
+    """Fail if the graph path warns (i.e. fell back to the eager loop)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.simplefilter("error", RuntimeWarning)
+        return self
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)

@@ -1,0 +1,130 @@
+"""xpnet tune: grid enumerates the grid, random is bounded and seeded, bayes (Optuna) prunes and shares a study."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from xpnet.analysis.tune import DEFAULT_GRID, PARAMS, build_space, grid_configs, random_configs
+from xpnet.cli import main
+from xpnet.data import write_idx
+
+
+def synthetic(folder, n_train=200, n_test=60, side=28, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 40, (n, side, side)).astype(np.uint8)
+        for i, lab in enumerate(labels):
+            images[i, int(lab) * 2 + 1 : int(lab) * 2 + 3, 3 : side - 3] = 250
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return synthetic(tmp_path_factory.mktemp("tune-data"))
+
+
+def _key(c):
+    return tuple(c[p] for p in PARAMS)
+
+
+def test_default_grid_is_the_documented_product():
+    configs = grid_configs()
+    assert len(configs) == 8
+    expected = {(lr, h, b, l2, d, o) for lr in DEFAULT_GRID["lr"] for h in DEFAULT_GRID["hidden"]
+                for b in DEFAULT_GRID["batch_size"] for l2 in DEFAULT_GRID["l2"] for d in DEFAULT_GRID["dropout"]
+                for o in DEFAULT_GRID["optimizer"]}
+    assert {_key(c) for c in configs} == expected
+
+
+def test_random_respects_bounds_and_seed():
+    space = build_space({"lr": [1e-3, 1e-1], "hidden": [16, 32], "dropout": [0.1, 0.3], "optimizer": ["sgd", "adam"]})
+    a, b = random_configs(50, space, seed=3), random_configs(50, space, seed=3)
+    assert a == b
+    assert random_configs(50, space, seed=4) != a
+    for c in a:
+        assert 1e-3 <= c["lr"] <= 1e-1 and 0.1 <= c["dropout"] <= 0.3
+        assert c["hidden"] in (16, 32) and c["optimizer"] in ("sgd", "adam")
+        assert c["batch_size"] in (32, 64, 128, 256) and 1e-5 <= c["l2"] <= 1.0
+    # log scale: about half of the draws below the geometric mean 1e-2
+    below = sum(c["lr"] < 1e-2 for c in a)
+    assert 15 <= below <= 35
+
+
+def test_grid_cli_runs_exactly_the_grid(data_dir, tmp_path, capsys):
+    out = tmp_path / "grid"
+    code = main(["tune", "--method", "grid", "--data-dir", str(data_dir), "--epochs", "1", "--lr", "0.01,0.1",
+                 "--hidden", "8,16", "--optimizer", "sgd", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    trials = json.loads((out / "trials.json").read_text())["trials"]
+    got = {(t["lr"], t["hidden"], t["optimizer"], t["batch_size"], t["dropout"]) for t in trials}
+    assert got == {(lr, h, "sgd", 128, d) for lr in (0.01, 0.1) for h in (8, 16) for d in (0.0, 0.2)}
+    assert len(trials) == 8
+    best = json.loads((out / "best.json").read_text())
+    assert best["value"] == max(t["value"] for t in trials)
+    assert (out / "best_model.npz").exists()
+    assert "Leaderboard" in captured.out and captured.out.count("| ") >= 8
+
+
+def test_random_cli_reproducible(data_dir, tmp_path, capsys):
+    rows = []
+    for name in ("a", "b"):
+        assert main(["tune", "--method", "random", "--trials", "3", "--epochs", "1", "--hidden", "8,16", "--seed", "5",
+                     "--data-dir", str(data_dir), "--out", str(tmp_path / name)]) == 0
+        rows.append(json.loads((tmp_path / name / "trials.json").read_text())["trials"])
+    capsys.readouterr()
+    strip = lambda ts: sorted((t["number"], _key(t), t["value"]) for t in ts)  # noqa: E731
+    assert strip(rows[0]) == strip(rows[1])
+
+
+def test_bad_input(tmp_path, capsys):
+    assert main(["tune", "--method", "nope", "--out", str(tmp_path)]) == 2
+    assert main(["tune", "--optimizer", "adamw", "--out", str(tmp_path)]) == 2
+    assert "adamw" in capsys.readouterr().err
+    assert main(["tune", "--lr", "x", "--out", str(tmp_path)]) == 2
+
+
+def test_bayes_runs_trials(data_dir, tmp_path, capsys):
+    optuna = pytest.importorskip("optuna")
+    out = tmp_path / "bayes"
+    code = main(["tune", "--method", "bayes", "--trials", "5", "--epochs", "2", "--hidden", "8,16",
+                 "--data-dir", str(data_dir), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    trials = json.loads((out / "trials.json").read_text())["trials"]
+    assert sorted(t["number"] for t in trials) == [0, 1, 2, 3, 4]
+    assert all(t["state"] in ("COMPLETE", "PRUNED") for t in trials)
+    assert (out / "best.json").exists()
+    del optuna
+
+
+def test_bayes_without_optuna_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    assert main(["tune", "--method", "bayes", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "xpnet[tune]" in err and err.count("\n") == 1
+
+
+def test_two_workers_share_one_sqlite_study(data_dir, tmp_path):
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cmd = [sys.executable, "-m", "xpnet", "tune", "--method", "bayes", "--storage", storage, "--study-name", "s",
+           "--trials", "3", "--epochs", "1", "--hidden", "8,16", "--data-dir", str(data_dir)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env) for i in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    study = optuna.load_study(study_name="s", storage=storage)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == 6 and len(set(numbers)) == 6
+    assert sorted(numbers) == list(range(6))
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)

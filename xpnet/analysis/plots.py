@@ -1,0 +1,233 @@
+"""Matplotlib figures for the analysis commands (Agg backend, written atomically).
+
+Every function returns the written path, or None when matplotlib is missing (the
+commands then still write their tables; see ``PLOT_HINT``) or there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PLOT_HINT = "plots need matplotlib: pip install 'xpnet[plot]'"
+
+
+def get_pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _save(fig, path) -> Path:
+    from ..serialize import atomic_write
+
+    plt = get_pyplot()
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    plt.close(fig)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------- init study
+def init_histograms(result: dict, which: str, path) -> Path | None:
+    """Grid (rows: inits, columns: activations); each panel overlays the per-layer histograms."""
+    plt = get_pyplot()
+    if plt is None:
+        return None
+    from .init_study import INIT_LABELS
+
+    inits, acts = result["config"]["inits"], result["config"]["activations"]
+    fig, axes = plt.subplots(len(inits), len(acts), figsize=(3.2 * len(acts), 2.5 * len(inits)), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for i, init in enumerate(inits):
+        for j, act in enumerate(acts):
+            ax = axes[i][j]
+            layers = result["hist"][f"{init}/{act}"][which]
+            for l, h in enumerate(layers):
+                edges, counts = h["edges"], h["counts"]
+                total = max(sum(counts), 1)
+                ax.stairs([c / total for c in counts], edges, color=cmap(l / max(len(layers) - 1, 1)),
+                          label=f"layer {l + 1}" + (" (out)" if which == "grad" and l == len(layers) - 1 else ""))
+            ax.set_title(f"{INIT_LABELS[init]} + {act}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+            if i == 0 and j == 0:
+                ax.legend(fontsize=6)
+    what = "hidden activations H_l" if which == "act" else "weight gradients dW_l"
+    fig.suptitle(f"Per-layer histograms of {what} (fraction of values; x-range per panel)", fontsize=11)
+    return _save(fig, path)
+
+
+def init_trends(result: dict, path) -> Path | None:
+    """Activation std and ‖dW‖ per layer (log scale) for every init + activation."""
+    plt = get_pyplot()
+    if plt is None:
+        return None
+    from .init_study import INIT_LABELS, series
+
+    inits, acts = result["config"]["inits"], result["config"]["activations"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    styles = {"normal": ":", "xavier": "--", "he": "-"}
+    colors = dict(zip(acts, plt.get_cmap("tab10").colors))
+    markers = {"sigmoid": "o", "tanh": "s", "relu": "D", "leaky_relu": "x"}
+    for init in inits:
+        for act in acts:
+            label = f"{INIT_LABELS[init]} + {act}"
+            std = series(result, init, act, "act_std")
+            grad = series(result, init, act, "grad_norm", hidden_only=False)
+            # relu and leaky_relu nearly coincide: draw relu wide underneath so both stay visible
+            style = {"marker": markers.get(act, "o"), "ms": 4, "color": colors[act], "label": label,
+                     "lw": 3.5 if act == "relu" else 1.3, "alpha": 0.55 if act == "relu" else 1.0}
+            axes[0].plot(range(1, len(std) + 1), [max(s, 1e-30) for s in std], styles[init], **style)
+            axes[1].plot(range(1, len(grad) + 1), [max(g, 1e-30) for g in grad], styles[init], **style)
+    axes[0].set(yscale="log", xlabel="hidden layer", ylabel="std of activations", title="Activation std per layer")
+    axes[1].set(yscale="log", xlabel="layer (last = output)", ylabel="‖dW‖ (Frobenius)", title="Weight-gradient norm per layer")
+    for ax in axes:
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    axes[1].legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------- sweep / bench
+def accuracy_vs_hidden(series: dict, path, ylabel="test accuracy (%)") -> Path | None:
+    """``series``: label → list of (x_label, mean, std) — accuracy with error bars."""
+    plt = get_pyplot()
+    if plt is None or not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xlabels = _ordered_x(series)
+    for label, points in series.items():
+        xs = [xlabels.index(p[0]) for p in points]
+        ax.errorbar(xs, [p[1] * 100 for p in points], yerr=[p[2] * 100 for p in points], marker="o", capsize=4, label=label)
+    ax.set_xticks(range(len(xlabels)))
+    ax.set_xticklabels(xlabels)
+    ax.set(xlabel="hidden layer sizes", ylabel=ylabel, title="Accuracy vs hidden size (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def time_vs_hidden(series: dict, path) -> Path | None:
+    """``series``: label (device / implementation) → list of (x_label, seconds)."""
+    plt = get_pyplot()
+    if plt is None or not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xlabels = _ordered_x(series)
+    for label, points in series.items():
+        ax.plot([xlabels.index(p[0]) for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.set_xticks(range(len(xlabels)))
+    ax.set_xticklabels(xlabels)
+    ax.set(xlabel="hidden layer sizes", ylabel="median seconds per epoch", title="Time per epoch vs hidden size", yscale="log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def speedup(labels, values, path, title="GPU speed-up over CPU") -> Path | None:
+    plt = get_pyplot()
+    if plt is None or not labels:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(range(len(labels)), values, color="tab:green")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.axhline(1.0, color="k", lw=0.8)
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.1f}×", ha="center", va="bottom", fontsize=8)
+    ax.set(ylabel="CPU time ÷ GPU time", title=title)
+    return _save(fig, path)
+
+
+def learning_curves(curves: dict, path) -> Path | None:
+    """``curves``: config label → {"train": [...], "val": [...]} accuracies per epoch (mean over seeds)."""
+    plt = get_pyplot()
+    if plt is None or not curves:
+        return None
+    n = len(curves)
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False, sharey=True)
+    for ax, (label, c) in zip(axes.flat, curves.items()):
+        epochs = range(1, len(c["train"]) + 1)
+        ax.plot(epochs, [v * 100 for v in c["train"]], marker="o", ms=3, label="train")
+        ax.plot(epochs, [v * 100 for v in c["val"]], marker="s", ms=3, label="val")
+        ax.set_title(label, fontsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("accuracy (%)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Learning curves: train vs validation accuracy (mean over seeds)", fontsize=10)
+    return _save(fig, path)
+
+
+def optimizer_curves(curves: dict, path, ylabel="validation accuracy (%)") -> Path | None:
+    """``curves``: optimizer label → per-epoch values (accuracy fractions)."""
+    plt = get_pyplot()
+    if plt is None or not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, values in curves.items():
+        ax.plot(range(1, len(values) + 1), [v * 100 for v in values], marker="o", ms=3, label=label)
+    ax.set(xlabel="epoch", ylabel=ylabel, title="Optimizers: validation accuracy per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def confusion_matrix(cm, class_names, path, title="Confusion matrix") -> Path | None:
+    plt = get_pyplot()
+    if plt is None:
+        return None
+    import numpy as np
+
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    im = ax.imshow(cm, cmap="Blues")
+    n = len(class_names)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticklabels(class_names, fontsize=8)
+    threshold = cm.max() / 2 if cm.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > threshold else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def tune_trials(values, best_so_far, path) -> Path | None:
+    """Objective per trial (dots) and the running best (line)."""
+    plt = get_pyplot()
+    if plt is None or not values:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    xs = [v[0] for v in values]
+    ax.scatter(xs, [v[1] * 100 for v in values], s=14, label="trial")
+    ax.step([b[0] for b in best_so_far], [b[1] * 100 for b in best_so_far], where="post", color="tab:red", label="best so far")
+    ax.set(xlabel="trial", ylabel="validation accuracy (%)", title="Tuning: validation accuracy per trial")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _ordered_x(series: dict) -> list[str]:
+    """x labels in numeric order of their layer sizes (``10`` < ``256`` < ``120-64``)."""
+    labels = {p[0] for points in series.values() for p in points}
+
+    def key(label):
+        sizes = [int(s) for s in str(label).split("-") if s.isdigit()]
+        return (len(sizes), sizes)
+
+    return sorted(labels, key=key)

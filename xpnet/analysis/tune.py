@@ -1,0 +1,321 @@
+"""``xpnet tune``: hyperparameter search by grid, random sampling or Optuna (TPE + median pruning).
+
+Searched: learning rate (log scale), hidden size (one layer), batch size, L2 strength,
+dropout and optimizer. The objective is the validation accuracy after the last epoch
+(higher is better). ``grid`` enumerates the Cartesian product of ``DEFAULT_GRID`` (or of
+the values given); ``random`` draws ``trials`` configurations inside ``DEFAULT_SPACE`` (or
+the bounds given) from a seeded generator; ``bayes`` lets Optuna's TPE sampler choose and
+its MedianPruner stop trials whose per-epoch validation accuracy is below the median of
+earlier trials at the same epoch. With ``storage`` (e.g. ``sqlite:///study.db``) and a
+``study_name`` several processes can work on one study.
+
+Outputs in ``out``: ``trials.json``/``trials.csv`` (every trial of this process, or of the
+whole study for bayes), ``best.json`` (best configuration and score) and
+``best_model.npz`` (its trained network).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+
+PARAMS = ("lr", "hidden", "batch_size", "l2", "dropout", "optimizer")
+OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam")
+
+# grid: 2 × 2 × 1 × 1 × 2 × 1 = 8 configurations
+DEFAULT_GRID = {
+    "lr": [1e-3, 3e-3],
+    "hidden": [128, 512],
+    "batch_size": [128],
+    "l2": [0.0],
+    "dropout": [0.0, 0.2],
+    "optimizer": ["adam"],
+}
+# random / bayes: ("log", lo, hi) log-uniform, ("float", lo, hi) uniform, ("choice", [...])
+DEFAULT_SPACE = {
+    "lr": ("log", 1e-4, 0.3),
+    "hidden": ("choice", [64, 128, 256, 512, 1024]),
+    "batch_size": ("choice", [32, 64, 128, 256]),
+    "l2": ("log", 1e-5, 1.0),
+    "dropout": ("float", 0.0, 0.5),
+    "optimizer": ("choice", list(OPTIMIZER_NAMES)),
+}
+TRIAL_FIELDS = ["number", "state", "value", *PARAMS, "epochs_run", "seconds"]
+
+
+# ---------------------------------------------------------------------------- search spaces
+def build_space(overrides: dict | None = None) -> dict:
+    """``DEFAULT_SPACE`` with user values: 1 value pins a parameter; 2 numbers are (lo, hi) for
+    lr/l2/dropout; any values are the choices for hidden/batch_size/optimizer."""
+    space = dict(DEFAULT_SPACE)
+    for name, values in (overrides or {}).items():
+        if not values:
+            continue
+        values = list(values)
+        if len(values) == 1:
+            space[name] = ("choice", values)
+        elif name in ("lr", "l2", "dropout"):
+            if len(values) != 2 or not values[0] < values[1]:
+                raise ConfigError(f"--{name.replace('_', '-')} for random/bayes search takes one value or LO,HI bounds, got {values}")
+            kind = space[name][0]
+            if kind == "log" and values[0] <= 0:
+                kind = "float"
+            space[name] = (kind, float(values[0]), float(values[1]))
+        else:
+            space[name] = ("choice", values)
+    return space
+
+
+def grid_configs(grid: dict | None = None) -> list[dict]:
+    """Every combination of ``grid`` (missing parameters from ``DEFAULT_GRID``), in a stable order."""
+    full = dict(DEFAULT_GRID)
+    full.update({k: list(v) for k, v in (grid or {}).items() if v})
+    return [dict(zip(PARAMS, combo)) for combo in itertools.product(*(full[p] for p in PARAMS))]
+
+
+def sample_config(space: dict, rng: np.random.Generator) -> dict:
+    config = {}
+    for name in PARAMS:
+        kind, *args = space[name]
+        if kind == "log":
+            lo, hi = args
+            config[name] = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+        elif kind == "float":
+            config[name] = float(rng.uniform(*args))
+        else:
+            choices = args[0]
+            config[name] = choices[int(rng.integers(len(choices)))]
+    return _plain(config)
+
+
+def random_configs(n: int, space: dict | None = None, seed: int = 0) -> list[dict]:
+    """``n`` configurations drawn from ``space`` with a generator seeded by ``seed`` (reproducible)."""
+    rng = np.random.default_rng(seed)
+    space = space or DEFAULT_SPACE
+    return [sample_config(space, rng) for _ in range(int(n))]
+
+
+def suggest_config(trial, space: dict) -> dict:
+    """The same space through an Optuna trial's ``suggest_*`` calls."""
+    config = {}
+    for name in PARAMS:
+        kind, *args = space[name]
+        if kind == "log":
+            config[name] = trial.suggest_float(name, args[0], args[1], log=True)
+        elif kind == "float":
+            config[name] = trial.suggest_float(name, args[0], args[1])
+        else:
+            config[name] = trial.suggest_categorical(name, list(args[0]))
+    return _plain(config)
+
+
+def _plain(config: dict) -> dict:
+    out = {}
+    for k, v in config.items():
+        if k in ("hidden", "batch_size"):
+            out[k] = int(v)
+        elif k == "optimizer":
+            out[k] = str(v)
+        else:
+            out[k] = float(v)
+    return out
+
+
+def check_config(config: dict) -> None:
+    if config["optimizer"] not in OPTIMIZER_NAMES:
+        raise ConfigError(f"unknown optimizer {config['optimizer']!r}: choose from {', '.join(OPTIMIZER_NAMES)}")
+    if not 0 <= config["dropout"] < 1:
+        raise ConfigError(f"dropout must be in [0, 1), got {config['dropout']}")
+    if config["lr"] <= 0 or config["l2"] < 0 or config["hidden"] < 1 or config["batch_size"] < 1:
+        raise ConfigError(f"invalid configuration {config}")
+
+
+# ---------------------------------------------------------------------------- one trial
+def train_trial(config: dict, data: dict, epochs: int, seed: int = 0, callbacks=()):
+    """Train one configuration; returns ``(net, history, value)`` with value = last val accuracy."""
+    from ..model import MLP
+    from ..optim import get_optimizer
+    from ..train import Trainer
+
+    check_config(config)
+    sizes = [data["Xtr"].shape[1], config["hidden"], len(data["class_names"])]
+    net = MLP(sizes, dropout=config["dropout"], seed=seed)
+    net.normalizer, net.class_names = data["normalizer"], list(data["class_names"])
+    trainer = Trainer(net, get_optimizer(config["optimizer"], config["lr"]), data["Xtr"], data["ytr"],
+                      batch_size=config["batch_size"], val=(data["Xv"], data["yv"]), l2=config["l2"], seed=seed,
+                      callbacks=list(callbacks))
+    history = trainer.run(epochs)
+    return net, history, history.records[-1]["val_acc"]
+
+
+class _Best:
+    """Keeps ``best.json`` / ``best_model.npz`` in ``out`` for the best value seen (also by other workers)."""
+
+    def __init__(self, out: Path, method: str):
+        self.out, self.method = out, method
+
+    def current(self) -> float:
+        try:
+            return float(json.loads((self.out / "best.json").read_text())["value"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -math.inf
+
+    def offer(self, value, config, net, number, epochs, data) -> bool:
+        from ..serialize import atomic_write
+        from ..train import evaluate
+
+        if value is None or not value > self.current():
+            return False
+        test = evaluate(net, data["Xte"], data["yte"])
+        net.save(self.out / "best_model.npz")
+        best = {"method": self.method, "trial": number, "value": value, "metric": "val_acc", "config": config,
+                "epochs": epochs, "test_acc": test["accuracy"], "dataset": data["name"], "model": "best_model.npz"}
+        atomic_write(self.out / "best.json", lambda fh: json.dump(best, fh, indent=1), mode="w")
+        return True
+
+
+# ---------------------------------------------------------------------------- searches
+def run_tune(method: str, data: dict, out, trials: int = 20, epochs: int = 3, timeout: float | None = None,
+             seed: int = 0, grid: dict | None = None, space: dict | None = None, storage: str | None = None,
+             study_name: str | None = None, say=print) -> list[dict]:
+    """Run a search; returns the trial rows (see ``TRIAL_FIELDS``), best first."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if method == "bayes":
+        rows = _run_bayes(data, out, trials, epochs, timeout, seed, space or DEFAULT_SPACE, storage, study_name, say)
+    elif method in ("grid", "random"):
+        configs = grid_configs(grid) if method == "grid" else random_configs(trials, space, seed)
+        rows = _run_list(method, configs, data, out, epochs, timeout, seed, say)
+    else:
+        raise ConfigError(f"unknown search method {method!r}: choose grid, random or bayes")
+    rows = leaderboard(rows)
+    write_trials(out, rows, method)
+    return rows
+
+
+def _run_list(method, configs, data, out, epochs, timeout, seed, say) -> list[dict]:
+    best = _Best(out, method)
+    rows, t0 = [], time.perf_counter()
+    for number, config in enumerate(configs):
+        if timeout is not None and time.perf_counter() - t0 > timeout:
+            say(f"timeout after {time.perf_counter() - t0:.0f} s: {len(configs) - number} trial(s) not run")
+            break
+        start = time.perf_counter()
+        net, history, value = train_trial(config, data, epochs, seed)
+        row = dict(config, number=number, state="COMPLETE", value=value, epochs_run=len(history),
+                   seconds=time.perf_counter() - start)
+        rows.append(row)
+        marker = " *best*" if best.offer(value, config, net, number, epochs, data) else ""
+        say(f"trial {number + 1}/{len(configs)}: {describe(config)} → val {value * 100:.2f}% "
+            f"({row['seconds']:.1f} s){marker}")
+    return rows
+
+
+def import_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("--method bayes needs Optuna: pip install 'xpnet[tune]'") from None
+    return optuna
+
+
+def _run_bayes(data, out, trials, epochs, timeout, seed, space, storage, study_name, say) -> list[dict]:
+    optuna = import_optuna()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    best = _Best(out, "bayes")
+    # Workers sharing a storage must not draw the same start-up points: seed only single-process studies.
+    sampler = optuna.samplers.TPESampler(seed=seed if storage is None else None)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    study = _open_study(optuna, sampler, pruner, storage, study_name)
+    seconds = {}
+
+    def objective(trial):
+        config = suggest_config(trial, space)
+        start = time.perf_counter()
+
+        def report(record, trainer):
+            trial.report(record["val_acc"], record["epoch"] - 1)
+            if trial.should_prune():
+                seconds[trial.number] = time.perf_counter() - start
+                say(f"trial {trial.number}: {describe(config)} pruned after epoch {record['epoch']} "
+                    f"(val {record['val_acc'] * 100:.2f}%)")
+                raise optuna.TrialPruned()
+
+        net, history, value = train_trial(config, data, epochs, seed, callbacks=[report])
+        seconds[trial.number] = time.perf_counter() - start
+        trial.set_user_attr("epochs_run", len(history))
+        trial.set_user_attr("seconds", seconds[trial.number])
+        marker = " *best*" if best.offer(value, config, net, trial.number, epochs, data) else ""
+        say(f"trial {trial.number}: {describe(config)} → val {value * 100:.2f}% ({seconds[trial.number]:.1f} s){marker}")
+        return value
+
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=())
+    rows = []
+    for t in study.trials:
+        config = dict(t.params)
+        if set(config) != set(PARAMS):
+            continue
+        rows.append(dict(_plain(config), number=t.number, state=t.state.name, value=t.value,
+                         epochs_run=t.user_attrs.get("epochs_run", len(t.intermediate_values)),
+                         seconds=t.user_attrs.get("seconds", seconds.get(t.number))))
+    return rows
+
+
+def _open_study(optuna, sampler, pruner, storage, study_name, attempts: int = 8):
+    """Create or join the study; retried because workers starting together race to create the
+    SQLite schema ("table ... already exists" / "database is locked")."""
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, storage=storage,
+                                       study_name=study_name, load_if_exists=True)
+        except (ValueError, ImportError) as exc:
+            raise ConfigError(f"cannot open the Optuna study (storage {storage!r}): {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # sqlalchemy OperationalError/IntegrityError from a concurrent creator
+            if storage is None or attempt == attempts - 1:
+                raise ConfigError(f"cannot open the Optuna study (storage {storage!r}): {str(exc).splitlines()[0]}") from None
+            time.sleep(0.2 * (attempt + 1))
+
+
+# ---------------------------------------------------------------------------- output
+def describe(config: dict) -> str:
+    return (f"{config['optimizer']} lr {config['lr']:.3g}, {config['hidden']} hidden, batch {config['batch_size']}, "
+            f"l2 {config['l2']:.3g}, dropout {config['dropout']:.2f}")
+
+
+def leaderboard(rows: list[dict]) -> list[dict]:
+    """Completed trials by value (best first), then the others."""
+    done = sorted((r for r in rows if r.get("value") is not None and r.get("state") == "COMPLETE"),
+                  key=lambda r: (-r["value"], r["number"]))
+    rest = sorted((r for r in rows if r not in done), key=lambda r: r["number"])
+    return done + rest
+
+
+def leaderboard_table(rows: list[dict], top: int = 10) -> str:
+    lines = ["| rank | trial | val acc | optimizer | lr | hidden | batch | L2 | dropout | s |",
+             "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for rank, r in enumerate([r for r in rows if r.get("state") == "COMPLETE"][:top], 1):
+        secs = f"{r['seconds']:.1f}" if r.get("seconds") is not None else "–"
+        lines.append(f"| {rank} | {r['number']} | {r['value'] * 100:.2f}% | {r['optimizer']} | {r['lr']:.3g} | "
+                     f"{r['hidden']} | {r['batch_size']} | {r['l2']:.3g} | {r['dropout']:.2f} | {secs} |")
+    return "\n".join(lines)
+
+
+def write_trials(out: Path, rows: list[dict], method: str) -> None:
+    from ..serialize import atomic_write
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=TRIAL_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out / "trials.json", lambda fh: json.dump({"meta": {"kind": "tune", "method": method}, "trials": rows},
+                                                             fh, indent=1), mode="w")
+    atomic_write(out / "trials.csv", lambda fh: fh.write(buf.getvalue()), mode="w")
