@@ -7,25 +7,12 @@ import pytest
 
 from xpnet.analysis.init_study import init_study, series
 from xpnet.cli import main
-from xpnet.data import write_idx
-
-
-def synthetic(folder, n=300, side=28, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "t10k"):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, side, side)).astype(np.uint8)
-        for i, lab in enumerate(labels):
-            images[i, int(lab) * 2 + 1 : int(lab) * 2 + 3, 3 : side - 3] = 250
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
-    return folder
+from conftest import write_synthetic_idx
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    folder = synthetic(tmp_path_factory.mktemp("data"))
+    folder = write_synthetic_idx(tmp_path_factory.mktemp("data"), n_train=300, n_test=300)
     return init_study(data_dir=folder, dataset=None, n_samples=300)
 
 
@@ -79,7 +66,7 @@ def test_dead_units_definition():
 
 
 def test_cli_writes_tables_and_pngs(tmp_path, capsys):
-    folder = synthetic(tmp_path / "data", n=120)
+    folder = write_synthetic_idx(tmp_path / "data", n_train=120, n_test=120)
     out = tmp_path / "init"
     code = main(["analyze", "init", "--data-dir", str(folder), "--samples", "100", "--depth", "3", "--width", "32",
                  "--init", "he,normal", "--activation", "relu,tanh", "--out", str(out)])

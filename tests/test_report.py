@@ -9,22 +9,9 @@ import pytest
 
 from xpnet.analysis import plots
 from xpnet.cli import main
-from xpnet.data import write_idx
+from conftest import write_synthetic_idx
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def synthetic(folder, n_train=300, n_test=100, side=28, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, side, side)).astype(np.uint8)
-        for i, lab in enumerate(labels):
-            images[i, int(lab) * 2 + 1 : int(lab) * 2 + 3, 3 : side - 3] = 250
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
-    return folder
 
 
 BENCH = {"meta": {"dataset": "fashion-mnist", "epochs": 3, "cpu": "test CPU"}, "results": [
@@ -40,7 +27,7 @@ BENCH = {"meta": {"dataset": "fashion-mnist", "epochs": 3, "cpu": "test CPU"}, "
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    data = synthetic(root / "data")
+    data = write_synthetic_idx(root / "data", n_train=300)
     sweep, init, tune, bench = root / "sweep", root / "init", root / "tune", root / "bench"
     assert main(["sweep", "--data-dir", str(data), "--hidden", "8,32", "--optimizer", "adam,sgd", "--repeats", "2",
                  "--epochs", "2", "--batch-size", "32", "--out", str(sweep)]) == 0

@@ -8,34 +8,13 @@ import pytest
 
 from xpnet.analysis.sweep import CSV_FIELDS, make_grid, parse_shapes, run_id
 from xpnet.cli import main
-from xpnet.data import write_idx
+from conftest import run_cli, write_synthetic_idx
 from xpnet.errors import ConfigError
-
-
-def synthetic(folder, n_train=300, n_test=100, side=28, seed=0):
-    """Ten classes, each a bright bar at its own row: learnable in a few epochs."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, side, side)).astype(np.uint8)
-        for i, lab in enumerate(labels):
-            row = int(lab) * (side // 10) + 1
-            images[i, row : row + 2, 3 : side - 3] = 250
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
-    return folder
 
 
 @pytest.fixture
 def data_dir(tmp_path):
-    return synthetic(tmp_path / "data")
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return write_synthetic_idx(tmp_path / "data", n_train=300)
 
 
 def test_parse_shapes():

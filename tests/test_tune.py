@@ -10,25 +10,12 @@ import pytest
 
 from xpnet.analysis.tune import DEFAULT_GRID, PARAMS, build_space, grid_configs, random_configs
 from xpnet.cli import main
-from xpnet.data import write_idx
-
-
-def synthetic(folder, n_train=200, n_test=60, side=28, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 40, (n, side, side)).astype(np.uint8)
-        for i, lab in enumerate(labels):
-            images[i, int(lab) * 2 + 1 : int(lab) * 2 + 3, 3 : side - 3] = 250
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
-    return folder
+from conftest import write_synthetic_idx
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return synthetic(tmp_path_factory.mktemp("tune-data"))
+    return write_synthetic_idx(tmp_path_factory.mktemp("tune-data"), n_train=200, n_test=60)
 
 
 def _key(c):

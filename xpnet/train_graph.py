@@ -77,30 +77,14 @@ def capture_supported() -> tuple[bool, str]:
     return True, ""
 
 
-def make_trainer(
-    net,
-    opt,
-    X,
-    y,
-    batch_size: int = 128,
-    val=None,
-    l2: float = 0.0,
-    shuffle: bool = True,
-    early_stopping=None,
-    seed: int = 0,
-    callbacks=(),
-    progress: bool = False,
-    augment=None,
-    graph: bool = True,
-):
+def make_trainer(net, opt, X, y, *, graph: bool = True, **kwargs):
     """A :class:`GraphTrainer` when ``graph`` and the GPU path supports the run, else the eager :class:`Trainer`.
 
     The returned trainer has ``graph_reason``: ``""`` for the graph trainer, else why not.
     """
-    args = (net, opt, X, y, batch_size, val, l2, shuffle, early_stopping, seed, callbacks, progress, augment)
     reason = "disabled (--no-graph)"
     if graph:
-        ok, reason = graph_supported(net, opt, augment=augment)
+        ok, reason = graph_supported(net, opt, augment=kwargs.get("augment"))
         if ok and not net.device.is_gpu:
             ok, reason = False, "the network is on the CPU"
         if ok and getattr(y, "ndim", 1) != 1:
@@ -108,10 +92,10 @@ def make_trainer(
         if ok:
             ok, reason = capture_supported()
         if ok:
-            trainer = GraphTrainer(*args)
+            trainer = GraphTrainer(net, opt, X, y, **kwargs)
             trainer.graph_reason = ""
             return trainer
-    trainer = Trainer(*args)
+    trainer = Trainer(net, opt, X, y, **kwargs)
     trainer.graph_reason = reason
     return trainer
 
@@ -123,28 +107,14 @@ class _State:
 class GraphTrainer(Trainer):
     """:class:`Trainer` whose full batches replay one captured CUDA graph (GPU only)."""
 
-    def __init__(
-        self,
-        net,
-        opt,
-        X,
-        y,
-        batch_size: int = 128,
-        val=None,
-        l2: float = 0.0,
-        shuffle: bool = True,
-        early_stopping=None,
-        seed: int = 0,
-        callbacks=(),
-        progress: bool = False,
-        augment=None,
-    ):
-        ok, reason = graph_supported(net, opt, augment=augment)
+    def __init__(self, net, opt, X, y, **kwargs):
+        """Same arguments as :class:`Trainer`; raises ConfigError for runs the graph cannot do."""
+        ok, reason = graph_supported(net, opt, augment=kwargs.get("augment"))
         if not ok:
             raise ConfigError(f"GraphTrainer: {reason} (use xpnet.train_graph.make_trainer to fall back)")
         if not net.device.is_gpu:
             raise ConfigError("GraphTrainer needs a network on the GPU")
-        super().__init__(net, opt, X, y, batch_size, val, l2, shuffle, early_stopping, seed, callbacks, progress, augment)
+        super().__init__(net, opt, X, y, **kwargs)
         if self.y.ndim != 1:
             raise ConfigError("GraphTrainer needs 1-D integer labels")
         self._state = None
