@@ -64,12 +64,25 @@ def _csv_text(results) -> str:
     return buf.getvalue()
 
 
+def _versions() -> dict:
+    """Versions of xpnet and every peer library present, so a results folder says what it measured."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("xpnet", "numpy", "numba", "torch", "scikit-learn", "cupy-cuda13x", "cupy-cuda12x"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
 def write_outputs(results, table: str, out: Path, meta: dict) -> list[Path]:
     from .. import backend
     from ..serialize import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
-    meta = dict(meta, cpu=backend.device_name("cpu"))
+    meta = dict(meta, cpu=backend.device_name("cpu"), versions=_versions())
     written = [
         atomic_write(out / "results.json", lambda fh: json.dump({"meta": meta, "results": results}, fh, indent=1), mode="w"),
         atomic_write(out / "results.csv", lambda fh: fh.write(_csv_text(results)), mode="w"),
