@@ -1,7 +1,6 @@
 """CPU vs GPU: the same xp code must give the same numbers (skipped without CuPy + CUDA)."""
 
 import numpy as np
-import pytest
 from conftest import gpu
 
 import xpnet

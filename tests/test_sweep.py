@@ -3,11 +3,9 @@
 import csv
 import json
 
-import numpy as np
 import pytest
 
 from xpnet.analysis.sweep import CSV_FIELDS, make_grid, parse_shapes, run_id
-from xpnet.cli import main
 from conftest import run_cli, write_synthetic_idx
 from xpnet.errors import ConfigError
 

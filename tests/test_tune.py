@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from xpnet.analysis.tune import DEFAULT_GRID, PARAMS, build_space, grid_configs, random_configs

@@ -187,7 +187,7 @@ class Trainer:
 
     def _run_epoch(self, epochs: int) -> dict | None:
         net, opt, xp = self.net, self.opt, self.net.xp
-        n, bs = self.X.shape[0], self.batch_size
+        bs = self.batch_size
         order = self._epoch_order(self.epoch)
         if self.batch == 0:
             net.dropout_rng = xp.random.default_rng(self._dropout_seed(self.epoch))
@@ -224,22 +224,26 @@ class Trainer:
         backend.synchronize(xp)
         elapsed = time.perf_counter() - start
         bar.close()
-        train_loss = float(loss_sum) / seen
+        return self._finish_epoch(float(loss_sum), int(correct), seen, elapsed)
+
+    def _finish_epoch(self, loss_sum: float, correct: int, seen: int, elapsed: float) -> dict:
+        """The epoch's record (validation included); advances the position to the next epoch."""
+        train_loss = loss_sum / seen
         if not math.isfinite(train_loss):
             raise DivergedError(
-                f"loss became {train_loss} in epoch {self.epoch + 1}; try a lower learning rate (now {opt.lr:g})"
+                f"loss became {train_loss} in epoch {self.epoch + 1}; try a lower learning rate (now {self.opt.lr:g})"
             )
         record = {
             "epoch": self.epoch + 1,
             "train_loss": train_loss,
-            "train_acc": int(correct) / seen,
+            "train_acc": correct / seen,
             "val_loss": None,
             "val_acc": None,
             "epoch_s": elapsed,
-            "samples_per_s": n / elapsed if elapsed > 0 else float("inf"),
+            "samples_per_s": self.X.shape[0] / elapsed if elapsed > 0 else float("inf"),
         }
         if self.val is not None:
-            scores = evaluate(net, *self.val)
+            scores = evaluate(self.net, *self.val)
             record["val_loss"], record["val_acc"] = scores["loss"], scores["accuracy"]
         self.epoch += 1
         self.batch = 0

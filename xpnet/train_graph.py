@@ -28,16 +28,15 @@ fails, the trainer warns once and finishes the run with the eager loop.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 
 import numpy as np
 
 from . import backend
-from .errors import ConfigError, DivergedError
+from .errors import ConfigError
 from .progress import ProgressBar
-from .train import Trainer, evaluate
+from .train import Trainer
 
 __all__ = ["GraphTrainer", "capture_supported", "graph_supported", "make_trainer"]
 
@@ -276,7 +275,7 @@ class GraphTrainer(Trainer):
         return self._run_epoch_graph(epochs)
 
     def _run_epoch_graph(self, epochs: int) -> dict | None:
-        net, opt, xp, S = self.net, self.opt, self.net.xp, self._state
+        opt, xp, S = self.opt, self.net.xp, self._state
         n, bs = self.X.shape[0], self.batch_size
         n_full, n_batches = n // bs, self.n_batches
         order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
@@ -335,31 +334,6 @@ class GraphTrainer(Trainer):
                 bar.close()
         self._partial = {"loss_sum": loss_sum, "correct": correct, "seen": seen, "elapsed": time.perf_counter() - start}
         self.batch = batch
-
-    def _finish_epoch(self, loss_sum: float, correct: int, seen: int, elapsed: float) -> dict:
-        """The record, exactly as the eager Trainer builds it."""
-        n = self.X.shape[0]
-        train_loss = loss_sum / seen
-        if not math.isfinite(train_loss):
-            raise DivergedError(
-                f"loss became {train_loss} in epoch {self.epoch + 1}; try a lower learning rate (now {self.opt.lr:g})"
-            )
-        record = {
-            "epoch": self.epoch + 1,
-            "train_loss": train_loss,
-            "train_acc": correct / seen,
-            "val_loss": None,
-            "val_acc": None,
-            "epoch_s": elapsed,
-            "samples_per_s": n / elapsed if elapsed > 0 else float("inf"),
-        }
-        if self.val is not None:
-            scores = evaluate(self.net, *self.val)
-            record["val_loss"], record["val_acc"] = scores["loss"], scores["accuracy"]
-        self.epoch += 1
-        self.batch = 0
-        self._partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "elapsed": 0.0}
-        return record
 
     def close(self) -> None:
         """Release the graph and the cuBLAS handle (also happens when the trainer is collected)."""
