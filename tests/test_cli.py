@@ -220,3 +220,18 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(data_dir, tmp_path):
     ckpt = tmp_path / "m.ckpt.npz"
     assert f"checkpoint saved to {ckpt}" in err and f"resume with: xpnet train --resume {ckpt}" in err
     assert ckpt.exists() and not (tmp_path / "m.npz").exists()
+
+
+def test_incompatible_model_files(tmp_path, data_dir, capsys):
+    import xpnet
+
+    xpnet.MLP([100, 8, 10]).save(tmp_path / "small.npz")  # a valid model, but for 100 inputs
+    line = _one_error_line(*run_cli(["evaluate", tmp_path / "small.npz", "--data-dir", data_dir], capsys)[::2])
+    assert "28×28 images (784 values) but the model expects 100 inputs" in line
+    xpnet.MLP([784, 8, 10]).save(tmp_path / "ok.npz")
+    with np.load(tmp_path / "ok.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["W1"] = np.zeros((3, 3), dtype=np.float32)  # weights that do not fit the stored sizes
+    np.savez(tmp_path / "tampered.npz", **arrays)
+    line = _one_error_line(*run_cli(["evaluate", tmp_path / "tampered.npz", "--data-dir", data_dir], capsys)[::2])
+    assert "tampered.npz: incompatible model" in line

@@ -30,11 +30,18 @@ class Augmenter:
         self._rng = np.random.default_rng([self.seed, *keys])
 
     def __call__(self, X, out=None):
+        """Draw a rotation and a shift per image (seeded) and apply them."""
+        m = X.shape[0]
+        angle = self._rng.uniform(-self.max_rotation, self.max_rotation, m)
+        shift = self._rng.uniform(-self.max_shift, self.max_shift, (m, 2))
+        return self.transform(X, angle, shift, out)
+
+    def transform(self, X, angle, shift, out=None):
+        """Rotate each image by ``angle[i]`` radians about its centre, then shift it by
+        ``shift[i] = (rows, columns)`` pixels; bilinear, background-filled."""
         xp = get_array_module(X)
         m = X.shape[0]
         H, W = self.image_shape
-        angle = self._rng.uniform(-self.max_rotation, self.max_rotation, m)
-        shift = self._rng.uniform(-self.max_shift, self.max_shift, (m, 2))
         cos, sin = xp.asarray(np.cos(angle))[:, None, None], xp.asarray(np.sin(angle))[:, None, None]
         dy, dx = xp.asarray(shift[:, 0])[:, None, None], xp.asarray(shift[:, 1])[:, None, None]
         cy, cx = (H - 1) / 2.0, (W - 1) / 2.0
