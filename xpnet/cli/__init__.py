@@ -84,7 +84,7 @@ def main(args=None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.UsageError as exc:
-        hint = f" (see: xpnet {exc.ctx.info_name} --help)" if exc.ctx is not None and exc.ctx.info_name != "xpnet" else ""
+        hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
         click.echo(f"error: {exc.format_message()}{hint}", err=True)
         return 2
     except click.ClickException as exc:
