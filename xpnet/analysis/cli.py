@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..cli.options import comma_list
+from ..cli.options import comma_list, shapes_option
 
 DATASET_CHOICES = ["fashion-mnist", "mnist"]
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
@@ -27,16 +27,6 @@ def _names(allowed, option):
     return callback
 
 
-def _shapes(ctx, param, value):
-    from ..errors import ConfigError
-    from .sweep import parse_shapes
-
-    try:
-        return parse_shapes(value)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--hidden") from None
-
-
 def _devices(ctx, param, value):
     devices = comma_list(ctx, param, value)
     for d in devices:
@@ -53,7 +43,7 @@ def _dataset_label(dataset, data_dir):
 
 # ---------------------------------------------------------------------------- sweep
 @click.command(context_settings={"show_default": True})
-@click.option("--hidden", default="10,256,512,1024", callback=_shapes, help="Hidden shapes: ',' → one 1-layer net each; ';' between nets, ',' between layers (\"10;256;120,64\").")
+@click.option("--hidden", default="10,256,512,1024", callback=shapes_option, help="Hidden shapes: ',' → one 1-layer net each; ';' between nets, ',' between layers (\"10;256;120,64\").")
 @click.option("--optimizer", "optimizers", default="adam", callback=_names(OPTIMIZERS, "--optimizer"), help="Comma list: sgd,momentum,rmsprop,adam.")
 @click.option("--activation", "activations", default="relu", callback=_names(ACTIVATIONS, "--activation"), help="Comma list: relu,leaky_relu,sigmoid,tanh.")
 @click.option("--init", "inits", default="he", callback=_names(INITS, "--init"), help="Comma list: he,xavier,normal.")

@@ -36,19 +36,6 @@ CSV_FIELDS = ["run_id", "hidden", "optimizer", "lr", "activation", "init", "devi
               "test_loss", "median_epoch_s", "total_s", "device_name"]
 
 
-def parse_shapes(text: str) -> list[tuple[int, ...]]:
-    """``"10,256"`` → two 1-layer nets; ``"10;256;120,64"`` → ``[(10,), (256,), (120, 64)]``."""
-    text = str(text).replace(" ", "")
-    groups = [g for g in text.split(";") if g] if ";" in text else [g for g in text.split(",") if g]
-    try:
-        shapes = [tuple(int(s) for s in g.split(",") if s) for g in groups]
-    except ValueError:
-        raise ConfigError(f"bad hidden sizes {text!r}: use e.g. 10,256,1024 or \"10;120,64\"") from None
-    if not shapes or any(not s for s in shapes) or any(v <= 0 for s in shapes for v in s):
-        raise ConfigError(f"bad hidden sizes {text!r}: give positive integers, e.g. 10,256,1024 or \"10;120,64\"")
-    return shapes
-
-
 def hidden_label(hidden) -> str:
     return "-".join(str(int(h)) for h in hidden)
 

@@ -8,26 +8,12 @@ from pathlib import Path
 
 import click
 
-from ..cli.options import comma_list
-
-
-def _parse_shapes(text: str) -> list[tuple[int, ...]]:
-    """``"10;1024;120,64"`` → ``[(10,), (1024,), (120, 64)]``; a plain ``10,256`` means one layer each."""
-    groups = [g for g in text.replace(" ", "").split(";") if g]
-    if len(groups) == 1 and ";" not in text:
-        groups = groups[0].split(",")
-    try:
-        shapes = [tuple(int(s) for s in g.split(",")) for g in groups]
-    except ValueError:
-        raise click.BadParameter(f"{text!r}: use e.g. 10,256,1024 or \"10;120,64\"", param_hint="--hidden") from None
-    if not shapes or any(s <= 0 for shape in shapes for s in shape):
-        raise click.BadParameter(f"{text!r}: hidden sizes must be positive", param_hint="--hidden")
-    return shapes
+from ..cli.options import comma_list, shapes_option
 
 
 @click.command(context_settings={"show_default": True})
 @click.option("--device", "devices", default="cpu", callback=comma_list, help="Comma list: cpu,gpu.")
-@click.option("--hidden", default="10;1024;120,64", help="Hidden shapes: ';' between networks, ',' between layers (a plain 10,256,1024 means three 1-layer nets).")
+@click.option("--hidden", default="10;1024;120,64", callback=shapes_option, help="Hidden shapes: ';' between networks, ',' between layers (a plain 10,256,1024 means three 1-layer nets).")
 @click.option("--batch-size", "batch_sizes", default="128", callback=comma_list, help="Comma list of batch sizes.")
 @click.option("--epochs", type=click.IntRange(min=2), default=4, help="Epochs per run; the first is warm-up and excluded.")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, help="Runs per case (the median epoch is over all runs).")
@@ -51,7 +37,7 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, lr, dataset, lim
         sizes_list = [int(b) for b in batch_sizes]
     except ValueError:
         raise click.BadParameter(f"{','.join(batch_sizes)}: batch sizes must be integers", param_hint="--batch-size") from None
-    shapes = _parse_shapes(hidden)
+    shapes = hidden
     for device in devices:
         if device != "cpu" and not device.startswith("gpu"):
             raise click.BadParameter(f"{device!r}: use cpu, gpu or gpu:N", param_hint="--device")

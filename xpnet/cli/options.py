@@ -40,3 +40,29 @@ def comma_list(ctx, param, value):
     if value is None:
         return ()
     return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def parse_shapes(text: str) -> list[tuple[int, ...]]:
+    """Several networks' hidden layers: ``"10,256"`` → two 1-layer nets;
+    ``"10;256;120,64"`` → ``[(10,), (256,), (120, 64)]`` (``;`` between nets, ``,`` between layers)."""
+    from ..errors import ConfigError
+
+    text = str(text).replace(" ", "")
+    groups = [g for g in text.split(";") if g] if ";" in text else [g for g in text.split(",") if g]
+    try:
+        shapes = [tuple(int(s) for s in g.split(",") if s) for g in groups]
+    except ValueError:
+        raise ConfigError(f"bad hidden sizes {text!r}: use e.g. 10,256,1024 or \"10;120,64\"") from None
+    if not shapes or any(not s for s in shapes) or any(v <= 0 for s in shapes for v in s):
+        raise ConfigError(f"bad hidden sizes {text!r}: give positive integers, e.g. 10,256,1024 or \"10;120,64\"")
+    return shapes
+
+
+def shapes_option(ctx, param, value):
+    """Click callback for ``--hidden`` lists of networks (sweep, bench)."""
+    from ..errors import ConfigError
+
+    try:
+        return parse_shapes(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--hidden") from None
