@@ -11,9 +11,11 @@ import time
 
 
 class ProgressBar:
-    def __init__(self, total: int, label: str = "", enabled: bool = True, stream=None, width: int = 28):
+    def __init__(self, total: int, label: str = "", enabled: bool = True, stream=None, width: int = 28,
+                 unit: str = "samples"):
         self.total = max(int(total), 1)
         self.label = label
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.enabled = enabled and getattr(self.stream, "isatty", lambda: False)()
         self.width = width
@@ -37,7 +39,7 @@ class ProgressBar:
         rate = self.samples / elapsed if elapsed > 0 else 0.0
         eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
         bar = "█" * filled + "·" * (self.width - filled)
-        self.stream.write(f"\r{self.label} {bar} {self.done}/{self.total} {rate:,.0f} samples/s ETA {eta:4.1f}s {info}\033[K")
+        self.stream.write(f"\r{self.label} {bar} {frac:4.0%} {self.done}/{self.total} {rate:,.0f} {self.unit}/s ETA {eta:4.1f}s {info}\033[K")
         self.stream.flush()
 
     def close(self) -> None:

@@ -25,12 +25,26 @@ CHECKPOINT_FORMAT = "xpnet-checkpoint"
 FORMAT_VERSION = 1
 
 
-def atomic_write(path, write, mode: str = "wb") -> Path:
-    """Call ``write(fh)`` on a temp file beside ``path``, then rename it over ``path``."""
+def check_writable(path) -> Path:
+    """Fail with one clear line when ``path`` cannot be written; returns its folder.
+
+    The CLI calls it before training, not after an hour of it; ``atomic_write`` again.
+    """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ModelFileError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ModelFileError(f"cannot write {path}: folder {folder} is not writable")
+    if path.is_dir():
+        raise ModelFileError(f"cannot write {path}: it is a folder")
+    return folder
+
+
+def atomic_write(path, write, mode: str = "wb") -> Path:
+    """Call ``write(fh)`` on a temp file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    folder = check_writable(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:

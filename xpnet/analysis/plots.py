@@ -23,12 +23,13 @@ def get_pyplot():
     return plt
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path, dpi: int = 100) -> Path:
+    """Lay out, write atomically as PNG, close."""
     from ..serialize import atomic_write
 
     plt = get_pyplot()
     fig.tight_layout()
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
     plt.close(fig)
     return Path(path)
 
@@ -60,7 +61,7 @@ def init_histograms(result: dict, which: str, path) -> Path | None:
                 ax.legend(fontsize=6)
     what = "hidden activations H_l" if which == "act" else "weight gradients dW_l"
     fig.suptitle(f"Per-layer histograms of {what} (fraction of values; x-range per panel)", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def init_trends(result: dict, path) -> Path | None:
@@ -90,7 +91,7 @@ def init_trends(result: dict, path) -> Path | None:
     for ax in axes:
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     axes[1].legend(fontsize=6, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------- sweep / bench
@@ -109,7 +110,7 @@ def accuracy_vs_hidden(series: dict, path, ylabel="test accuracy (%)") -> Path |
     ax.set(xlabel="hidden layer sizes", ylabel=ylabel, title="Accuracy vs hidden size (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def time_vs_hidden(series: dict, path) -> Path | None:
@@ -126,7 +127,7 @@ def time_vs_hidden(series: dict, path) -> Path | None:
     ax.set(xlabel="hidden layer sizes", ylabel="median seconds per epoch", title="Time per epoch vs hidden size", yscale="log")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def speedup(labels, values, path, title="GPU speed-up over CPU") -> Path | None:
@@ -141,7 +142,7 @@ def speedup(labels, values, path, title="GPU speed-up over CPU") -> Path | None:
     for i, v in enumerate(values):
         ax.text(i, v, f"{v:.1f}×", ha="center", va="bottom", fontsize=8)
     ax.set(ylabel="CPU time ÷ GPU time", title=title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def learning_curves(curves: dict, path) -> Path | None:
@@ -166,7 +167,7 @@ def learning_curves(curves: dict, path) -> Path | None:
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Learning curves: train vs validation accuracy (mean over seeds)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def optimizer_curves(curves: dict, path, ylabel="validation accuracy (%)") -> Path | None:
@@ -180,7 +181,7 @@ def optimizer_curves(curves: dict, path, ylabel="validation accuracy (%)") -> Pa
     ax.set(xlabel="epoch", ylabel=ylabel, title="Optimizers: validation accuracy per epoch")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(cm, class_names, path, title="Confusion matrix") -> Path | None:
@@ -204,7 +205,7 @@ def confusion_matrix(cm, class_names, path, title="Confusion matrix") -> Path | 
                     color="white" if cm[i, j] > threshold else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def tune_trials(values, best_so_far, path) -> Path | None:
@@ -219,7 +220,7 @@ def tune_trials(values, best_so_far, path) -> Path | None:
     ax.set(xlabel="trial", ylabel="validation accuracy (%)", title="Tuning: validation accuracy per trial")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _ordered_x(series: dict) -> list[str]:

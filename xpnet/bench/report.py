@@ -96,15 +96,11 @@ def write_outputs(results, table: str, out: Path, meta: dict) -> list[Path]:
 
 def plot_results(results, path: Path) -> Path | None:
     """Epoch time per implementation for each shape (log scale); None without matplotlib."""
-    try:
-        import matplotlib
+    from ..analysis.plots import get_pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    plt = get_pyplot()
     rows = [r for r in results if "median_epoch_s" in r]
-    if not rows:
+    if plt is None or not rows:
         return None
     groups = sorted({(_key(r), r["device"]) for r in rows}, key=lambda g: (g[0][1], g[1], g[0][0]))
     impls = sorted({r["impl"] for r in rows}, key=lambda i: (i != "xpnet", i))
@@ -122,9 +118,4 @@ def plot_results(results, path: Path) -> Path | None:
     ax.set_ylabel("median epoch seconds (log)")
     ax.set_title("Epoch time per implementation (lower is faster)")
     ax.legend()
-    fig.tight_layout()
-    from ..serialize import atomic_write
-
-    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -58,11 +58,13 @@ def train(**opts):
     from ..serialize import load_checkpoint, save_checkpoint
     from ..train import EarlyStopping, Trainer, evaluate
 
+    from ..serialize import check_writable
+
     say = (lambda *a, **k: None) if opts["quiet"] else click.echo
     out: Path = opts["out"]
-    _check_writable(out)
+    check_writable(out)  # before training, not after an hour of it
     if opts["metrics"]:
-        _check_writable(opts["metrics"])
+        check_writable(opts["metrics"])
     checkpoint_path = opts["checkpoint_path"] or out.with_name(out.name.removesuffix(".npz") + ".ckpt.npz")
     state = None
     if opts["resume"]:
@@ -166,21 +168,6 @@ def _flush_metrics(path, lines):
     from ..serialize import atomic_write
 
     atomic_write(path, lambda fh: fh.write("\n".join(lines) + "\n"), mode="w")
-
-
-def _check_writable(path: Path) -> None:
-    """Fail before training, not after an hour of it, when an output cannot be written."""
-    import os
-
-    from ..errors import ModelFileError
-
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ModelFileError(f"cannot write {path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ModelFileError(f"cannot write {path}: folder {folder} is not writable")
-    if path.is_dir():
-        raise ModelFileError(f"cannot write {path}: it is a folder")
 
 
 def _versions() -> dict:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 from ..errors import ChecksumError, DataError, DownloadError
+from ..progress import ProgressBar
 
 CHUNK = 1 << 16
 USER_AGENT = "xpnet (https://pypi.org/project/xpnet)"
@@ -83,7 +83,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _fetch(url: str, fh, md5: str | None, sha256: str | None, timeout: float, progress: bool, label: str) -> None:
-    """Stream ``url`` into ``fh`` while hashing; raise _Mismatch when the bytes are not the file."""
+    """Stream ``url`` into ``fh`` while hashing (bar on a terminal only); raise _Mismatch when the bytes are not the file."""
     import urllib.request  # noqa: PLC0415
 
     digests = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}
@@ -91,36 +91,17 @@ def _fetch(url: str, fh, md5: str | None, sha256: str | None, timeout: float, pr
     with urllib.request.urlopen(request, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0)
         received = 0
-        with _progressbar(progress and total > 0, total, f"downloading {label}") as bar:
-            while chunk := response.read(CHUNK):
-                fh.write(chunk)
-                for digest in digests.values():
-                    digest.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
+        bar = ProgressBar(total, f"downloading {label}", enabled=progress and total > 0, unit="bytes")
+        while chunk := response.read(CHUNK):
+            fh.write(chunk)
+            for digest in digests.values():
+                digest.update(chunk)
+            received += len(chunk)
+            bar.update(len(chunk), len(chunk))
+        bar.close()
     if total and received != total:  # http.client's read(n) returns short, it does not raise
         raise ConnectionError(f"connection closed after {received} of {total} bytes")
     for name, expected in (("md5", md5), ("sha256", sha256)):
         got = digests[name].hexdigest()
         if expected and got != expected.lower():
             raise _Mismatch(f"{name} {got}, expected {expected.lower()}")
-
-
-class _NoBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, n: int) -> None:
-        pass
-
-
-def _progressbar(enabled: bool, total: int, label: str):
-    """A click bar on stderr, only on a terminal: logs and captured output stay one line per error."""
-    if not (enabled and sys.stderr.isatty()):
-        return _NoBar()
-    import click  # noqa: PLC0415 - only when a bar is wanted
-
-    return click.progressbar(length=total, label=label, file=sys.stderr)
