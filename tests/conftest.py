@@ -47,6 +47,51 @@ def has_cuda() -> bool:
 gpu = pytest.mark.skipif(not has_cuda(), reason="needs CuPy and a CUDA device")
 
 
+class KernelDevice:
+    """Where a kernel test runs: CuPy on a real GPU, or NumPy arrays through the CPU emulator."""
+
+    def __init__(self, name: str, xp):
+        self.name, self.xp = name, xp
+
+    def get(self, a) -> np.ndarray:
+        return a.get() if hasattr(a, "get") else np.asarray(a)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@pytest.fixture(scope="session")
+def cuda_emulator(tmp_path_factory):
+    """Every kernels/*.cu compiled once per session for the CPU emulator (tests/cuda_emulator.py)."""
+    import shutil
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found: the CUDA kernel emulator compiles the .cu files with it")
+    from cuda_emulator import Emulator
+
+    emulator = Emulator(REPO / "kernels", tmp_path_factory.mktemp("cuda-emulator"))
+    emulator.build_all()
+    return emulator
+
+
+@pytest.fixture(params=["emulated", "emulated-reversed", "cuda"])
+def kernel_device(request, monkeypatch):
+    """Runs a test of ``xpnet.ops.cuda`` three ways: on the CPU emulator with threads in lane
+    order, in reverse order (a race shows as a difference), and on a real GPU when there is one."""
+    if request.param == "cuda":
+        if not has_cuda():
+            pytest.skip("needs CuPy and a CUDA device")
+        import cupy
+
+        return KernelDevice("cuda", cupy)
+    from cuda_emulator import install
+
+    emulator = request.getfixturevalue("cuda_emulator")
+    emulator.reverse = request.param == "emulated-reversed"
+    install(monkeypatch, emulator)
+    return KernelDevice(request.param, np)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -134,6 +134,56 @@ def test_modules_import_without_cupy():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO))
 
 
+# ---- the captured step's logic on the CPU kernel emulator ------------------------------
+
+
+class _NumpyBlas:
+    """cuBLAS's row-major GEMM as the graph step calls it, through the tested emulation."""
+
+    def matmul_rowmajor(self, A, B, C, trans_a=False, trans_b=False):
+        cublas.emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
+
+
+@pytest.mark.parametrize("dtype, l2", [("float64", 0.0), ("float64", 0.1), ("float32", 0.0)])
+def test_graph_step_equals_eager_steps_emulated(kernel_device, dtype, l2):
+    """GraphTrainer._step, the exact sequence that is captured, run kernel by kernel on the
+    emulated kernels/*.cu with NumPy GEMMs: 3 steps give the eager Trainer's weights, loss
+    sum and correct count (the batch offset and Adam's t advance on the "device")."""
+    if kernel_device.name == "cuda":
+        pytest.skip("on a GPU, test_graph_matches_eager_float64 runs the real capture")
+    from xpnet.train_graph import GraphTrainer
+
+    sizes, n, bs, steps = (50, 32, 16, 10), 200, 32, 3
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], n)
+    perm = rng.permutation(n).astype(np.int64)
+
+    graph = GraphTrainer.__new__(GraphTrainer)  # a CPU network: skip the GPU-only checks
+    Trainer.__init__(graph, MLP(list(sizes), dtype=dtype, seed=3), Adam(lr=1e-2), X, y, batch_size=bs, l2=l2)
+    S = graph._state = graph._allocate(np)
+    S.ops, S.blas = cuda, _NumpyBlas()
+    S.perm[:] = perm
+    for _ in range(steps):
+        graph._step()
+
+    net, opt = MLP(list(sizes), dtype=dtype, seed=3), Adam(lr=1e-2)
+    loss_sum, correct = 0.0, 0
+    for i in range(steps):
+        rows = perm[i * bs:(i + 1) * bs]
+        loss, n_correct = net.loss_and_grad(X[rows], y[rows], l2=l2)
+        opt.step(net.flat_params, net.flat_grads)
+        loss_sum, correct = loss_sum + loss * bs, correct + n_correct
+
+    assert int(S.t[0]) == steps + 1 and int(S.offset[0]) == steps * bs
+    assert int(S.correct_acc[0]) == correct
+    rtol = 1e-12 if dtype == "float64" else 2e-5
+    np.testing.assert_allclose(S.loss_acc[0], loss_sum, rtol=rtol)
+    ref, ours = net.flat_params, graph.net.flat_params
+    assert not np.array_equal(ours, MLP(list(sizes), dtype=dtype, seed=3).flat_params)  # it trained
+    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
+
+
 # ---- GPU ------------------------------------------------------------------------------
 
 

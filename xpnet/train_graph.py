@@ -128,10 +128,20 @@ class GraphTrainer(Trainer):
         from .ops import cublas  # noqa: PLC0415
         from .ops import cuda as cuda_ops  # noqa: PLC0415
 
-        net, opt, xp = self.net, self.opt, self.net.xp
-        S = _State()
-        S.ops = cuda_ops
+        xp = self.net.xp
         cuda_ops.load_all()  # NVRTC compiles nothing inside a capture
+        S = self._allocate(xp)
+        S.ops = cuda_ops
+        S.stream = xp.cuda.Stream(non_blocking=True)
+        S.blas = cublas.Cublas(S.stream)
+        S.graph, S.warm, S.key = None, False, None
+        backend.synchronize(xp)
+        return S
+
+    def _allocate(self, xp) -> _State:
+        """The step's buffers (written with ``xp`` only: the CPU tests run :meth:`_step` on NumPy)."""
+        net, opt = self.net, self.opt
+        S = _State()
         opt._ensure_state(net.flat_params)  # Adam's m, v exist before their pointers are captured
         n, nf = self.X.shape
         bs, dt = self.batch_size, net.dtype
@@ -152,10 +162,6 @@ class GraphTrainer(Trainer):
         tail = n % bs
         S.Xtail = xp.empty((tail, nf), dtype=dt) if tail else None
         S.ytail = xp.empty(tail, dtype=self.y.dtype) if tail else None
-        S.stream = xp.cuda.Stream(non_blocking=True)
-        S.blas = cublas.Cublas(S.stream)
-        S.graph, S.warm, S.key = None, False, None
-        backend.synchronize(xp)
         return S
 
     def _graph_key(self) -> tuple:

@@ -99,10 +99,15 @@ def _float_suffix(*arrays) -> str:
     return _SUFFIX[dt]
 
 
+def _is_device_array(a) -> bool:
+    """True for a CuPy array (the one place that decides; the CPU kernel emulator in the tests swaps it)."""
+    return type(a).__module__.startswith("cupy")
+
+
 def _on_device(*arrays) -> None:
     """CuPy arrays only: a NumPy array here would hand the kernel a host pointer."""
     for a in arrays:
-        if not type(a).__module__.startswith("cupy"):
+        if not _is_device_array(a):
             raise ConfigError(f"CUDA ops need CuPy arrays, got {type(a).__module__}.{type(a).__name__}")
 
 
@@ -240,7 +245,7 @@ def _step_buffer(device_id: int):
 
 def _device_step(t):
     """``t`` as a device int32[1]: passed through if it already is, else written into a cached one."""
-    if hasattr(t, "shape") and type(t).__module__.startswith("cupy"):
+    if hasattr(t, "shape") and _is_device_array(t):
         if t.dtype != np.int32 or t.size != 1:
             raise ConfigError(f"adam_step needs t as a device int32 array of shape (1,), got {t.dtype} {tuple(t.shape)}")
         return t
@@ -274,7 +279,7 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
 
 def increment_step(t):
     """``t[0] += 1`` on the device (the last node of a captured training step)."""
-    if not (type(t).__module__.startswith("cupy") and t.dtype == np.int32 and t.size == 1):
+    if not (_is_device_array(t) and t.dtype == np.int32 and t.size == 1):
         raise ConfigError("increment_step needs a device int32 array of shape (1,)")
     _kernel("adam.cu", "increment_step")((1,), (1,), (t,))
     return t
@@ -285,7 +290,7 @@ def increment_step(t):
 
 
 def _device_scalar(name: str, a, dtype) -> None:
-    if not (type(a).__module__.startswith("cupy") and a.dtype == np.dtype(dtype) and a.size == 1):
+    if not (_is_device_array(a) and a.dtype == np.dtype(dtype) and a.size == 1):
         raise ConfigError(f"{name} must be a device {np.dtype(dtype).name} array of shape (1,)")
 
 
