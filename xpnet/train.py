@@ -172,7 +172,9 @@ class Trainer:
         if int(epochs) < 1:
             raise ConfigError(f"epochs must be >= 1, got {epochs}")
         guard = _sigint_stops(self) if handle_sigint else contextlib.nullcontext()
-        with guard:
+        # A diverging run overflows before its loss turns NaN; DivergedError reports that in one
+        # line, so NumPy's overflow/invalid warnings would only be noise above it.
+        with guard, np.errstate(over="ignore", invalid="ignore"):
             while self.epoch < epochs and not self.stop_requested:
                 record = self._run_epoch(epochs)
                 if record is None:  # stopped mid-epoch
