@@ -1,9 +1,47 @@
-"""CPU vs GPU: the same xp code must give the same numbers (skipped without CuPy + CUDA)."""
+"""CPU vs GPU: the same xp code must give the same numbers.
+
+The eager GPU path's kernel calls are checked everywhere on the CPU emulator of
+kernels/*.cu; the real CPU-vs-GPU comparisons skip without CuPy + CUDA."""
 
 import numpy as np
+import pytest
 from conftest import gpu
 
 import xpnet
+from xpnet.ops import cuda, reference
+
+
+@pytest.mark.parametrize("l2", [0.0, 0.05])
+def test_eager_training_through_the_cuda_ops_matches_the_reference(kernel_device, request, monkeypatch, l2):
+    """The model and Adam call exactly the fused ops they call on a GPU (bias + ReLU, the
+    ReLU mask, softmax-CE, Adam), here on the emulated kernels: 2 epochs in float64 give the
+    reference ops' weights and history."""
+    if kernel_device.name == "cuda":
+        pytest.skip("on a GPU, test_ten_adam_steps_match_in_float64 compares the real thing")
+    launches = request.getfixturevalue("cuda_emulator").launches
+    launches.clear()
+    calls = []
+
+    def gpu_ops(xp, fast=True):
+        calls.append(fast)
+        return cuda if fast else reference
+
+    monkeypatch.setattr("xpnet.model.get_ops", gpu_ops)
+    monkeypatch.setattr("xpnet.ops.get_ops", gpu_ops)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 30))
+    y = rng.integers(0, 4, 150)
+    results = {}
+    for fast in (True, False):
+        net = xpnet.MLP([30, 24, 16, 4], dtype="float64", seed=3, fast_ops=fast)
+        opt = xpnet.optim.Adam(3e-3, fast_ops=fast)
+        history = xpnet.Trainer(net, opt, X, y, batch_size=32, seed=1, l2=l2).run(2)
+        results[fast] = (net.flat_params.copy(), history["train_loss"], history["train_acc"])
+    assert True in calls and False in calls
+    assert {"bias_relu_forward_f64", "relu_backward_f64", "softmax_xent_f64_i64", "adam_step_f64"} <= set(launches)
+    np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(results[True][1], results[False][1], rtol=1e-12)
+    assert results[True][2] == results[False][2]
 
 
 @gpu
