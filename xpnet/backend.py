@@ -182,6 +182,9 @@ def gpu_info() -> dict | None:
         info["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
         info["cuda_driver"] = cupy.cuda.runtime.driverGetVersion()
         info["devices"] = [device_name(f"gpu:{i}") for i in range(_cupy_device_count(cupy))]
+        if not info["devices"]:  # say why --device gpu will fail (`xpnet info` prints it)
+            no_driver = " (no NVIDIA driver: its version reads 0)" if info["cuda_driver"] == 0 else ""
+            info["error"] = f"CuPy sees no CUDA device{no_driver}"
     except Exception as exc:
         info["error"] = str(exc)
     return info

@@ -163,11 +163,25 @@ def _loaded_paths() -> list[str]:
 def _candidates(major: int | None = None) -> list[str]:
     """Paths and sonames to try, best first (the CUDA major version CuPy runs first)."""
     # What CuPy itself loaded is the best match: importing its cuBLAS binding maps the library.
+    # It must be a from-import: CuPy >= 14 loads libcublas in the package's __getattr__ (through
+    # cuda-pathfinder) just before importing the binding, and a dotted
+    # ``import cupy_backends.cuda.libs.cublas`` skips that and fails ("libcublas.so.13: cannot
+    # open shared object file") unless the library is on the loader's default path.
     try:
-        import cupy_backends.cuda.libs.cublas  # noqa: F401, PLC0415
+        from cupy_backends.cuda.libs import cublas as _cupy_cublas  # noqa: F401, PLC0415
     except Exception:
         pass
     out = list(_loaded_paths())
+    # cuda-pathfinder (a CuPy >= 14 dependency) finds the file CuPy uses: the nvidia-cublas wheel,
+    # conda, CUDA_PATH or the system's. It also loads it, which is what we are about to do.
+    try:
+        from cuda.pathfinder import load_nvidia_dynamic_lib  # noqa: PLC0415
+
+        path = load_nvidia_dynamic_lib("cublas").abs_path
+        if path:
+            out.append(path)
+    except Exception:
+        pass
     # pip wheels: nvidia-cublas-cu12 (nvidia/cublas/lib) and the CUDA 13 layout (nvidia/cu13/lib).
     for base in sys.path:
         if base and os.path.isdir(os.path.join(base, "nvidia")):
