@@ -171,7 +171,8 @@ class EmulatedKernel:
                 for (start, size) in guarded:
                     if key != (start, size) and start < key[0] + key[1] and key[0] < start + size:
                         raise EmulatorError(f"{label}: partially overlaps another argument")
-                guarded.setdefault(key, _Guarded(a))
+                if key not in guarded:  # the same array twice (dZ is Z) shares one guarded copy
+                    guarded[key] = _Guarded(a)
                 converted.append(guarded[key].pointer)
             else:
                 if type(a) is not p.dtype.type:

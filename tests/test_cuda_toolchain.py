@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 from conftest import run_cli, write_synthetic_idx
 
+from xpnet.backend import _cupy_device_count
 from xpnet.ops import cublas, cuda
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,13 +254,6 @@ def cp():
     return cupy
 
 
-def _device_count(cupy) -> int:
-    try:
-        return int(cupy.cuda.runtime.getDeviceCount())
-    except Exception:
-        return 0
-
-
 def test_cupy_still_adds_the_mirrored_options(cp):
     """What test_nvrtc_compiles_kernel_file_with_cupys_options assumes about CuPy's compiler."""
     source = inspect.getsource(cp.cuda.compiler)
@@ -278,7 +272,7 @@ def test_cupy_nvrtc_binding_compiles_kernel_file(cp, filename):
     from cupy.cuda import compiler
 
     source, log = cuda.kernel_source(filename), io.StringIO()
-    if _device_count(cp):
+    if _cupy_device_count(cp):
         result, _ = compiler.compile_using_nvrtc(source, options=cuda.NVRTC_OPTIONS, arch="90", filename=filename, log_stream=log)
     else:
         if not hasattr(compiler, "_NVRTCProgram"):
@@ -555,7 +549,7 @@ def test_cupy_errors_are_recognised(cp):
 
 def test_backend_says_no_cuda_device(cp, tmp_path, capsys):
     """CuPy installed, no device: a DeviceError naming the problem, and one CLI ``error:`` line."""
-    if _device_count(cp):
+    if _cupy_device_count(cp):
         pytest.skip("a CUDA device is visible")
     from xpnet import backend
     from xpnet.errors import DeviceError
