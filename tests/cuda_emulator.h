@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 #include <ucontext.h>
@@ -48,8 +49,18 @@ struct Thread {
     State state = RUNNABLE;
     unsigned warp_mask = 0;
     ucontext_t ctx;
-    std::vector<char> stack;
+    char* stack = nullptr;
 };
+
+constexpr size_t STACK_BYTES = 64 * 1024;
+
+// Thread stacks, reused by every launch (allocating and zeroing 256 x 64 KiB per launch
+// would cost more than the kernels).
+inline char* stack_for(size_t i) {
+    static std::vector<std::unique_ptr<char[]>> pool;
+    while (pool.size() <= i) pool.emplace_back(new char[STACK_BYTES]);
+    return pool[i].get();
+}
 
 struct Launch {
     dim3 grid, block;
@@ -185,8 +196,8 @@ inline void run_block() {
         Thread& t = L.threads[i];
         t.state = RUNNABLE;
         getcontext(&t.ctx);
-        t.ctx.uc_stack.ss_sp = t.stack.data();
-        t.ctx.uc_stack.ss_size = t.stack.size();
+        t.ctx.uc_stack.ss_sp = t.stack;
+        t.ctx.uc_stack.ss_size = STACK_BYTES;
         t.ctx.uc_link = &L.scheduler;
         makecontext(&t.ctx, (void (*)())thread_entry, 0);
     }
@@ -227,7 +238,7 @@ inline std::string launch(const unsigned* dims, const std::function<void()>& bod
         t.tid.x = (unsigned)(i % L.block.x);
         t.tid.y = (unsigned)(i / L.block.x % L.block.y);
         t.tid.z = (unsigned)(i / ((long long)L.block.x * L.block.y));
-        t.stack.resize(64 * 1024);
+        t.stack = stack_for((size_t)i);
     }
     Launch* saved = active;
     active = &L;

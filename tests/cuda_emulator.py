@@ -154,6 +154,12 @@ class EmulatedKernel:
         self.params = emulator.signatures(filename)[name]
 
     def __call__(self, grid, block, args):
+        if self.emulator.recording is not None:  # inside an emulated stream capture: record only
+            self.emulator.recording.append(lambda: self._launch(grid, block, args))
+            return
+        self._launch(grid, block, args)
+
+    def _launch(self, grid, block, args):
         if len(args) != len(self.params):
             raise EmulatorError(f"{self.name} takes {len(self.params)} arguments, got {len(args)}")
         guarded: dict[tuple[int, int], _Guarded] = {}
@@ -197,6 +203,7 @@ class Emulator:
         self._libs: dict[str, tuple[ctypes.CDLL, dict]] = {}
         self.lock = threading.Lock()
         self.launches: list[str] = []
+        self.recording: list | None = None  # set by FakeStream.begin_capture
 
     def library(self, filename: str) -> ctypes.CDLL:
         return self._load(filename)[0]
@@ -224,6 +231,80 @@ class Emulator:
         if name not in self.signatures(filename):
             raise KeyError(f"{name} is not a kernel of {filename}")
         return EmulatedKernel(self, filename, name)
+
+
+# ---- an emulated CUDA-graph capture (for GraphTrainer's epoch loop) -------------------
+
+
+class HostArray(np.ndarray):
+    """A NumPy array with the CuPy methods GraphTrainer's epoch loop calls on device buffers."""
+
+    def set(self, array, stream=None):
+        self[...] = array
+
+    def get(self, stream=None):
+        return np.array(self)
+
+
+class FakeGraph:
+    """The launches recorded during a capture; ``launch`` replays them in order."""
+
+    def __init__(self, operations: list):
+        self.operations = operations
+
+    def launch(self, stream=None):
+        for operation in self.operations:
+            operation()
+
+
+class FakeStream:
+    """A stream whose capture records emulated kernel launches (and :class:`NumpyBlas` GEMMs)
+    instead of running them, like ``cupy.cuda.Stream.begin_capture``. Anything else a
+    captured step does (a NumPy operation, a host read) runs once at capture time and is
+    missing from every replay, so a test comparing replays with eager steps catches it."""
+
+    def __init__(self, emulator: Emulator):
+        self.emulator = emulator
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def begin_capture(self):
+        if self.emulator.recording is not None:
+            raise RuntimeError("capture already in progress")
+        self.emulator.recording = []
+
+    def end_capture(self) -> FakeGraph:
+        operations, self.emulator.recording = self.emulator.recording, None
+        return FakeGraph(operations)
+
+    def synchronize(self):
+        pass
+
+
+class NumpyBlas:
+    """cuBLAS's row-major GEMM as GraphTrainer calls it, through xpnet's tested emulation;
+    recorded, not run, during an emulated capture."""
+
+    def __init__(self, emulator: Emulator | None = None):
+        self.emulator = emulator
+
+    def matmul_rowmajor(self, A, B, C, trans_a=False, trans_b=False):
+        from xpnet.ops.cublas import emulate_matmul_rowmajor
+
+        def gemm():
+            emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
+
+        if self.emulator is not None and self.emulator.recording is not None:
+            self.emulator.recording.append(gemm)
+        else:
+            gemm()
+
+    def close(self):
+        pass
 
 
 def fake_cupy() -> types.SimpleNamespace:

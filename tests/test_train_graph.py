@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import gpu
+from cuda_emulator import FakeStream, HostArray, NumpyBlas
 
+from xpnet import backend
 from xpnet.errors import ShapeError
 from xpnet.model import MLP
 from xpnet.ops import cublas, cuda
@@ -137,13 +139,6 @@ def test_modules_import_without_cupy():
 # ---- the captured step's logic on the CPU kernel emulator ------------------------------
 
 
-class _NumpyBlas:
-    """cuBLAS's row-major GEMM as the graph step calls it, through the tested emulation."""
-
-    def matmul_rowmajor(self, A, B, C, trans_a=False, trans_b=False):
-        cublas.emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
-
-
 @pytest.mark.parametrize("dtype, l2", [("float64", 0.0), ("float64", 0.1), ("float32", 0.0)])
 def test_graph_step_equals_eager_steps_emulated(kernel_device, dtype, l2):
     """GraphTrainer._step, the exact sequence that is captured, run kernel by kernel on the
@@ -162,7 +157,7 @@ def test_graph_step_equals_eager_steps_emulated(kernel_device, dtype, l2):
     graph = GraphTrainer.__new__(GraphTrainer)  # a CPU network: skip the GPU-only checks
     Trainer.__init__(graph, MLP(list(sizes), dtype=dtype, seed=3), Adam(lr=1e-2), X, y, batch_size=bs, l2=l2)
     S = graph._state = graph._allocate(np)
-    S.ops, S.blas = cuda, _NumpyBlas()
+    S.ops, S.blas = cuda, NumpyBlas()
     S.perm[:] = perm
     for _ in range(steps):
         graph._step()
@@ -182,6 +177,109 @@ def test_graph_step_equals_eager_steps_emulated(kernel_device, dtype, l2):
     ref, ours = net.flat_params, graph.net.flat_params
     assert not np.array_equal(ours, MLP(list(sizes), dtype=dtype, seed=3).flat_params)  # it trained
     np.testing.assert_allclose(ours, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
+
+
+@pytest.fixture
+def emulated_graph(kernel_device, request, monkeypatch):
+    """GraphTrainer whose device is the kernel emulator: its buffers are NumPy arrays, its
+    stream's capture records the emulated launches and GEMMs, and its graph replays them.
+    Returns ``build(sizes, dtype)``: a CPU network that GraphTrainer accepts as a GPU one."""
+    if kernel_device.name == "cuda":
+        pytest.skip("on a GPU, the real GraphTrainer tests below run")
+    from xpnet.train_graph import GraphTrainer
+
+    emulator = request.getfixturevalue("cuda_emulator")
+
+    def setup(self):
+        S = self._allocate(np)
+        S.ops, S.blas, S.stream = cuda, NumpyBlas(emulator), FakeStream(emulator)
+        for name in ("perm", "offset", "t", "loss_acc", "correct_acc"):
+            setattr(S, name, getattr(S, name).view(HostArray))
+        S.graph, S.warm, S.key = None, False, None
+        return S
+
+    monkeypatch.setattr(GraphTrainer, "_setup", setup)
+
+    def build(sizes, dtype, gpu=True):
+        net = MLP(list(sizes), dtype=dtype, seed=3)
+        if gpu:
+            net.device = backend.parse_device("gpu")
+        return net
+
+    return build
+
+
+def _emulated_data(n=200, nf=24, k=5, dtype="float64"):
+    rng = np.random.default_rng(2)
+    return rng.standard_normal((n, nf)).astype(dtype), rng.integers(0, k, n)
+
+
+@pytest.mark.parametrize("dtype, l2", [("float64", 0.0), ("float64", 0.1), ("float32", 0.0)])
+def test_graph_trainer_epochs_equal_eager_emulated(emulated_graph, dtype, l2):
+    """The whole epoch loop (warm-up step, capture, replays, the eager tail batch, device
+    counters read once per epoch) gives the eager Trainer's weights and history."""
+    from xpnet.train_graph import GraphTrainer
+
+    X, y = _emulated_data(dtype=dtype)  # 200 rows / 32: 6 full batches + a tail of 8
+    graph = GraphTrainer(emulated_graph((24, 16, 12, 5), dtype), Adam(lr=1e-2), X, y, batch_size=32, l2=l2, seed=5)
+    eager = Trainer(emulated_graph((24, 16, 12, 5), dtype, gpu=False), Adam(lr=1e-2), X, y, batch_size=32, l2=l2, seed=5)
+    h_graph, h_eager = graph.run(3), eager.run(3)
+    assert graph.fallback_reason is None
+    assert graph.graph_captures == 1 and graph.graph_replays == 5 + 6 + 6  # epoch 1 starts with the warm-up step
+    assert graph.opt.t == eager.opt.t == 3 * 7
+    rtol = 1e-12 if dtype == "float64" else 1e-4
+    a, b = eager.net.flat_params, graph.net.flat_params
+    np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * np.abs(a).max())
+    assert h_graph["train_acc"] == h_eager["train_acc"]
+    np.testing.assert_allclose(h_graph["train_loss"], h_eager["train_loss"], rtol=rtol)
+
+
+def test_graph_trainer_stop_and_resume_emulated(emulated_graph, monkeypatch):
+    """A stop after the 3rd batch of epoch 2 hands the device sums over; resuming replays the
+    same graph from the right offset and ends where an uninterrupted run ends."""
+    from xpnet.train_graph import GraphTrainer
+
+    X, y = _emulated_data()
+    whole = GraphTrainer(emulated_graph((24, 16, 5), "float64"), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
+    h_whole = whole.run(2)
+    split = GraphTrainer(emulated_graph((24, 16, 5), "float64"), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
+    full_step = GraphTrainer._full_step
+    calls = []
+
+    def stopping_step(self):
+        full_step(self)
+        calls.append(1)
+        if len(calls) == 6 + 3:  # epoch 1 has 6 full batches
+            self.stop_requested = True
+
+    monkeypatch.setattr(GraphTrainer, "_full_step", stopping_step)
+    split.run(2)
+    assert split.epoch == 1 and split.batch == 3 and split._partial["seen"] == 96
+    split.stop_requested = False
+    h_split = split.run(2)
+    assert split.graph_captures == 1
+    np.testing.assert_allclose(split.net.flat_params, whole.net.flat_params, rtol=1e-12, atol=1e-14)
+    assert h_split["train_acc"] == h_whole["train_acc"]
+    np.testing.assert_allclose(h_split["train_loss"], h_whole["train_loss"], rtol=1e-12)
+
+
+def test_graph_trainer_falls_back_when_capture_fails_emulated(emulated_graph, monkeypatch):
+    """A capture that fails warns once and finishes the run eagerly, with the same result."""
+    from xpnet.train_graph import GraphTrainer
+
+    def refuse(self):
+        raise RuntimeError("capture refused")
+
+    monkeypatch.setattr(FakeStream, "begin_capture", refuse)
+    X, y = _emulated_data()
+    graph = GraphTrainer(emulated_graph((24, 16, 5), "float64"), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
+    eager = Trainer(emulated_graph((24, 16, 5), "float64", gpu=False), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
+    with pytest.warns(RuntimeWarning, match="capture refused"):
+        h_graph = graph.run(2)
+    h_eager = eager.run(2)
+    assert "batch 1 of epoch 1" in graph.fallback_reason and graph.graph_replays == 0
+    np.testing.assert_allclose(graph.net.flat_params, eager.net.flat_params, rtol=1e-12, atol=1e-14)
+    assert h_graph["train_acc"] == h_eager["train_acc"]
 
 
 # ---- GPU ------------------------------------------------------------------------------

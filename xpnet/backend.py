@@ -190,6 +190,11 @@ def gpu_info() -> dict | None:
     return info
 
 
+def data_ptr(x) -> int:
+    """The address of an array's first element, device or host (a CUDA graph bakes these in)."""
+    return int(x.data.ptr) if is_gpu_array(x) else int(x.ctypes.data)
+
+
 def synchronize(xp) -> None:
     """Wait for queued GPU work (a no-op on CPU); needed before reading a wall clock."""
     if xp is not np:

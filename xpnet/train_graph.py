@@ -167,9 +167,9 @@ class GraphTrainer(Trainer):
     def _graph_key(self) -> tuple:
         """What the captured graph baked in; a change (new optimizer state, new lr) forces a recapture."""
         net, opt, S = self.net, self.opt, self._state
+        ptr = backend.data_ptr
         return (
-            net.flat_params.data.ptr, net.flat_grads.data.ptr,
-            opt.state["m"].data.ptr, opt.state["v"].data.ptr, S.X.data.ptr,
+            ptr(net.flat_params), ptr(net.flat_grads), ptr(opt.state["m"]), ptr(opt.state["v"]), ptr(S.X),
             opt.lr, opt.beta1, opt.beta2, opt.eps, self.l2, self.batch_size,
         )  # fmt: skip
 
