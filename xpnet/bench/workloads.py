@@ -35,6 +35,9 @@ def run_xpnet(data, device, sizes, batch_size, epochs, lr, seed, graph=True):
     history = trainer.run(epochs)
     test = xpnet.evaluate(net, data["X_test"], data["y_test"])
     name = backend.device_name(device)
+    if net.device.is_gpu and graph:  # say which loop was timed: a silent eager fallback would mislead
+        reason = getattr(trainer, "fallback_reason", None) or getattr(trainer, "graph_reason", "")
+        name += f" (eager: {reason})" if reason else " (CUDA graph)"
     return [r["epoch_s"] for r in history.records], test["accuracy"], name
 
 
