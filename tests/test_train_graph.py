@@ -282,6 +282,35 @@ def test_graph_trainer_falls_back_when_capture_fails_emulated(emulated_graph, mo
     assert h_graph["train_acc"] == h_eager["train_acc"]
 
 
+@pytest.mark.parametrize("capture_fails", [False, True])
+def test_cli_train_on_the_emulated_gpu(emulated_graph, monkeypatch, tmp_path, capsys, capture_fails):
+    """``xpnet train --device gpu`` end to end, the device being the emulator: it says which loop
+    runs, and a failed capture is one line, not a warning with a traceback-like source line."""
+    from conftest import run_cli, write_synthetic_idx
+
+    import xpnet.train_graph as train_graph
+
+    monkeypatch.setattr(backend, "get_xp", lambda device: np)
+    monkeypatch.setattr(backend, "device_name", lambda device: "emulated GPU")
+    monkeypatch.setattr(train_graph, "capture_supported", lambda: (True, ""))
+    if capture_fails:
+        def refuse(self):
+            raise RuntimeError("capture refused")
+
+        monkeypatch.setattr(FakeStream, "begin_capture", refuse)
+    data = write_synthetic_idx(tmp_path / "data", n_train=300, n_test=60)
+    code, out, err = run_cli(["train", "--data-dir", data, "--device", "gpu", "--hidden", "16", "--epochs", "2",
+                              "--batch-size", "64", "--out", tmp_path / "m.npz"], capsys)
+    assert code == 0, err
+    assert "GPU loop: one CUDA graph replayed per batch" in out
+    assert ("CUDA graph failed (running batch 1 of epoch 1: RuntimeError: capture refused)" in out) == capture_fails
+    assert "Warning" not in err
+    assert "test accuracy" in out and (tmp_path / "m.npz").exists()
+    code, out, _ = run_cli(["train", "--data-dir", data, "--device", "gpu", "--no-graph", "--hidden", "16",
+                            "--epochs", "1", "--out", tmp_path / "m2.npz"], capsys)
+    assert code == 0 and "GPU loop: eager, disabled (--no-graph)" in out
+
+
 # ---- GPU ------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -124,7 +125,14 @@ def train(**opts):
     if state is not None:
         trainer.load_state_dict(state)
         say(f"resumed from {opts['resume']} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
-    history = trainer.run(opts["epochs"], handle_sigint=True)
+    if net.device.is_gpu:
+        reason = getattr(trainer, "graph_reason", "disabled (--no-graph)")
+        say(f"GPU loop: {'eager, ' + reason if reason else 'one CUDA graph replayed per batch'}")
+    with warnings.catch_warnings():  # a failed capture is reported below, in one line
+        warnings.filterwarnings("ignore", message="CUDA-graph training step failed", category=RuntimeWarning)
+        history = trainer.run(opts["epochs"], handle_sigint=True)
+    if getattr(trainer, "fallback_reason", None):
+        say(f"CUDA graph failed ({trainer.fallback_reason}); the run went on with the eager loop")
 
     if history.interrupted:
         save_checkpoint(checkpoint_path, trainer, run_config)
