@@ -77,9 +77,9 @@ def _shim(cu: Path, kernels: dict[str, list[Param]]) -> str:
         args = ", ".join(p.name for p in params)
         lines += [
             f'extern "C" const char* launch_{name}(const unsigned* dims{", " if decl else ""}{decl}) {{',
-            f"    static std::string error;",
+            "    static std::string error;",
             f"    error = emu::launch(dims, [=] {{ {name}({args}); }});",
-            f"    return error.empty() ? nullptr : error.c_str();",
+            "    return error.empty() ? nullptr : error.c_str();",
             "}",
         ]
     lines += [
@@ -128,8 +128,8 @@ def _dims(grid, block) -> ctypes.Array:
 class _Guarded:
     """An array's bytes between two NaN-filled guard zones; written back after the launch."""
 
-    def __init__(self, array: np.ndarray):
-        self.array = array
+    def __init__(self, array: np.ndarray, label: str):
+        self.array, self.label = array, label
         self.buffer = np.full(array.nbytes + 2 * GUARD, 0xFF, np.uint8)
         self.buffer[GUARD:GUARD + array.nbytes] = array.reshape(-1).view(np.uint8)
 
@@ -137,12 +137,12 @@ class _Guarded:
     def pointer(self) -> int:
         return self.buffer.ctypes.data + GUARD
 
-    def finish(self, label: str) -> None:
+    def finish(self) -> None:
         head, tail = self.buffer[:GUARD], self.buffer[GUARD + self.array.nbytes:]
         if not (head == 0xFF).all() or not (tail == 0xFF).all():
             before = GUARD - int(np.flatnonzero(head != 0xFF)[0]) if (head != 0xFF).any() else 0
             after = int(np.flatnonzero(tail != 0xFF)[-1]) + 1 if (tail != 0xFF).any() else 0
-            raise EmulatorError(f"{label}: out-of-bounds write ({before} bytes before, {after} bytes after the array)")
+            raise EmulatorError(f"{self.label}: out-of-bounds write ({before} bytes before, {after} bytes after the array)")
         self.array.reshape(-1).view(np.uint8)[...] = self.buffer[GUARD:GUARD + self.array.nbytes]
 
 
@@ -178,7 +178,7 @@ class EmulatedKernel:
                     if key != (start, size) and start < key[0] + key[1] and key[0] < start + size:
                         raise EmulatorError(f"{label}: partially overlaps another argument")
                 if key not in guarded:  # the same array twice (dZ is Z) shares one guarded copy
-                    guarded[key] = _Guarded(a)
+                    guarded[key] = _Guarded(a, label)
                 converted.append(guarded[key].pointer)
             else:
                 if type(a) is not p.dtype.type:
@@ -190,8 +190,8 @@ class EmulatedKernel:
             error = getattr(lib, f"launch_{self.name}")(_dims(grid, block), *converted)
         if error:
             raise EmulatorError(f"{self.name}: {error.decode()}")
-        for key, g in guarded.items():
-            g.finish(self.name)
+        for g in guarded.values():
+            g.finish()
         self.emulator.launches.append(self.name)
 
 

@@ -122,7 +122,7 @@ def test_two_dimensional_thread_index(emulator):
 
 def test_out_of_bounds_write_is_caught(emulator):
     x = np.zeros(10, np.float32)
-    with pytest.raises(EmulatorError, match="out-of-bounds write .* 4 bytes after"):
+    with pytest.raises(EmulatorError, match=r"off_by_one\(x\): out-of-bounds write .* 4 bytes after"):
         emulator.kernel("probe.cu", "off_by_one")((1,), (32,), (x, np.int64(10)))
 
 
