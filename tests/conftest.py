@@ -53,9 +53,6 @@ class KernelDevice:
     def __init__(self, name: str, xp):
         self.name, self.xp = name, xp
 
-    def get(self, a) -> np.ndarray:
-        return a.get() if hasattr(a, "get") else np.asarray(a)
-
     def __repr__(self) -> str:
         return self.name
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import gpu
 
+from xpnet.backend import to_numpy
 from xpnet.errors import ConfigError, ShapeError
 from xpnet.ops import cuda, reference
 
@@ -107,7 +108,7 @@ def test_module_imports_without_cupy():
 
 
 # ---- kernels: emulated on the CPU, and on a GPU when there is one ---------------------
-# ``dev.xp`` is NumPy under the emulator and CuPy on a GPU; ``dev.get`` brings a result home.
+# ``kernel_device.xp`` is NumPy under the emulator and CuPy on a GPU; ``to_numpy`` brings a result home.
 
 FULL_ADAM_N = 814_090  # the 784-1024-10 parameter count: GPU only (about 1 s per emulated step)
 
@@ -115,11 +116,7 @@ FULL_ADAM_N = 814_090  # the 784-1024-10 parameter count: GPU only (about 1 s pe
 def _close(actual, expected, dtype, scale=1.0, terms=1):
     rtol, atol = TOL[dtype]
     grow = max(1.0, math.sqrt(terms) / 2)
-    np.testing.assert_allclose(_host(actual), _host(expected), rtol=rtol * grow, atol=atol * scale * grow)
-
-
-def _host(x):
-    return x.get() if hasattr(x, "get") else np.asarray(x)
+    np.testing.assert_allclose(to_numpy(actual), to_numpy(expected), rtol=rtol * grow, atol=atol * scale * grow)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -131,8 +128,8 @@ def test_bias_relu_forward(kernel_device, rng, dtype, shape):
     Z1, A1, Z2, A2 = Z.copy(), xp.empty_like(Z), Z.copy(), xp.empty_like(Z)
     assert cuda.bias_relu_forward(Z1, b, A1) is A1
     reference.bias_relu_forward(Z2, b, A2)
-    np.testing.assert_array_equal(_host(Z1), _host(Z2))
-    np.testing.assert_array_equal(_host(A1), _host(A2))
+    np.testing.assert_array_equal(to_numpy(Z1), to_numpy(Z2))
+    np.testing.assert_array_equal(to_numpy(A1), to_numpy(A2))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -146,10 +143,10 @@ def test_relu_backward_and_in_place(kernel_device, rng, dtype, shape):
     reference.relu_backward(dA, Z, expected)
     out = xp.empty_like(Z)
     cuda.relu_backward(dA, Z, out)
-    np.testing.assert_array_equal(_host(out), _host(expected))
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(expected))
     alias = dA.copy()
     assert cuda.relu_backward(alias, Z, alias) is alias
-    np.testing.assert_array_equal(_host(alias), _host(expected))
+    np.testing.assert_array_equal(to_numpy(alias), to_numpy(expected))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -160,7 +157,7 @@ def test_bias_grad(kernel_device, rng, dtype, shape):
     db = xp.empty(shape[1], dtype)
     cuda.bias_grad(dZ, db)
     # the kernel sums in float64: compare with an exact-ish float64 sum
-    _close(db, _host(dZ).astype(np.float64).sum(axis=0), dtype, scale=shape[0], terms=shape[0])
+    _close(db, to_numpy(dZ).astype(np.float64).sum(axis=0), dtype, scale=shape[0], terms=shape[0])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -189,13 +186,13 @@ def test_softmax_xent_in_place_extremes_and_bad_label(kernel_device, dtype):
     loss = xp.empty(4, dtype)
     cuda.softmax_xent(Z, y, Z, loss, 0.25)  # dZ is Z
     assert bool(xp.isfinite(Z).all()) and bool(xp.isfinite(loss).all())
-    np.testing.assert_allclose(_host(loss), [0.0, 2e4, math.log(3), math.log(2)], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(loss), [0.0, 2e4, math.log(3), math.log(2)], rtol=1e-6, atol=1e-6)
     expected = np.array([[0, 0, 0], [1, -1, 0], [1 / 3, 1 / 3, -2 / 3], [0.5, -0.5, 0]]) * 0.25
-    np.testing.assert_allclose(_host(Z), expected, atol=1e-7)
+    np.testing.assert_allclose(to_numpy(Z), expected, atol=1e-7)
     bad = xp.zeros((2, 3), dtype)
     loss = xp.empty(2, dtype)
     cuda.softmax_xent(bad, xp.asarray(np.array([0, 7], np.int32)), bad, loss, 1.0)
-    assert np.isfinite(_host(loss)[0]) and np.isnan(_host(loss)[1])
+    assert np.isfinite(to_numpy(loss)[0]) and np.isnan(to_numpy(loss)[1])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -247,7 +244,7 @@ def test_adam_t_on_device_with_increment(kernel_device, rng, dtype):
         cuda.adam_step(ours[0], xp.asarray(g), ours[1], ours[2], t, **ADAM)
         cuda.increment_step(t)
         reference.adam_step(ref[0], g, ref[1], ref[2], step, **ADAM)
-    assert int(_host(t)[0]) == 4
+    assert int(to_numpy(t)[0]) == 4
     for a, b in zip(ours, ref):
         _close(a, b, dtype)
 
@@ -278,10 +275,10 @@ def test_gather_batch(kernel_device, rng, dtype, bs, nf):
     for step in range(3):  # the offset advances on the device, as in the captured step
         cuda.gather_batch(Xd, yd, permd, offset, Xb, yb)
         rows = perm[step * bs:(step + 1) * bs]
-        np.testing.assert_array_equal(_host(Xb), X[rows])
-        np.testing.assert_array_equal(_host(yb), y[rows])
+        np.testing.assert_array_equal(to_numpy(Xb), X[rows])
+        np.testing.assert_array_equal(to_numpy(yb), y[rows])
         cuda.advance_offset(offset, bs)
-    assert int(_host(offset)[0]) == 3 * bs
+    assert int(to_numpy(offset)[0]) == 3 * bs
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -293,7 +290,7 @@ def test_bias_add_matches_broadcast_add(kernel_device, rng, dtype, shape):
     expected = Z + b
     Zd = xp.asarray(Z.copy())
     assert cuda.bias_add(Zd, xp.asarray(b)) is Zd
-    np.testing.assert_array_equal(_host(Zd), expected)
+    np.testing.assert_array_equal(to_numpy(Zd), expected)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -312,8 +309,8 @@ def test_step_metrics_accumulates_loss_and_correct(kernel_device, rng, dtype, m,
         cuda.step_metrics(xp.asarray(Z), xp.asarray(y), xp.asarray(losses), loss_acc, correct_acc)
         expected_loss += losses.astype(np.float64).sum()
         expected_correct += int((Z.argmax(axis=1) == y).sum())
-    assert int(_host(correct_acc)[0]) == expected_correct
-    np.testing.assert_allclose(_host(loss_acc)[0], expected_loss, rtol=1e-13)
+    assert int(to_numpy(correct_acc)[0]) == expected_correct
+    np.testing.assert_allclose(to_numpy(loss_acc)[0], expected_loss, rtol=1e-13)
 
 
 def test_step_metrics_nan_logit_is_the_argmax(kernel_device):
@@ -323,7 +320,7 @@ def test_step_metrics_nan_logit_is_the_argmax(kernel_device):
     assert list(Z.argmax(axis=1)) == [1, 0, 1]
     loss_acc, correct_acc = xp.zeros(1, np.float64), xp.zeros(1, np.int64)
     cuda.step_metrics(xp.asarray(Z), xp.asarray(y), xp.zeros(3), loss_acc, correct_acc)
-    assert int(_host(correct_acc)[0]) == 3
+    assert int(to_numpy(correct_acc)[0]) == 3
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -337,9 +334,9 @@ def test_l2_grad(kernel_device, rng, dtype, n):
     expected_dW += dtype(l2 / m) * W  # what xpnet/model.py does: the coefficient cast to the dtype first
     dWd, loss_acc = xp.asarray(dW), xp.asarray(np.array([1.0]))
     cuda.l2_grad(dWd, xp.asarray(W), l2 / m, loss_acc, l2 / 2)
-    np.testing.assert_array_equal(_host(dWd), expected_dW)
+    np.testing.assert_array_equal(to_numpy(dWd), expected_dW)
     expected_loss = 1.0 + l2 / 2 * (W.astype(np.float64) ** 2).sum()
-    np.testing.assert_allclose(_host(loss_acc)[0], expected_loss, rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(loss_acc)[0], expected_loss, rtol=1e-12)
 
 
 # ---- GPU only: CUDA-graph capture -----------------------------------------------------

@@ -209,18 +209,13 @@ def emulated_graph(kernel_device, request, monkeypatch):
     return build
 
 
-def _emulated_data(n=200, nf=24, k=5, dtype="float64"):
-    rng = np.random.default_rng(2)
-    return rng.standard_normal((n, nf)).astype(dtype), rng.integers(0, k, n)
-
-
 @pytest.mark.parametrize("dtype, l2", [("float64", 0.0), ("float64", 0.1), ("float32", 0.0)])
 def test_graph_trainer_epochs_equal_eager_emulated(emulated_graph, dtype, l2):
     """The whole epoch loop (warm-up step, capture, replays, the eager tail batch, device
     counters read once per epoch) gives the eager Trainer's weights and history."""
     from xpnet.train_graph import GraphTrainer
 
-    X, y = _emulated_data(dtype=dtype)  # 200 rows / 32: 6 full batches + a tail of 8
+    X, y = _data(n=200, nf=24, k=5, seed=2, dtype=dtype)  # 200 rows / 32: 6 full batches + a tail of 8
     graph = GraphTrainer(emulated_graph((24, 16, 12, 5), dtype), Adam(lr=1e-2), X, y, batch_size=32, l2=l2, seed=5)
     eager = Trainer(emulated_graph((24, 16, 12, 5), dtype, gpu=False), Adam(lr=1e-2), X, y, batch_size=32, l2=l2, seed=5)
     h_graph, h_eager = graph.run(3), eager.run(3)
@@ -239,7 +234,7 @@ def test_graph_trainer_stop_and_resume_emulated(emulated_graph, monkeypatch):
     same graph from the right offset and ends where an uninterrupted run ends."""
     from xpnet.train_graph import GraphTrainer
 
-    X, y = _emulated_data()
+    X, y = _data(n=200, nf=24, k=5, seed=2)
     whole = GraphTrainer(emulated_graph((24, 16, 5), "float64"), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
     h_whole = whole.run(2)
     split = GraphTrainer(emulated_graph((24, 16, 5), "float64"), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
@@ -271,7 +266,7 @@ def test_graph_trainer_falls_back_when_capture_fails_emulated(emulated_graph, mo
         raise RuntimeError("capture refused")
 
     monkeypatch.setattr(FakeStream, "begin_capture", refuse)
-    X, y = _emulated_data()
+    X, y = _data(n=200, nf=24, k=5, seed=2)
     graph = GraphTrainer(emulated_graph((24, 16, 5), "float64"), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
     eager = Trainer(emulated_graph((24, 16, 5), "float64", gpu=False), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
     with pytest.warns(RuntimeWarning, match="capture refused"):
@@ -319,11 +314,11 @@ def cp():
     return pytest.importorskip("cupy")
 
 
-def _data(n=1000, nf=784, k=10, seed=0):
+def _data(n=1000, nf=784, k=10, seed=0, dtype="float64"):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, nf)) * 0.5
     y = rng.integers(0, k, n)
-    return X, y
+    return X.astype(dtype), y
 
 
 def _pair(dtype, sizes=(784, 256, 10)):
