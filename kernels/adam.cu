@@ -2,9 +2,10 @@
 // xpnet/ops/reference.py::adam_step.  Self-contained for NVRTC (no includes).
 //
 // One launch per step, grid-stride loop: p, g, m, v are read once and p, m, v written once.
-// The step count t lives in device memory (int32[1]) and the bias corrections 1 - beta^t are
-// computed here, so a captured CUDA graph replays correctly at every step; increment_step
-// advances t inside the same graph.
+// The step count t lives in device memory (int32[1], advanced earlier in the same step by
+// step_metrics) and so may the learning rate (a per-step table lrs[t - 1]: a schedule); the
+// bias corrections 1 - beta^t are computed here once per block, so one captured CUDA graph
+// replays correctly at every step.
 
 typedef long long i64;
 
@@ -17,14 +18,17 @@ __device__ __forceinline__ double root(double x) { return sqrt(x); }
 
 // m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
 // p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps),  bc = 1 - beta^t.
+// lr = lrs[min(t, n_lrs) - 1] when n_lrs > 0, else the scalar lr.
 // Hyperparameters arrive as double: pow() and the bias corrections are done in double
 // (once per block, by thread 0, into shared memory) and only then cast to T.
 template <typename T>
-__device__ __forceinline__ void adam_step_impl(T* p, const T* g, T* m, T* v, const int* t, i64 n,
-                                               double lr, double beta1, double beta2, double eps) {
+__device__ __forceinline__ void adam_step_impl(T* p, const T* g, T* m, T* v, const int* t, const double* lrs,
+                                               i64 n_lrs, i64 n, double lr, double beta1, double beta2, double eps) {
     __shared__ T lr_t_s, sqrt_bc2_s;
     if (threadIdx.x == 0) {
-        const double step = (double)t[0];
+        const i64 ti = (i64)t[0];
+        if (n_lrs > 0) lr = lrs[(ti < n_lrs ? ti : n_lrs) - 1];
+        const double step = (double)ti;
         const double bc1 = 1.0 - pow(beta1, step);
         const double bc2 = 1.0 - pow(beta2, step);
         lr_t_s = (T)(lr / bc1);
@@ -48,18 +52,13 @@ __device__ __forceinline__ void adam_step_impl(T* p, const T* g, T* m, T* v, con
 
 extern "C" {
 
-__global__ void adam_step_f32(float* p, const float* g, float* m, float* v, const int* t, i64 n,
-                              double lr, double beta1, double beta2, double eps) {
-    adam_step_impl<float>(p, g, m, v, t, n, lr, beta1, beta2, eps);
+__global__ void adam_step_f32(float* p, const float* g, float* m, float* v, const int* t, const double* lrs,
+                              i64 n_lrs, i64 n, double lr, double beta1, double beta2, double eps) {
+    adam_step_impl<float>(p, g, m, v, t, lrs, n_lrs, n, lr, beta1, beta2, eps);
 }
-__global__ void adam_step_f64(double* p, const double* g, double* m, double* v, const int* t, i64 n,
-                              double lr, double beta1, double beta2, double eps) {
-    adam_step_impl<double>(p, g, m, v, t, n, lr, beta1, beta2, eps);
-}
-
-// t[0] += 1: the last node of a captured training step. Launch with one thread.
-__global__ void increment_step(int* t) {
-    if (blockIdx.x == 0 && threadIdx.x == 0) t[0] += 1;
+__global__ void adam_step_f64(double* p, const double* g, double* m, double* v, const int* t, const double* lrs,
+                              i64 n_lrs, i64 n, double lr, double beta1, double beta2, double eps) {
+    adam_step_impl<double>(p, g, m, v, t, lrs, n_lrs, n, lr, beta1, beta2, eps);
 }
 
 }  // extern "C"

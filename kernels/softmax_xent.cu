@@ -21,13 +21,14 @@ template <typename T> __device__ __forceinline__ T qnan();
 template <> __device__ __forceinline__ float qnan<float>() { return __int_as_float(0x7fc00000); }
 template <> __device__ __forceinline__ double qnan<double>() { return __longlong_as_double(0x7ff8000000000000LL); }
 
-// Z: (m, k) logits; labels: (m,); dZ: (m, k), may be Z; loss_rows: (m,).
-// loss_rows[i] = logsumexp(Z_i) - Z_i[y_i];  dZ_i = (softmax(Z_i) - onehot(y_i)) * scale.
+// Z: (m, k) logits; labels: (m,); dZ: (m, k), may be Z; loss_rows: (m,); smoothing s in [0, 1).
+// Target row q = (1 - s) onehot(y) + s/k (label smoothing, as torch's CrossEntropyLoss):
+// loss_rows[i] = logsumexp(Z_i) - q . Z_i;  dZ_i = (softmax(Z_i) - q) * scale.
 // A label outside [0, k) gives a NaN loss (so training stops with DivergedError) and no
 // one-hot term, instead of reading out of bounds.
 template <typename T, typename L>
 __device__ __forceinline__ void softmax_xent_impl(const T* Z, const L* labels, T* dZ, T* loss_rows,
-                                                  i64 m, i64 k, T scale) {
+                                                  i64 m, i64 k, T scale, T smoothing) {
     const unsigned FULL = 0xffffffffu;
     const int lane = threadIdx.x & 31;
     const i64 row = (i64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -49,35 +50,49 @@ __device__ __forceinline__ void softmax_xent_impl(const T* Z, const L* labels, T
     T s = T(0);
     for (i64 j = lane; j < k; j += 32) s += ex(z[j] - mx);
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(FULL, s, off);
-    // The shuffles above are warp barriers: every lane has read `picked` and the whole row's
-    // max before any lane writes below.
+
+    // q . (Z_i - max): the picked logit alone without smoothing (the common case, exact).
+    const T keep = T(1) - smoothing;
+    const T spread = smoothing / (T)k;
+    T target = picked - mx;
+    if (smoothing != T(0)) {  // uniform per launch: every lane takes the same branch
+        T rs = T(0);
+        for (i64 j = lane; j < k; j += 32) rs += z[j];
+        for (int off = 16; off > 0; off >>= 1) rs += __shfl_xor_sync(FULL, rs, off);
+        target = keep * target + spread * (rs - (T)k * mx);
+    }
+    // The shuffles above are warp barriers: every lane has read `picked` and the whole row
+    // before any lane writes below.
 
     const T inv = scale / s;
+    const T off_target = mul_rn(scale, spread);
+    const T on_target = mul_rn(scale, keep);
     for (i64 j = lane; j < k; j += 32) {
         T d = mul_rn(ex(z[j] - mx), inv);
-        if (j == y) d -= scale;
+        if (smoothing != T(0)) d -= off_target;
+        if (j == y) d -= on_target;
         dz[j] = d;
     }
-    if (lane == 0) loss_rows[row] = valid ? lg(s) - (picked - mx) : qnan<T>();
+    if (lane == 0) loss_rows[row] = valid ? lg(s) - target : qnan<T>();
 }
 
 extern "C" {
 
 __global__ void softmax_xent_f32_i32(const float* Z, const int* labels, float* dZ, float* loss_rows,
-                                     i64 m, i64 k, float scale) {
-    softmax_xent_impl<float, int>(Z, labels, dZ, loss_rows, m, k, scale);
+                                     i64 m, i64 k, float scale, float smoothing) {
+    softmax_xent_impl<float, int>(Z, labels, dZ, loss_rows, m, k, scale, smoothing);
 }
 __global__ void softmax_xent_f32_i64(const float* Z, const i64* labels, float* dZ, float* loss_rows,
-                                     i64 m, i64 k, float scale) {
-    softmax_xent_impl<float, i64>(Z, labels, dZ, loss_rows, m, k, scale);
+                                     i64 m, i64 k, float scale, float smoothing) {
+    softmax_xent_impl<float, i64>(Z, labels, dZ, loss_rows, m, k, scale, smoothing);
 }
 __global__ void softmax_xent_f64_i32(const double* Z, const int* labels, double* dZ, double* loss_rows,
-                                     i64 m, i64 k, double scale) {
-    softmax_xent_impl<double, int>(Z, labels, dZ, loss_rows, m, k, scale);
+                                     i64 m, i64 k, double scale, double smoothing) {
+    softmax_xent_impl<double, int>(Z, labels, dZ, loss_rows, m, k, scale, smoothing);
 }
 __global__ void softmax_xent_f64_i64(const double* Z, const i64* labels, double* dZ, double* loss_rows,
-                                     i64 m, i64 k, double scale) {
-    softmax_xent_impl<double, i64>(Z, labels, dZ, loss_rows, m, k, scale);
+                                     i64 m, i64 k, double scale, double smoothing) {
+    softmax_xent_impl<double, i64>(Z, labels, dZ, loss_rows, m, k, scale, smoothing);
 }
 
 }  // extern "C"

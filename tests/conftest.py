@@ -59,12 +59,12 @@ class KernelDevice:
 
 @pytest.fixture(scope="session")
 def cuda_emulator(tmp_path_factory):
-    """Every kernels/*.cu compiled once per session for the CPU emulator (tests/cuda_emulator.py)."""
+    """Every kernels/*.cu compiled once per session for the CPU emulator (tools/cuda_emulator/)."""
     import shutil
 
     if shutil.which("g++") is None:
         pytest.skip("g++ not found: the CUDA kernel emulator compiles the .cu files with it")
-    from cuda_emulator import Emulator
+    from tools.cuda_emulator import Emulator
 
     emulator = Emulator(REPO / "kernels", tmp_path_factory.mktemp("cuda-emulator"))
     emulator.build_all()
@@ -81,7 +81,7 @@ def kernel_device(request, monkeypatch):
         import cupy
 
         return KernelDevice("cuda", cupy)
-    from cuda_emulator import install
+    from tools.cuda_emulator import install
 
     emulator = request.getfixturevalue("cuda_emulator")
     emulator.reverse = request.param == "emulated-reversed"

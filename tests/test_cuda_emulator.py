@@ -1,4 +1,4 @@
-"""The CPU emulator that lets CI run kernels/*.cu (tests/cuda_emulator.py) catches what it claims to.
+"""The CPU emulator that lets CI run kernels/*.cu (tools/cuda_emulator/) catches what it claims to.
 
 Each deliberately broken kernel below must be refused: an out-of-bounds write, a race that
 only shows when threads run in another order, a __syncthreads not every thread reaches, a
@@ -12,7 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
-from cuda_emulator import Emulator, EmulatorError, parse_kernels
+from tools.cuda_emulator import Emulator, EmulatorError, parse_kernels
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found")
 

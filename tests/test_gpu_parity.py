@@ -38,7 +38,9 @@ def test_eager_training_through_the_cuda_ops_matches_the_reference(kernel_device
         history = xpnet.Trainer(net, opt, X, y, batch_size=32, seed=1, l2=l2).run(2)
         results[fast] = (net.flat_params.copy(), history["train_loss"], history["train_acc"])
     assert True in calls and False in calls
-    assert {"bias_relu_forward_f64", "relu_backward_f64", "softmax_xent_f64_i64", "adam_step_f64"} <= set(launches)
+    step = {"gather_batch_f64", "bias_relu_forward_f64", "bias_add_f64", "softmax_xent_f64_i32", "step_metrics_f64",
+            "bias_grad_f64", "relu_backward_f64", "adam_step_f64"} | ({"l2_grad_f64"} if l2 else set())
+    assert step == set(launches)  # the whole step runs on kernels: nothing falls back to the reference
     np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(results[True][1], results[False][1], rtol=1e-12)
     assert results[True][2] == results[False][2]
@@ -59,16 +61,18 @@ def test_ten_adam_steps_match_in_float64():
 
 
 @gpu
-def test_one_epoch_same_accuracy(fashion_dir):
+def test_one_step_gradients_match_in_float64(fashion_dir):
+    """One step's gradients on real images, CPU vs GPU in float64: the same maths to rounding.
+    (Comparing accuracies after an epoch would measure Adam's chaotic trajectory, not the code.)"""
     ds = xpnet.load_dataset("fashion-mnist")
-    norm = xpnet.Normalizer().fit(ds.X_train)
-    X, Xt = norm.transform(ds.X_train), norm.transform(ds.X_test)
-    acc = {}
+    X = xpnet.Normalizer().fit(ds.X_train[:1000]).transform(ds.X_train[:256], "float64")
+    grads = {}
     for device in ("cpu", "gpu"):
-        net = xpnet.MLP([784, 256, 10], device=device, seed=0)
-        xpnet.fit(net, xpnet.optim.Adam(1e-3), X, ds.y_train, epochs=1, batch_size=128, seed=0)
-        acc[device] = xpnet.evaluate(net, Xt, ds.y_test)["accuracy"]
-    assert abs(acc["gpu"] - acc["cpu"]) <= 0.002
+        net = xpnet.MLP([784, 256, 10], device=device, dtype="float64", seed=0, label_smoothing=0.1)
+        net.loss_and_grad(X, ds.y_train[:256], l2=0.01)
+        grads[device] = xpnet.to_numpy(net.flat_grads)
+    scale = np.abs(grads["cpu"]).max()
+    np.testing.assert_allclose(grads["gpu"], grads["cpu"], rtol=1e-10, atol=1e-12 * scale)
 
 
 @gpu

@@ -54,10 +54,9 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch):
     X, y = rng.standard_normal((4, 6)), rng.integers(0, 3, size=4)
     original = xpnet.MLP.backward
 
-    def broken(self, T, l2=0.0):
-        loss = original(self, T, l2)
+    def broken(self, *args, **kwargs):
+        original(self, *args, **kwargs)
         self.grads[0] *= 1.1
-        return loss
 
     monkeypatch.setattr(xpnet.MLP, "backward", broken)
     assert xpnet.gradcheck(net, X, y) > 1e-3

@@ -80,7 +80,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, dropout
         pass
 
     # Stop in the middle of epoch 3 (after 5 of its batches), as Ctrl-C would.
-    original = net_b.loss_and_grad
+    original = net_b.train_step
 
     def counting(*args, **kwargs):
         stop_at["n"] += 1
@@ -88,7 +88,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, dropout
             trainer.stop_requested = True
         return original(*args, **kwargs)
 
-    net_b.loss_and_grad = counting
+    net_b.train_step = counting
     history = trainer.run(4)
     assert history.interrupted and trainer.epoch == 2 and trainer.batch == 5
     from xpnet.serialize import load_checkpoint, save_checkpoint

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import gpu
-from cuda_emulator import FakeStream, HostArray, NumpyBlas
+from tools.cuda_emulator import FakeStream, NumpyBlas, emulate_colmajor_gemm, emulate_matmul_rowmajor
 
 from xpnet import backend
 from xpnet.errors import ShapeError
@@ -71,7 +71,7 @@ def test_rowmajor_gemm_mapping_emulated(rng, trans_a, trans_b, mkn):
     A = np.ascontiguousarray(opA.T if trans_a else opA)  # what is stored
     B = np.ascontiguousarray(opB.T if trans_b else opB)
     C = np.full((M, N), np.nan)
-    cublas.emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
+    emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
     np.testing.assert_allclose(C, opA @ opB, rtol=1e-12, atol=1e-12)
 
 
@@ -97,33 +97,21 @@ def test_emulated_gemm_alpha_beta_and_leading_dimension(rng):
     a = np.array([[A[i + j * 4] for j in range(3)] for i in range(2)])
     b = B.reshape(2, 3).T
     expected = 2.0 * a @ b + 0.5 * C.reshape(2, 2).T
-    cublas.emulate_colmajor_gemm(0, 0, 2, 2, 3, 2.0, A, 4, B, 3, 0.5, C, 2)
+    emulate_colmajor_gemm(0, 0, 2, 2, 3, 2.0, A, 4, B, 3, 0.5, C, 2)
     np.testing.assert_allclose(C.reshape(2, 2).T, expected)
 
 
-def test_graph_kernels_registered_and_constants_match():
-    names = cuda.KERNEL_NAMES["graph_step.cu"]
-    for name in ("gather_batch_f32", "gather_batch_f64", "bias_add_f64", "step_metrics_f32", "l2_grad_f64", "advance_offset"):
+def test_step_kernels_registered_and_constants_match():
+    names = cuda.KERNEL_NAMES["step.cu"]
+    for name in ("gather_batch_f32", "gather_batch_f64", "bias_add_f64", "step_metrics_f32", "l2_grad_f64"):
         assert name in names
-    source = (KERNELS / "graph_step.cu").read_text()
+    source = (KERNELS / "step.cu").read_text()
     assert "#include" not in source
     for kernel in names:
         assert re.search(rf"__global__ void {kernel}\(", source), kernel
     assert re.search(rf"#define METRICS_BLOCK {cuda.METRICS_BLOCK}\b", source)
     assert re.search(rf"#define L2_BLOCK {cuda.L2_BLOCK}\b", source)
     assert cuda.METRICS_BLOCK & (cuda.METRICS_BLOCK - 1) == 0  # the tree reduction needs a power of two
-
-
-def test_graph_step_wrappers_validate_without_a_gpu():
-    from xpnet.errors import ConfigError
-
-    f64 = np.zeros((4, 3))
-    with pytest.raises(ConfigError, match="CuPy arrays"):
-        cuda.bias_add(f64, np.zeros(3))
-    with pytest.raises(ConfigError, match="int32 labels"):
-        cuda.gather_batch(f64, np.zeros(4, np.int64), np.zeros(4, np.int64), None, np.zeros((2, 3)), np.zeros(2, np.int32))
-    with pytest.raises(ConfigError, match="device int32"):
-        cuda.advance_offset(np.zeros(1, np.int32), 4)
 
 
 def test_modules_import_without_cupy():
@@ -139,30 +127,28 @@ def test_modules_import_without_cupy():
 # ---- the captured step's logic on the CPU kernel emulator ------------------------------
 
 
-@pytest.mark.parametrize("dtype, l2", [("float64", 0.0), ("float64", 0.1), ("float32", 0.0)])
-def test_graph_step_equals_eager_steps_emulated(kernel_device, dtype, l2):
-    """GraphTrainer._step, the exact sequence that is captured, run kernel by kernel on the
-    emulated kernels/*.cu with NumPy GEMMs: 3 steps give the eager Trainer's weights, loss
-    sum and correct count (the batch offset and Adam's t advance on the "device")."""
+@pytest.mark.parametrize("dtype, l2, smoothing", [("float64", 0.0, 0.0), ("float64", 0.1, 0.1), ("float32", 0.0, 0.0)])
+def test_captured_step_equals_eager_steps_emulated(kernel_device, dtype, l2, smoothing):
+    """Trainer._step as the graph captures it (CUDA kernels, the cuBLAS argument mapping), run
+    kernel by kernel on the emulated kernels/*.cu: 3 steps give the reference ops' weights, loss
+    sum and correct count, with the batch offset and Adam's t advancing on the "device"."""
     if kernel_device.name == "cuda":
         pytest.skip("on a GPU, test_graph_matches_eager_float64 runs the real capture")
-    from xpnet.train_graph import GraphTrainer
-
     sizes, n, bs, steps = (50, 32, 16, 10), 200, 32, 3
     rng = np.random.default_rng(4)
     X = rng.standard_normal((n, sizes[0])).astype(dtype)
     y = rng.integers(0, sizes[-1], n)
-    perm = rng.permutation(n).astype(np.int64)
 
-    graph = GraphTrainer.__new__(GraphTrainer)  # a CPU network: skip the GPU-only checks
-    Trainer.__init__(graph, MLP(list(sizes), dtype=dtype, seed=3), Adam(lr=1e-2), X, y, batch_size=bs, l2=l2)
-    S = graph._state = graph._allocate(np)
-    S.ops, S.blas = cuda, NumpyBlas()
-    S.perm[:] = perm
+    graph_net = MLP(list(sizes), dtype=dtype, seed=3, label_smoothing=smoothing)
+    graph_net.ops = cuda
+    trainer = Trainer(graph_net, Adam(lr=1e-2), X, y, batch_size=bs, l2=l2)
+    S = trainer._device_state(1)
+    perm = trainer._epoch_order(0)
+    S.perm[...] = perm
     for _ in range(steps):
-        graph._step()
+        trainer._step(S, bs, mm=NumpyBlas().matmul_rowmajor)
 
-    net, opt = MLP(list(sizes), dtype=dtype, seed=3), Adam(lr=1e-2)
+    net, opt = MLP(list(sizes), dtype=dtype, seed=3, label_smoothing=smoothing, fast_ops=False), Adam(lr=1e-2, fast_ops=False)
     loss_sum, correct = 0.0, 0
     for i in range(steps):
         rows = perm[i * bs:(i + 1) * bs]
@@ -170,33 +156,28 @@ def test_graph_step_equals_eager_steps_emulated(kernel_device, dtype, l2):
         opt.step(net.flat_params, net.flat_grads)
         loss_sum, correct = loss_sum + loss * bs, correct + n_correct
 
-    assert int(S.t[0]) == steps + 1 and int(S.offset[0]) == steps * bs
-    assert int(S.correct_acc[0]) == correct
+    assert int(S.counters.t[0]) == steps and int(S.counters.correct[0]) == correct
     rtol = 1e-12 if dtype == "float64" else 2e-5
-    np.testing.assert_allclose(S.loss_acc[0], loss_sum, rtol=rtol)
-    ref, ours = net.flat_params, graph.net.flat_params
+    np.testing.assert_allclose(S.counters.loss[0], loss_sum, rtol=rtol)
+    ref, ours = net.flat_params, graph_net.flat_params
     assert not np.array_equal(ours, MLP(list(sizes), dtype=dtype, seed=3).flat_params)  # it trained
     np.testing.assert_allclose(ours, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
 
 
 @pytest.fixture
 def emulated_graph(kernel_device, request, monkeypatch):
-    """GraphTrainer whose device is the kernel emulator: its buffers are NumPy arrays, its
-    stream's capture records the emulated launches and GEMMs, and its graph replays them.
-    Returns ``build(sizes, dtype)``: a CPU network that GraphTrainer accepts as a GPU one."""
+    """GraphTrainer whose device is the kernel emulator: its buffers are NumPy arrays, its ops
+    the emulated kernels, its stream's capture records the launches and GEMMs and its graph
+    replays them. Returns ``build(sizes, dtype)``: a CPU network GraphTrainer accepts as a GPU one."""
     if kernel_device.name == "cuda":
         pytest.skip("on a GPU, the real GraphTrainer tests below run")
     from xpnet.train_graph import GraphTrainer
 
     emulator = request.getfixturevalue("cuda_emulator")
 
-    def setup(self):
-        S = self._allocate(np)
-        S.ops, S.blas, S.stream = cuda, NumpyBlas(emulator), FakeStream(emulator)
-        for name in ("perm", "offset", "t", "loss_acc", "correct_acc"):
-            setattr(S, name, getattr(S, name).view(HostArray))
-        S.graph, S.warm, S.key = None, False, None
-        return S
+    def setup(self, S):
+        self.net.ops = cuda
+        S.stream, S.blas = FakeStream(emulator), NumpyBlas(emulator)
 
     monkeypatch.setattr(GraphTrainer, "_setup", setup)
 
@@ -238,16 +219,16 @@ def test_graph_trainer_stop_and_resume_emulated(emulated_graph, monkeypatch):
     whole = GraphTrainer(emulated_graph((24, 16, 5), "float64"), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
     h_whole = whole.run(2)
     split = GraphTrainer(emulated_graph((24, 16, 5), "float64"), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
-    full_step = GraphTrainer._full_step
+    batch = GraphTrainer._batch
     calls = []
 
-    def stopping_step(self):
-        full_step(self)
+    def stopping_batch(self, S, b, m):
+        batch(self, S, b, m)
         calls.append(1)
-        if len(calls) == 6 + 3:  # epoch 1 has 6 full batches
+        if len(calls) == 7 + 3:  # epoch 1 has 6 full batches and a tail
             self.stop_requested = True
 
-    monkeypatch.setattr(GraphTrainer, "_full_step", stopping_step)
+    monkeypatch.setattr(GraphTrainer, "_batch", stopping_batch)
     split.run(2)
     assert split.epoch == 1 and split.batch == 3 and split._partial["seen"] == 96
     split.stop_requested = False
@@ -353,35 +334,43 @@ def test_graph_matches_eager_float64(cp, l2):
 
 
 @gpu
-def test_two_replays_equal_two_eager_steps(cp):
+def test_two_replays_equal_three_eager_steps_and_capture_allocates_nothing(cp):
     build, GraphTrainer = _pair("float64", (50, 32, 16, 10))
     X, y = _data(n=256, nf=50)
     t1 = GraphTrainer(build(), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
     t2 = GraphTrainer(build(), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
+    order = t1._epoch_order(0)
+    states = []
     for t in (t1, t2):
-        t._state = t._setup()
-        t._state.key = t._graph_key()
-        S = t._state
+        S = t._device_state(1)
         with S.stream:
-            S.perm.set(np.random.default_rng([1, 0]).permutation(256).astype(np.int64), stream=S.stream)
-            S.t.fill(1)
-            S.offset.fill(0)
-    with t1._state.stream:
+            S.perm[...] = cp.asarray(order)
+            S.t0.fill(0)
+            S.counters.t.fill(0)
+        S.stream.synchronize()  # inputs written before a replay on this non-blocking stream reads them
+        states.append(S)
+    S1, S2 = states
+    with S1.stream:
         for _ in range(3):
-            t1._step()
-        t1._state.stream.synchronize()
-    with t2._state.stream:
-        t2._step()  # warm-up
-        graph = t2._capture()
-        graph.launch(t2._state.stream)
-        graph.launch(t2._state.stream)
-        t2._state.stream.synchronize()
-    for name in ("t", "offset", "correct_acc"):
-        assert int(getattr(t1._state, name).get()[0]) == int(getattr(t2._state, name).get()[0])
-    assert int(t2._state.t.get()[0]) == 4 and int(t2._state.offset.get()[0]) == 96
-    np.testing.assert_allclose(t2._state.loss_acc.get(), t1._state.loss_acc.get(), rtol=1e-12)
+            t1._step(S1, 32, mm=S1.blas.matmul_rowmajor)
+        S1.stream.synchronize()
+    pool = cp.get_default_memory_pool()
+    with S2.stream:
+        t2._step(S2, 32, mm=S2.blas.matmul_rowmajor)  # warm-up
+        S2.stream.synchronize()
+        used = pool.used_bytes()
+        graph = t2._capture(S2)
+        assert pool.used_bytes() == used  # a cudaMalloc inside the capture would break it
+        graph.launch(S2.stream)
+        graph.launch(S2.stream)
+        S2.stream.synchronize()
+    assert int(S2.counters.t.get()[0]) == 3 == int(S1.counters.t.get()[0])
+    assert int(S2.counters.correct.get()[0]) == int(S1.counters.correct.get()[0])
+    np.testing.assert_allclose(S2.counters.loss.get(), S1.counters.loss.get(), rtol=1e-12)
     a, b = t1.net.flat_params.get(), t2.net.flat_params.get()
     np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+    t1.close()
+    t2.close()
 
 
 @gpu

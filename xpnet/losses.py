@@ -65,14 +65,15 @@ def check_combination(output: str, loss: str) -> None:
         raise ConfigError("binary_cross_entropy needs the sigmoid output")
 
 
-def loss_and_grad(loss: str, output: str, Z, T, dZ, loss_rows, ops):
+def loss_and_grad(loss: str, output: str, Z, T, dZ, loss_rows, ops, smoothing: float = 0.0):
     """Fill ``loss_rows`` (m,) and ``dZ`` (m, k) = d(mean loss)/dZ; ``dZ`` may alias ``Z``.
 
-    ``T`` is the target: int labels (m,) for cross-entropy, a float (m, k) matrix otherwise.
+    ``T`` is the target: int labels (m,) for cross-entropy (``smoothing``: label smoothing),
+    a float (m, k) matrix otherwise.
     """
     m = Z.shape[0]
     if loss == "cross_entropy":
-        return ops.softmax_xent(Z, T, dZ, loss_rows, 1.0 / m)
+        return ops.softmax_xent(Z, T, dZ, loss_rows, 1.0 / m, smoothing, validate=False)
     xp = get_array_module(Z)
     if loss == "binary_cross_entropy":
         # -[t log s(z) + (1-t) log(1-s(z))] = softplus(z) - t z

@@ -44,6 +44,7 @@ class MLP:
         dtype="float32",
         seed: int = 0,
         leaky_slope: float = 0.01,
+        label_smoothing: float = 0.0,
         fast_ops: bool = True,
     ):
         self.sizes = _check_sizes(sizes)
@@ -61,6 +62,11 @@ class MLP:
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         self.dropout = float(dropout)
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ConfigError(f"label smoothing must be in [0, 1), got {label_smoothing}")
+        if label_smoothing and self.loss_name != "cross_entropy":
+            raise ConfigError(f"label smoothing applies to softmax cross-entropy, not {self.loss_name!r}")
+        self.label_smoothing = float(label_smoothing)
         self.device = backend.parse_device(device)
         self.dtype = backend.resolve_dtype(dtype)
         self.seed = int(seed)
@@ -114,6 +120,7 @@ class MLP:
             "loss": self.loss_name,
             "init": self.init,
             "dropout": self.dropout,
+            "label_smoothing": self.label_smoothing,
             "dtype": self.dtype.name,
             "seed": self.seed,
         }
@@ -167,8 +174,8 @@ class MLP:
         """Labels in the form the loss wants: int indices for CE, a float matrix otherwise."""
         xp = self.xp
         y = xp.asarray(y)
-        if self.loss_name == "cross_entropy":
-            return y if y.dtype.kind == "i" else y.astype(xp.int64)
+        if self.loss_name == "cross_entropy":  # int32: what the CUDA kernels read
+            return y if y.dtype == np.int32 else y.astype(np.int32)
         if y.ndim == 2:
             return y.astype(self.dtype, copy=False)
         if self.sizes[-1] == 1:
@@ -181,8 +188,8 @@ class MLP:
     def _batch_buffers(self, m: int, train: bool):
         """Activation buffers for batch size ``m``, reused across steps (no per-step allocation).
 
-        Gradient buffers (``dA``, ``loss_rows``) are added by the first ``backward``, so
-        prediction-only batch sizes never pay for them.
+        Gradient buffers (``G``, ``dA``, ``loss_rows``) are added by the first training step,
+        so prediction-only batch sizes never pay for them.
         """
         key = (m, train)
         bufs = self._buffers.get(key)
@@ -203,14 +210,19 @@ class MLP:
             self._buffers.popitem(last=False)
         return bufs
 
-    # ------------------------------------------------------------------ forward / backward
-    def forward(self, X, train: bool = False, masks=None):
+    # ------------------------------------------------------------------ the training step
+    # One forward and one backward, written in terms of ``self.ops`` and a GEMM ``mm(A, B, C,
+    # trans_a, trans_b)`` (C = op(A) @ op(B)): ``ops.matmul`` eagerly, cuBLAS inside a CUDA-graph
+    # capture (xpnet/train_graph.py). Every fusion lives here once, for every device and loop.
+
+    def forward(self, X, train: bool = False, masks=None, mm=None):
         """Logits of the last layer, (m, sizes[-1]); keeps what backward needs.
 
         ``train=True`` applies inverted dropout to hidden layers: random masks, or the
         0/1 keep-masks given in ``masks`` (one per hidden layer, for gradient checks).
         """
         xp, ops = self.xp, self.ops
+        mm = mm or ops.matmul
         X = xp.asarray(X, dtype=self.dtype)
         bufs = self._batch_buffers(X.shape[0], train)
         A = X
@@ -219,15 +231,15 @@ class MLP:
         keep = 1.0 - self.dropout
         for l, (W, b) in enumerate(zip(self.W, self.b)):
             Z = bufs["Z"][l]
-            xp.matmul(A, W.T, out=Z)
+            mm(A, W, Z, trans_b=True)  # Z = A @ W.T
             if l == self.n_layers - 1:
-                Z += b
+                ops.bias_add(Z, b)
                 break
             H = bufs["H"][l]
             if self.activation.is_relu:
                 ops.bias_relu_forward(Z, b, H)
             else:
-                Z += b
+                ops.bias_add(Z, b)
                 self.activation.forward(Z, H)
             A = H
             if drop:
@@ -244,33 +256,54 @@ class MLP:
         self._cache = (bufs, inputs)
         return bufs["Z"][-1]
 
-    def backward(self, T, l2: float = 0.0):
-        """Fill ``flat_grads`` from the last ``forward(train=True)``; returns the mean loss (0-d, on device).
+    def train_step(self, X, T, counters, l2: float = 0.0, mm=None, masks=None, train: bool = True) -> None:
+        """Forward, loss, metrics, backward: gradients into ``flat_grads``; the batch's loss sum
+        (L2 penalty included), correct count and one step into ``counters``. No host sync.
 
-        The loss includes the L2 penalty λ/(2m)·ΣW² (biases excluded). No gradient is
-        computed for the input ``X``: nothing would use it.
+        ``T`` is :meth:`targets` of the labels (int32 class indices for softmax-CE).
         """
         xp, ops = self.xp, self.ops
+        logits = self.forward(X, train=train, masks=masks, mm=mm)
         bufs, inputs = self._cache
-        m = inputs[0].shape[0]
-        if "loss_rows" not in bufs:
+        m = logits.shape[0]
+        if "G" not in bufs:
+            bufs["G"] = xp.empty_like(logits)
             bufs["loss_rows"] = xp.empty(m, dtype=self.dtype)
             bufs["dA"] = [xp.empty((m, n), dtype=self.dtype) for n in self.sizes[1:-1]]
-        dZ = bufs["Z"][-1]  # the loss overwrites the logits with their gradient
-        loss_rows = bufs["loss_rows"]
-        losses.loss_and_grad(self.loss_name, self.output, dZ, T, dZ, loss_rows, ops)
-        loss = loss_rows.sum() / m
+        G, rows = bufs["G"], bufs["loss_rows"]
+        if self.loss_name == "cross_entropy":
+            ops.softmax_xent(logits, T, G, rows, 1.0 / m, self.label_smoothing, validate=False)
+            ops.step_metrics(logits, T, rows, counters.loss, counters.correct, counters.t)
+        else:  # eager only (the CUDA graph covers softmax-CE): the same sums with xp
+            losses.loss_and_grad(self.loss_name, self.output, logits, T, G, rows, ops)
+            counters.loss += rows.sum(dtype=counters.loss.dtype)
+            counters.correct += self.correct(logits, T)
+            counters.t += 1
+        self.backward(G, l2, counters.loss, mm)
+
+    def backward(self, dZ, l2: float = 0.0, loss_acc=None, mm=None) -> None:
+        """Fill ``flat_grads`` from the output gradient ``dZ`` of the last ``forward(train=True)``.
+
+        L2: ``dW += (λ/m)·W`` and, when ``loss_acc`` is given, ``loss_acc += (λ/2)·ΣW²`` (the
+        penalty λ/(2m)·ΣW² times the m rows a loss sum counts). Biases are not penalised. No
+        gradient is computed for the input ``X``: nothing would use it.
+        """
+        ops = self.ops
+        mm = mm or ops.matmul
+        bufs, inputs = self._cache
+        m = inputs[0].shape[0]
+        if l2 and loss_acc is None:
+            loss_acc = self.xp.zeros(1, dtype=np.float64)
         for l in range(self.n_layers - 1, -1, -1):
             W, dW, db = self.W[l], self.grads[2 * l], self.grads[2 * l + 1]
-            xp.matmul(dZ.T, inputs[l], out=dW)
-            dZ.sum(axis=0, out=db)
+            mm(dZ, inputs[l], dW, trans_a=True)  # dW = dZ.T @ A
+            ops.bias_grad(dZ, db)
             if l2:
-                dW += (l2 / m) * W
-                loss = loss + (l2 / (2 * m)) * xp.vdot(W, W)
+                ops.l2_grad(dW, W, l2 / m, loss_acc, l2 / 2)
             if l == 0:
                 break
             dA = bufs["dA"][l - 1]
-            xp.matmul(dZ, W, out=dA)
+            mm(dZ, W, dA)  # dA = dZ @ W
             if "U" in bufs:
                 dA *= bufs["U"][l - 1]
             if self.activation.is_relu:
@@ -278,24 +311,24 @@ class MLP:
             else:
                 self.activation.backward(dA, bufs["Z"][l - 1], bufs["H"][l - 1], dA)
             dZ = dA
-        return loss
 
     def correct(self, logits, y):
         """Number of correct predictions in a batch (0-d array on the device, no sync)."""
         if self.sizes[-1] == 1:
-            return ((logits[:, 0] > 0) == (y > 0.5)).sum()
+            return ((logits[:, 0] > 0) == (y.reshape(-1) > 0.5)).sum()
         if y.ndim == 2:  # one-hot / multilabel targets: compare arg-maxes
             y = y.argmax(axis=1)
         return (logits.argmax(axis=1) == y).sum()
 
     def loss_and_grad(self, X, y, l2: float = 0.0, train: bool = True, masks=None, check: bool = True):
         """One forward+backward pass: ``(mean loss, n_correct)`` as device scalars; grads in ``flat_grads``."""
+        xp = self.xp
+        X, y = xp.asarray(X), xp.asarray(y)
         if check:
-            self.check_inputs(self.xp.asarray(X), self.xp.asarray(y))
-        T = self.targets(y)
-        logits = self.forward(X, train=train, masks=masks)
-        n_correct = self.correct(logits, T)  # before backward overwrites the logits
-        return self.backward(T, l2), n_correct
+            self.check_inputs(X, y)
+        counters = StepCounters(xp)
+        self.train_step(X, self.targets(y), counters, l2, masks=masks, train=train)
+        return counters.loss[0] / X.shape[0], counters.correct[0]
 
     def loss(self, X, y, l2: float = 0.0, masks=None) -> float:
         """Mean loss (with L2) as a Python float, without touching the gradients."""
@@ -304,7 +337,7 @@ class MLP:
         train = masks is not None
         Z = self.forward(X, train=train, masks=masks).copy()
         rows = xp.empty(Z.shape[0], dtype=self.dtype)
-        losses.loss_and_grad(self.loss_name, self.output, Z, T, Z, rows, self.ops)
+        losses.loss_and_grad(self.loss_name, self.output, Z, T, Z, rows, self.ops, self.label_smoothing)
         total = float(rows.sum()) / Z.shape[0]
         if l2:
             total += l2 / (2 * Z.shape[0]) * sum(float(xp.vdot(W, W)) for W in self.W)
@@ -364,5 +397,16 @@ def _check_sizes(sizes) -> list[int]:
 
 def _rebuild_kwargs(config: dict) -> dict:
     """MLP keyword arguments from ``config()`` (minus ``sizes``)."""
-    keys = ("activation", "leaky_slope", "output", "loss", "init", "dropout", "dtype", "seed")
+    keys = ("activation", "leaky_slope", "output", "loss", "init", "dropout", "label_smoothing", "dtype", "seed")
     return {k: config[k] for k in keys if k in config}
+
+
+class StepCounters:
+    """What a training step accumulates on the device: loss sum (float64), correct count
+    (int64) and the step counter ``t`` (int32, optimizer steps taken). Read by the host once
+    per epoch; see :mod:`xpnet.ops.reference` for why counters are arrays."""
+
+    def __init__(self, xp, t: int = 0):
+        self.loss = xp.zeros(1, dtype=np.float64)
+        self.correct = xp.zeros(1, dtype=np.int64)
+        self.t = xp.full(1, t, dtype=np.int32)

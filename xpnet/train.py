@@ -4,8 +4,12 @@
 running sums, early-stopping memory) so a run can be checkpointed after any batch and
 resumed to bit-identical weights on the CPU. Shuffling uses a generator seeded by
 ``(seed, epoch)``, so resuming needs only the epoch number, not a saved stream.
-Loss and accuracy accumulate on the device and are read once per epoch: no host sync
-per step.
+
+There is one epoch loop (:meth:`Trainer._run_epoch`) and one training step
+(:meth:`Trainer._step`: gather the batch on the device, ``MLP.train_step``, the optimizer
+update), which reads its batch offset, step count and learning rate from device arrays, so
+the CUDA-graph trainer (``train_graph.py``) captures this very step and replays it. Loss and
+accuracy accumulate on the device and are read once per epoch: no host sync per step.
 """
 
 from __future__ import annotations
@@ -21,8 +25,15 @@ import numpy as np
 
 from . import backend
 from .errors import ConfigError, DivergedError
+from .model import StepCounters
 from .preprocess import train_val_split
 from .progress import ProgressBar
+
+
+class _DeviceState:
+    """The training step's device-side buffers: the epoch's order ``perm``, the batch ``Xb``/``yb``,
+    the :class:`~xpnet.model.StepCounters`, ``t0`` (the step count at the epoch's batch 0) and
+    ``lrs`` (per-step learning rates, fused Adam only); the graph trainer adds its own."""
 
 
 @dataclass
@@ -123,9 +134,11 @@ class Trainer:
             X, y, Xv, yv = train_val_split(X, y, val, seed=seed)
             val = (Xv, yv)
         net.check_inputs(X, y)
-        # Upload once: every later gather happens on the device.
-        self.X = xp.asarray(X, dtype=net.dtype)
-        self.y = xp.asarray(y)
+        # Upload once: every later gather happens on the device. Class labels as int32: what
+        # the gather, softmax and metrics kernels read.
+        self.X = xp.ascontiguousarray(xp.asarray(X, dtype=net.dtype))
+        y = xp.asarray(y)
+        self.y = xp.ascontiguousarray(y.astype(np.int32) if y.ndim == 1 else y)
         if val is not None:
             Xv, yv = val
             Xv = Xv.reshape(Xv.shape[0], -1) if Xv.ndim > 2 else Xv
@@ -152,19 +165,74 @@ class Trainer:
         self.batch = 0
         self._partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "elapsed": 0.0}
         self._best = {"value": None, "epoch": None, "wait": 0, "params": None}
+        self._dev: _DeviceState | None = None  # the step's device buffers, made by the first epoch
 
     # ------------------------------------------------------------------ data order
     @property
     def n_batches(self) -> int:
         return math.ceil(self.X.shape[0] / self.batch_size)
 
-    def _epoch_order(self, epoch: int):
+    def _epoch_order(self, epoch: int) -> np.ndarray:
         n = self.X.shape[0]
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        return self.net.xp.asarray(order)
+        return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
 
     def _dropout_seed(self, epoch: int) -> int:
         return (self.seed * 1_000_003 + epoch * 7919 + 1) % 2**63
+
+    # ------------------------------------------------------------------ the step
+    def _fused_adam(self) -> bool:
+        """Adam runs as one kernel reading ``t`` and the lr from device memory (graph-capturable)."""
+        return getattr(self.opt, "name", None) == "adam"
+
+    def _device_state(self, epochs: int) -> _DeviceState:
+        """The step's device-side state, allocated once (and the lr table grown to ``epochs``)."""
+        S = self._dev
+        if S is None:
+            net, xp, bs = self.net, self.net.xp, self.batch_size
+            S = self._dev = _DeviceState()
+            S.perm = xp.empty(self.X.shape[0], dtype=np.int64)
+            S.counters = StepCounters(xp)
+            S.t0 = xp.zeros(1, dtype=np.int32)
+            S.Xb = xp.empty((bs, self.X.shape[1]), dtype=net.dtype)
+            S.yb = xp.empty((bs, *self.y.shape[1:]), dtype=self.y.dtype)
+            S.lrs = None
+            self.opt._ensure_state(net.flat_params)  # optimizer buffers exist before any capture
+        steps = epochs * self.n_batches
+        if self._fused_adam() and (S.lrs is None or S.lrs.size < steps):
+            lr_at = getattr(self.opt, "lr_at", lambda t: self.opt.lr)
+            table = np.array([lr_at(t) for t in range(1, steps + 1)], dtype=np.float64)
+            S.lrs = self.net.xp.asarray(table)  # per-step learning rates: a schedule needs no recapture
+        return S
+
+    def _step(self, S: _DeviceState, m: int, mm=None) -> None:
+        """One training step on ``m`` rows: gather, forward, loss, backward, update.
+
+        Everything it reads that changes per step is in device memory (``S.counters.t``,
+        ``S.t0``, ``S.lrs``), and it allocates nothing once warm, so with CUDA ops and a
+        cuBLAS ``mm`` it is capturable as one CUDA graph.
+        """
+        net, opt, ops = self.net, self.opt, self.net.ops
+        Xb, yb = (S.Xb, S.yb) if m == self.batch_size else (S.Xb[:m], S.yb[:m])
+        ops.gather_batch(self.X, self.y, S.perm, S.counters.t, S.t0, self.batch_size, Xb, yb)
+        if self.augment is not None:
+            self.augment(Xb, out=Xb)
+        T = yb if net.loss_name == "cross_entropy" else net.targets(yb)
+        net.train_step(Xb, T, S.counters, self.l2, mm=mm)
+        if self._fused_adam():
+            ops.adam_step(net.flat_params, net.flat_grads, opt.state["m"], opt.state["v"], S.counters.t, S.lrs,
+                          opt.beta1, opt.beta2, opt.eps)
+        else:
+            opt.step(net.flat_params, net.flat_grads)
+
+    def _batch(self, S: _DeviceState, b: int, m: int) -> None:
+        """The per-batch hook of the epoch loop: here, the step run eagerly."""
+        if self.augment is not None:
+            self.augment.reseed(self.epoch, b)  # per batch: a resumed run augments identically
+        self._step(S, m)
+
+    def _epoch_stream(self, S: _DeviceState):
+        """The stream the epoch runs on (the graph trainer's own); eagerly, the current one."""
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ loop
     def run(self, epochs: int, handle_sigint: bool = False) -> History:
@@ -189,44 +257,45 @@ class Trainer:
 
     def _run_epoch(self, epochs: int) -> dict | None:
         net, opt, xp = self.net, self.opt, self.net.xp
-        bs = self.batch_size
-        order = self._epoch_order(self.epoch)
+        n, bs = self.X.shape[0], self.batch_size
+        S = self._device_state(epochs)
         if self.batch == 0:
             net.dropout_rng = xp.random.default_rng(self._dropout_seed(self.epoch))
-        loss_sum = xp.asarray(self._partial["loss_sum"], dtype=np.float64)
-        correct = xp.asarray(self._partial["correct"], dtype=np.int64)
-        seen = self._partial["seen"]
         bar = ProgressBar(self.n_batches, f"epoch {self.epoch + 1}/{epochs}", enabled=self.progress)
         bar.update(self.batch)
-        backend.synchronize(xp)
+        backend.synchronize(xp)  # earlier work (uploads, restores) is done before the clock starts
         start = time.perf_counter() - self._partial["elapsed"]
-        xb_full = xp.empty((bs, self.X.shape[1]), dtype=net.dtype)
-        yb_full = xp.empty(bs, dtype=self.y.dtype)
-        for b in range(self.batch, self.n_batches):
-            idx = order[b * bs : (b + 1) * bs]
-            m = idx.shape[0]
-            xb, yb = (xb_full, yb_full) if m == bs else (xb_full[:m], yb_full[:m])
-            backend.take_rows(self.X, idx, xb)
-            backend.take_rows(self.y, idx, yb)
-            if self.augment is not None:
-                self.augment.reseed(self.epoch, b)  # per batch: a resumed run augments identically
-                self.augment(xb, out=xb)
-            loss, n_correct = net.loss_and_grad(xb, yb, l2=self.l2, check=False)
-            opt.step(net.flat_params, net.flat_grads)
-            loss_sum += loss * m
-            correct += n_correct
-            seen += m
-            self.batch = b + 1
-            bar.update(1, m)
-            if self.stop_requested and self.batch < self.n_batches:
-                bar.close()
-                backend.synchronize(xp)
-                self._partial = {"loss_sum": float(loss_sum), "correct": int(correct), "seen": seen, "elapsed": time.perf_counter() - start}
-                return None
-        backend.synchronize(xp)
+        seen = self._partial["seen"]
+        fused = self._fused_adam()
+        with self._epoch_stream(S):
+            S.perm[...] = xp.asarray(self._epoch_order(self.epoch))
+            S.counters.loss.fill(float(self._partial["loss_sum"]))
+            S.counters.correct.fill(int(self._partial["correct"]))
+            S.counters.t.fill(opt.t)
+            S.t0.fill(opt.t - self.batch)  # batch b of this epoch runs at t = t0 + b
+            for b in range(self.batch, self.n_batches):
+                m = min(bs, n - b * bs)
+                self._batch(S, b, m)
+                if fused:
+                    opt.t += 1  # the host's copy of the device step count (checkpoints, lr)
+                seen += m
+                self.batch = b + 1
+                bar.update(1, m)
+                if self.stop_requested and self.batch < self.n_batches:
+                    bar.close()
+                    loss_sum, correct = self._read_counters(S)
+                    self._partial = {"loss_sum": loss_sum, "correct": correct, "seen": seen,
+                                     "elapsed": time.perf_counter() - start}
+                    return None
+            loss_sum, correct = self._read_counters(S)
         elapsed = time.perf_counter() - start
         bar.close()
-        return self._finish_epoch(float(loss_sum), int(correct), seen, elapsed)
+        return self._finish_epoch(loss_sum, correct, seen, elapsed)
+
+    @staticmethod
+    def _read_counters(S: _DeviceState) -> tuple[float, int]:
+        """The epoch's loss sum and correct count (the one host sync of an epoch)."""
+        return float(backend.to_numpy(S.counters.loss)[0]), int(backend.to_numpy(S.counters.correct)[0])
 
     def _finish_epoch(self, loss_sum: float, correct: int, seen: int, elapsed: float) -> dict:
         """The epoch's record (validation included); advances the position to the next epoch."""

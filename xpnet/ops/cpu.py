@@ -96,25 +96,36 @@ if AVAILABLE:
                 db[j] += dZ[i, j]
 
     @_jit
-    def _softmax_xent(Z, labels, dZ, loss_rows, scale):
+    def _softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing):
         m, k = Z.shape
+        one = scale - scale + 1  # constants in the array's dtype
+        keep = one - smoothing
+        spread = smoothing / k
         for i in range(m):
             y = labels[i]
             zmax = Z[i, 0]
             for j in range(1, k):
                 if Z[i, j] > zmax:
                     zmax = Z[i, j]
-            picked = Z[i, y] - zmax  # before dZ (maybe Z) is overwritten
-            total = scale - scale  # a zero of the array's dtype
+            target = Z[i, y] - zmax  # read before dZ (maybe Z) is overwritten
+            if smoothing != 0:
+                row = scale - scale
+                for j in range(k):
+                    row += Z[i, j]
+                target = keep * target + spread * (row - k * zmax)
+            total = scale - scale
             for j in range(k):
                 e = np.exp(Z[i, j] - zmax)
                 dZ[i, j] = e
                 total += e
-            loss_rows[i] = np.log(total) - picked
+            loss_rows[i] = np.log(total) - target
             r = scale / total
             for j in range(k):
                 dZ[i, j] *= r
-            dZ[i, y] -= scale
+            if smoothing != 0:
+                for j in range(k):
+                    dZ[i, j] -= scale * spread
+            dZ[i, y] -= scale * keep
 
 
 def _adam_threads() -> int:
@@ -159,26 +170,33 @@ def relu_backward(dA, Z, dZ):
 def bias_grad(dZ, db):
     """``db = dZ.sum(axis=0)`` into ``db`` (the bias gradient of a dense layer)."""
     if not (_fast(dZ, db) and dZ.ndim == 2 and db.shape == dZ.shape[1:]):
-        dZ.sum(axis=0, out=db)
-        return db
+        return reference.bias_grad(dZ, db)
     _bias_grad(dZ, db)
     return db
 
 
-def softmax_xent(Z, labels, dZ, loss_rows, scale):
-    """Softmax + cross-entropy per row in one sweep; ``dZ`` may be ``Z``."""
+def softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing=0.0, validate=True):
+    """Softmax + cross-entropy (with label smoothing) per row in one sweep; ``dZ`` may be ``Z``."""
     labels = np.asarray(labels)
     ok = (
         _fast(Z, dZ, loss_rows) and Z.ndim == 2 and Z.shape[1] > 0 and dZ.shape == Z.shape
         and loss_rows.shape == Z.shape[:1] and labels.shape == Z.shape[:1] and labels.dtype.kind in "iu"
     )
     if not ok:
-        return reference.softmax_xent(Z, labels, dZ, loss_rows, scale)
-    k = Z.shape[1]
-    if labels.size and (labels.min() < 0 or labels.max() >= k):  # the kernel does not bounds-check
-        raise IndexError(f"labels must be in [0, {k - 1}]")
-    _softmax_xent(Z, labels, dZ, loss_rows, Z.dtype.type(scale))
+        return reference.softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing, validate)
+    if validate:  # the kernel itself does not bounds-check
+        reference.check_labels(labels, Z.shape[1])
+    dt = Z.dtype.type
+    _softmax_xent(Z, labels, dZ, loss_rows, dt(scale), dt(smoothing))
     return loss_rows
+
+
+# Measured no faster in Numba than NumPy's own loops (or not on a hot path): the reference.
+matmul = reference.matmul  # OpenBLAS already
+gather_batch = reference.gather_batch
+bias_add = reference.bias_add
+step_metrics = reference.step_metrics
+l2_grad = reference.l2_grad
 
 
 def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
@@ -189,7 +207,9 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     """
     if not (_fast(p, g, m, v) and p.ndim == 1 and p.shape == g.shape == m.shape == v.shape):
         return reference.adam_step(p, g, m, v, t, lr, beta1, beta2, eps)
-    t = int(t) if not hasattr(t, "shape") else int(np.asarray(t).reshape(-1)[0])
+    t = reference._count(t)
+    if hasattr(lr, "shape"):
+        lr = float(lr[t - 1])
     bc1 = 1.0 - beta1**t
     bc2 = 1.0 - beta2**t
     dt = p.dtype.type

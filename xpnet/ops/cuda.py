@@ -1,8 +1,9 @@
 """CUDA versions of the fused ops: thin typed wrappers over ``kernels/*.cu``.
 
-Same signatures as :mod:`xpnet.ops.reference`. Each wrapper checks dtypes, contiguity and
-shapes on the host (raising :class:`ShapeError` / :class:`ConfigError`), picks the
-``_f32`` / ``_f64`` kernel and launches it on CuPy's current stream; nothing syncs, so the
+Same names and signatures as :mod:`xpnet.ops.reference`, the contract. Each wrapper checks
+shapes on the host (:class:`ShapeError`), falls back to the reference for a dtype or layout
+it has no kernel for, picks the ``_f32`` / ``_f64`` kernel and launches it on CuPy's current
+stream; nothing syncs (except label validation, which the trainer turns off), so the
 wrappers are safe inside a CUDA-graph capture once each kernel has been loaded eagerly.
 
 Importing this module needs no CuPy: CuPy is imported, and a ``.cu`` file compiled with
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..backend import _import_cupy
 from ..errors import ConfigError, ShapeError
+from . import reference
 
 # The kernels each file must define (tests check them against nvcc's PTX).
 KERNEL_NAMES = {
@@ -33,14 +35,12 @@ KERNEL_NAMES = {
         "softmax_xent_f32_i32", "softmax_xent_f32_i64",
         "softmax_xent_f64_i32", "softmax_xent_f64_i64",
     ),
-    "adam.cu": ("adam_step_f32", "adam_step_f64", "increment_step"),
-    # The CUDA-graph training step (xpnet/train_graph.py).
-    "graph_step.cu": (
+    "adam.cu": ("adam_step_f32", "adam_step_f64"),
+    "step.cu": (
         "gather_batch_f32", "gather_batch_f64",
         "bias_add_f32", "bias_add_f64",
         "step_metrics_f32", "step_metrics_f64",
         "l2_grad_f32", "l2_grad_f64",
-        "advance_offset",
     ),
 }
 NVRTC_OPTIONS = ("--std=c++17",)
@@ -49,8 +49,8 @@ BLOCK = 256  # element-wise kernels: 8 warps, enough to hide latency at any occu
 MAX_BLOCKS = 4096  # grid-stride loops cover the rest; ~4 waves on a 132-SM H100
 SOFTMAX_BLOCK = 256  # one warp per row, so 8 rows per block
 BIAS_ROWS = 8  # must match BIAS_ROWS in relu.cu: block (32, BIAS_ROWS)
-METRICS_BLOCK = 256  # must match METRICS_BLOCK in graph_step.cu: one block, power of two
-L2_BLOCK = 256  # must match L2_BLOCK in graph_step.cu
+METRICS_BLOCK = 256  # must match METRICS_BLOCK in step.cu: one block, power of two
+L2_BLOCK = 256  # must match L2_BLOCK in step.cu
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _LABEL_SUFFIX = {np.dtype(np.int32): "i32", np.dtype(np.int64): "i64"}
@@ -86,17 +86,20 @@ def _bias_grad_launch(n: int) -> tuple[tuple[int], tuple[int, int]]:
 # ---- validation ----------------------------------------------------------------------
 
 
-def _float_suffix(*arrays) -> str:
-    """``f32``/``f64`` when every array has that one dtype and is C-contiguous."""
+def _float_suffix(*arrays) -> str | None:
+    """``f32``/``f64`` when every array has that one dtype and is C-contiguous, else None
+    (the caller then falls back to the reference: the contract's policy)."""
     dt = arrays[0].dtype
-    if dt not in _SUFFIX:
-        raise ConfigError(f"CUDA ops support float32 and float64, got {dt}")
-    for a in arrays:
-        if a.dtype != dt:
-            raise ConfigError(f"CUDA ops need one dtype for all arrays, got {dt} and {a.dtype}")
-        if not a.flags.c_contiguous:
-            raise ShapeError(f"CUDA ops need C-contiguous arrays (shape {tuple(a.shape)} is a strided view)")
+    if dt not in _SUFFIX or any(a.dtype != dt or not a.flags.c_contiguous for a in arrays):
+        return None
     return _SUFFIX[dt]
+
+
+def _counter(name: str, a, dtype=np.int32) -> bool:
+    """True for a C-contiguous device array of ``dtype`` and shape (1,): what the kernels read."""
+    if not _is_device_array(a):
+        raise ConfigError(f"{name} must be a device array of shape (1,), got {type(a).__name__}")
+    return a.dtype == np.dtype(dtype) and a.shape == (1,)
 
 
 def _is_device_array(a) -> bool:
@@ -167,14 +170,53 @@ def load_all() -> None:
 
 # ---- ops -----------------------------------------------------------------------------
 
+matmul = reference.matmul  # cupy.matmul (cuBLAS); inside a capture the trainer passes ops.cublas's
+
+
+def gather_batch(X, y, perm, t, t0, batch_size, Xb, yb):
+    """``Xb[r] = X[perm[o + r]]``, ``yb[r] = y[perm[o + r]]``, ``o = (t - t0) * batch_size`` read on the device."""
+    n, nf = _check_2d("X", X)
+    bs, _ = _check_2d("Xb", Xb)
+    _expect("Xb", Xb, (bs, nf))
+    _expect("perm", perm, (n,))
+    _on_device(X, y, perm, Xb, yb)
+    sfx = _float_suffix(X, Xb)
+    kernel_ok = (
+        sfx and y.shape == (n,) and yb.shape == (bs,) and y.dtype == yb.dtype == np.int32 and perm.dtype == np.int64
+        and y.flags.c_contiguous and yb.flags.c_contiguous and perm.flags.c_contiguous
+        and _counter("t", t) and _counter("t0", t0)
+    )
+    if not kernel_ok:
+        return reference.gather_batch(X, y, perm, t, t0, batch_size, Xb, yb)
+    if Xb.size:
+        _kernel("step.cu", f"gather_batch_{sfx}")(
+            _grid_1d(Xb.size), (BLOCK,), (X, y, perm, t, t0, np.int64(batch_size), Xb, yb, np.int64(bs), np.int64(nf))
+        )
+    return Xb
+
+
+def bias_add(Z, b):
+    """``Z += b`` row-wise, in place (bit-identical to CuPy's broadcast add)."""
+    m, n = _check_2d("Z", Z)
+    _expect("b", b, (n,))
+    _on_device(Z, b)
+    sfx = _float_suffix(Z, b)
+    if sfx is None:
+        return reference.bias_add(Z, b)
+    if Z.size:
+        _kernel("step.cu", f"bias_add_{sfx}")(_grid_1d(Z.size), (BLOCK,), (Z, b, np.int64(m), np.int64(n)))
+    return Z
+
 
 def bias_relu_forward(Z, b, A):
     """``Z += b`` in place, then ``A = max(Z, 0)``. Z, A: (m, n); b: (n,)."""
-    sfx = _float_suffix(Z, b, A)
     m, n = _check_2d("Z", Z)
     _expect("b", b, (n,))
     _expect("A", A, (m, n))
     _on_device(Z, b, A)
+    sfx = _float_suffix(Z, b, A)
+    if sfx is None:
+        return reference.bias_relu_forward(Z, b, A)
     if Z.size:
         _kernel("relu.cu", f"bias_relu_forward_{sfx}")(_grid_1d(Z.size), (BLOCK,), (Z, b, A, np.int64(m), np.int64(n)))
     return A
@@ -182,10 +224,12 @@ def bias_relu_forward(Z, b, A):
 
 def relu_backward(dA, Z, dZ):
     """``dZ = dA * (Z > 0)``; ``dZ`` may be ``dA``."""
-    sfx = _float_suffix(dA, Z, dZ)
     _expect("dA", dA, Z.shape)
     _expect("dZ", dZ, Z.shape)
     _on_device(dA, Z, dZ)
+    sfx = _float_suffix(dA, Z, dZ)
+    if sfx is None:
+        return reference.relu_backward(dA, Z, dZ)
     if Z.size:
         _kernel("relu.cu", f"relu_backward_{sfx}")(_grid_1d(Z.size), (BLOCK,), (dA, Z, dZ, np.int64(Z.size)))
     return dZ
@@ -193,29 +237,25 @@ def relu_backward(dA, Z, dZ):
 
 def bias_grad(dZ, db):
     """``db = dZ.sum(axis=0)`` (accumulated in float64 on the device, deterministic)."""
-    sfx = _float_suffix(dZ, db)
     m, n = _check_2d("dZ", dZ)
     _expect("db", db, (n,))
     _on_device(dZ, db)
+    sfx = _float_suffix(dZ, db)
+    if sfx is None:
+        return reference.bias_grad(dZ, db)
     if n:
         grid, block = _bias_grad_launch(n)
         _kernel("relu.cu", f"bias_grad_{sfx}")(grid, block, (dZ, db, np.int64(m), np.int64(n)))
     return db
 
 
-@functools.lru_cache(maxsize=None)
-def _label_buffer(device_id: int, m: int):
-    return _import_cupy().empty((m,), dtype=np.int32)
+def softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing=0.0, validate=True):
+    """Softmax + cross-entropy with label smoothing, one warp per row; ``dZ`` may be ``Z``.
 
-
-def softmax_xent(Z, labels, dZ, loss_rows, scale):
-    """Softmax + cross-entropy, one warp per row; ``dZ`` may be ``Z``. Returns ``loss_rows``.
-
-    Labels may be int32 or int64 (each has its own kernel, no conversion); other integer
-    types are copied into a cached int32 buffer first (one extra tiny kernel per call). A
-    label outside ``[0, k)`` gives a NaN loss for that row instead of an out-of-bounds read.
+    int32 and int64 labels each have a kernel. ``validate`` costs a host sync (a device
+    min/max); unchecked, a label outside ``[0, k)`` gives that row a NaN loss, never an
+    out-of-bounds read.
     """
-    sfx = _float_suffix(Z, dZ, loss_rows)
     m, k = _check_2d("Z", Z)
     _expect("dZ", dZ, (m, k))
     _expect("loss_rows", loss_rows, (m,))
@@ -225,159 +265,89 @@ def softmax_xent(Z, labels, dZ, loss_rows, scale):
     if labels.dtype.kind not in "iu":
         raise ConfigError(f"labels must be integer class indices, got {labels.dtype}")
     _on_device(Z, labels, dZ, loss_rows)
-    if labels.dtype not in _LABEL_SUFFIX or not labels.flags.c_contiguous:
-        cupy = _import_cupy()
-        buf = _label_buffer(cupy.cuda.runtime.getDevice(), m)
-        buf[...] = labels
-        labels = buf
+    if validate:
+        reference.check_labels(labels, k)
+    sfx = _float_suffix(Z, dZ, loss_rows)
+    if sfx is None or labels.dtype not in _LABEL_SUFFIX or not labels.flags.c_contiguous:
+        return reference.softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing, validate=False)
     if m:
         name = f"softmax_xent_{sfx}_{_LABEL_SUFFIX[labels.dtype]}"
-        _kernel("softmax_xent.cu", name)(
-            _grid_rows(m), (SOFTMAX_BLOCK,), (Z, labels, dZ, loss_rows, np.int64(m), np.int64(k), Z.dtype.type(scale))
-        )
+        args = (Z, labels, dZ, loss_rows, np.int64(m), np.int64(k), Z.dtype.type(scale), Z.dtype.type(smoothing))
+        _kernel("softmax_xent.cu", name)(_grid_rows(m), (SOFTMAX_BLOCK,), args)
     return loss_rows
 
 
-@functools.lru_cache(maxsize=None)
-def _step_buffer(device_id: int):
-    return _import_cupy().zeros((1,), dtype=np.int32)
-
-
-def _device_step(t):
-    """``t`` as a device int32[1]: passed through if it already is, else written into a cached one."""
-    if hasattr(t, "shape") and _is_device_array(t):
-        if t.dtype != np.int32 or t.size != 1:
-            raise ConfigError(f"adam_step needs t as a device int32 array of shape (1,), got {t.dtype} {tuple(t.shape)}")
-        return t
-    step = int(t.reshape(-1)[0]) if hasattr(t, "shape") else int(t)
-    if step < 1:
-        raise ConfigError(f"adam_step needs t >= 1 (the step count after this step), got {step}")
-    cupy = _import_cupy()
-    buf = _step_buffer(cupy.cuda.runtime.getDevice())
-    buf.fill(step)  # a tiny async kernel: no host sync
-    return buf
-
-
-def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
-    """One fused Adam step over flat buffers, in place; ``t`` is an int or a device int32[1].
-
-    With a device ``t`` the kernel reads the step count on the GPU, so one captured graph
-    (``adam_step`` then :func:`increment_step`) is valid for every step.
-    """
-    sfx = _float_suffix(p, g, m, v)
-    if p.ndim != 1:
-        raise ShapeError(f"adam_step works on flat buffers, got p of shape {tuple(p.shape)}")
-    for name, a in (("g", g), ("m", m), ("v", v)):
-        _expect(name, a, p.shape)
-    _on_device(p, g, m, v)
-    t_dev = _device_step(t)
-    if p.size:
-        args = (p, g, m, v, t_dev, np.int64(p.size), np.float64(lr), np.float64(beta1), np.float64(beta2), np.float64(eps))
-        _kernel("adam.cu", f"adam_step_{sfx}")(_grid_1d(p.size), (BLOCK,), args)
-    return p
-
-
-def increment_step(t):
-    """``t[0] += 1`` on the device (the last node of a captured training step)."""
-    if not (_is_device_array(t) and t.dtype == np.int32 and t.size == 1):
-        raise ConfigError("increment_step needs a device int32 array of shape (1,)")
-    _kernel("adam.cu", "increment_step")((1,), (1,), (t,))
-    return t
-
-
-# ---- CUDA-graph training step (kernels/graph_step.cu) ---------------------------------
-# Every index / counter these read is a device array, so one captured graph serves all steps.
-
-
-def _device_scalar(name: str, a, dtype) -> None:
-    if not (_is_device_array(a) and a.dtype == np.dtype(dtype) and a.size == 1):
-        raise ConfigError(f"{name} must be a device {np.dtype(dtype).name} array of shape (1,)")
-
-
-def gather_batch(X, y, perm, offset, Xb, yb):
-    """``Xb[r] = X[perm[offset + r]]``, ``yb[r] = y[perm[offset + r]]`` for ``r < len(Xb)``.
-
-    X: (n, nf) float; y: (n,) int32; perm: (n,) int64; offset: device int32[1] (read on the
-    device, never on the host: the caller keeps ``offset + len(Xb) <= n``); Xb: (bs, nf);
-    yb: (bs,) int32.
-    """
-    sfx = _float_suffix(X, Xb)
-    n, nf = _check_2d("X", X)
-    bs, _ = _check_2d("Xb", Xb)
-    _expect("Xb", Xb, (bs, nf))
-    _expect("y", y, (n,))
-    _expect("perm", perm, (n,))
-    _expect("yb", yb, (bs,))
-    if y.dtype != np.int32 or yb.dtype != np.int32:
-        raise ConfigError(f"gather_batch needs int32 labels, got {y.dtype} and {yb.dtype}")
-    if perm.dtype != np.int64:
-        raise ConfigError(f"gather_batch needs an int64 permutation, got {perm.dtype}")
-    for name, a in (("y", y), ("perm", perm), ("yb", yb)):
-        if not a.flags.c_contiguous:
-            raise ShapeError(f"{name} must be C-contiguous")
-    _on_device(X, y, perm, Xb, yb)
-    _device_scalar("offset", offset, np.int32)
-    if Xb.size:
-        _kernel("graph_step.cu", f"gather_batch_{sfx}")(
-            _grid_1d(Xb.size), (BLOCK,), (X, y, perm, offset, Xb, yb, np.int64(bs), np.int64(nf))
-        )
-    return Xb
-
-
-def bias_add(Z, b):
-    """``Z += b`` row-wise, in place (bit-identical to CuPy's broadcast add)."""
-    sfx = _float_suffix(Z, b)
-    m, n = _check_2d("Z", Z)
-    _expect("b", b, (n,))
-    _on_device(Z, b)
-    if Z.size:
-        _kernel("graph_step.cu", f"bias_add_{sfx}")(_grid_1d(Z.size), (BLOCK,), (Z, b, np.int64(m), np.int64(n)))
-    return Z
-
-
-def step_metrics(Z, labels, loss_rows, loss_acc, correct_acc):
-    """``loss_acc += loss_rows.sum()`` (float64) and ``correct_acc += (Z.argmax(1) == labels).sum()``.
-
-    Z must hold the logits (not yet overwritten by the loss gradient); labels: (m,) int32;
-    loss_acc: device float64[1]; correct_acc: device int64[1]. One block, deterministic.
-    """
-    sfx = _float_suffix(Z, loss_rows)
+def step_metrics(Z, labels, loss_rows, loss_acc, correct_acc, t):
+    """``loss_acc += Σ loss_rows``, ``correct_acc += #(argmax Z == labels)``, ``t += 1``: one block, deterministic."""
     m, k = _check_2d("Z", Z)
     _expect("labels", labels, (m,))
     _expect("loss_rows", loss_rows, (m,))
-    if labels.dtype != np.int32 or not labels.flags.c_contiguous:
-        raise ConfigError(f"step_metrics needs C-contiguous int32 labels, got {labels.dtype}")
     if k == 0:
         raise ShapeError("step_metrics needs at least one class (Z has 0 columns)")
     _on_device(Z, labels, loss_rows)
-    _device_scalar("loss_acc", loss_acc, np.float64)
-    _device_scalar("correct_acc", correct_acc, np.int64)
-    if m:
-        _kernel("graph_step.cu", f"step_metrics_{sfx}")(
-            (1,), (METRICS_BLOCK,), (Z, labels, loss_rows, np.int64(m), np.int64(k), loss_acc, correct_acc)
-        )
+    sfx = _float_suffix(Z, loss_rows)
+    kernel_ok = (
+        sfx and labels.dtype == np.int32 and labels.flags.c_contiguous
+        and _counter("loss_acc", loss_acc, np.float64) and _counter("correct_acc", correct_acc, np.int64) and _counter("t", t)
+    )
+    if not kernel_ok:
+        return reference.step_metrics(Z, labels, loss_rows, loss_acc, correct_acc, t)
+    _kernel("step.cu", f"step_metrics_{sfx}")(
+        (1,), (METRICS_BLOCK,), (Z, labels, loss_rows, np.int64(m), np.int64(k), loss_acc, correct_acc, t)
+    )
     return loss_acc
 
 
 def l2_grad(dW, W, coef, loss_acc, loss_coef):
-    """``dW += T(coef) * W`` in place and ``loss_acc += loss_coef * sum(W**2)`` (float64, atomic).
-
-    For L2 weight decay with the batch size m: ``coef = l2 / m`` and ``loss_coef = l2 / 2``.
-    """
-    sfx = _float_suffix(dW, W)
+    """``dW += T(coef)·W`` in place and ``loss_acc += loss_coef·ΣW²`` (float64 atomics: the
+    loss may differ in the last bits between runs, the weights never do)."""
     _expect("dW", dW, W.shape)
     _on_device(dW, W)
-    _device_scalar("loss_acc", loss_acc, np.float64)
+    sfx = _float_suffix(dW, W)
+    if sfx is None or not _counter("loss_acc", loss_acc, np.float64):
+        return reference.l2_grad(dW, W, coef, loss_acc, loss_coef)
     if W.size:
-        _kernel("graph_step.cu", f"l2_grad_{sfx}")(
+        _kernel("step.cu", f"l2_grad_{sfx}")(
             _grid_1d(W.size, L2_BLOCK), (L2_BLOCK,),
             (dW, W, np.int64(W.size), np.float64(coef), loss_acc, np.float64(loss_coef)),
         )
     return dW
 
 
-def advance_offset(offset, step):
-    """``offset[0] += step`` on the device (with ``increment_step``, the end of a captured step)."""
-    _device_scalar("offset", offset, np.int32)
-    _kernel("graph_step.cu", "advance_offset")((1,), (1,), (offset, np.int64(step)))
-    return offset
+@functools.lru_cache(maxsize=None)
+def _scalar_buffers(device_id: int):
+    """A step-count and a dummy lr-table buffer, for callers that pass plain numbers."""
+    cupy = _import_cupy()
+    return cupy.zeros((1,), dtype=np.int32), cupy.zeros((1,), dtype=np.float64)
+
+
+def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
+    """One fused Adam step over flat buffers, in place.
+
+    ``t``: an int, or a device int32[1] the kernel reads (so one captured graph serves every
+    step); ``lr``: a float, or a device float64 table read at ``lr[t - 1]`` (a schedule).
+    """
+    if p.ndim != 1:
+        raise ShapeError(f"adam_step works on flat buffers, got p of shape {tuple(p.shape)}")
+    for name, a in (("g", g), ("m", m), ("v", v)):
+        _expect(name, a, p.shape)
+    _on_device(p, g, m, v)
+    sfx = _float_suffix(p, g, m, v)
+    table = hasattr(lr, "shape")
+    device_t = hasattr(t, "shape") and _is_device_array(t)
+    if sfx is None or (device_t and not _counter("t", t)) or (table and not (lr.dtype == np.float64 and lr.ndim == 1
+                                                                          and lr.flags.c_contiguous and lr.size)):
+        return reference.adam_step(p, g, m, v, t, lr, beta1, beta2, eps)
+    t_buf, lr_buf = _scalar_buffers(_import_cupy().cuda.runtime.getDevice())
+    if not device_t:
+        step = reference._count(t)
+        if step < 1:
+            raise ConfigError(f"adam_step needs t >= 1 (the step count of this update), got {step}")
+        t_buf.fill(step)  # a tiny async kernel: no host sync
+        t = t_buf
+    lrs, n_lrs, lr = (lr, lr.size, 0.0) if table else (lr_buf, 0, float(lr))
+    if p.size:
+        args = (p, g, m, v, t, lrs, np.int64(n_lrs), np.int64(p.size),
+                np.float64(lr), np.float64(beta1), np.float64(beta2), np.float64(eps))
+        _kernel("adam.cu", f"adam_step_{sfx}")(_grid_1d(p.size), (BLOCK,), args)
+    return p

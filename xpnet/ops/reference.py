@@ -1,14 +1,71 @@
-"""Reference implementations of the fused ops, written once against ``xp``.
+"""The fused ops, defined once against ``xp``: the contract every implementation follows.
 
-These are the definitions: the Numba (``ops/cpu.py``) and CUDA (``ops/cuda.py`` +
-``kernels/*.cu``) versions have the same signatures and are tested against these.
-All functions write into caller-provided outputs (no allocation the caller did not ask for
-beyond small temporaries) so a training step can run on preallocated buffers.
+``ops/cpu.py`` (Numba) and ``ops/cuda.py`` (``kernels/*.cu``) offer the same names with the
+same signatures and are tested against these in one parametrized module
+(``tests/test_ops.py``). The policy all three share:
+
+* outputs are caller-provided buffers (a training step runs on preallocated memory);
+* a dtype or memory layout an implementation has no kernel for falls back to this module;
+* a label outside ``[0, k)`` raises :class:`~xpnet.errors.DataError` when ``validate`` is
+  true (on the GPU that costs one host sync, so the trainer, which checks its labels once
+  per data set, passes ``validate=False``; an unchecked bad label then gives a NaN loss).
+
+Per-step counters live in 1-element arrays (``t``: optimizer steps taken, ``t0``: its value
+at the epoch's first batch), never in Python ints, so one captured CUDA graph serves every
+step: the batch offset is ``(t - t0) * batch_size`` and Adam's step count is ``t``.
 """
 
 from __future__ import annotations
 
 from ..backend import get_array_module
+from ..errors import DataError
+
+
+def _count(a) -> int:
+    """A host int from an int or a 1-element array (a sync on the GPU; the reference may)."""
+    return int(a.reshape(-1)[0]) if hasattr(a, "shape") else int(a)
+
+
+def check_labels(labels, k: int) -> None:
+    """DataError unless every label is a class index in ``[0, k)``."""
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        lo, hi = int(labels.min()), int(labels.max())
+        raise DataError(f"labels must be class indices in [0, {k - 1}], found values from {lo} to {hi}")
+
+
+def matmul(A, B, C, trans_a=False, trans_b=False):
+    """``C = op(A) @ op(B)``, op = transpose when asked: every GEMM of the training step.
+
+    The CUDA-graph trainer passes cuBLAS's version (``ops/cublas.py``) in its place, since
+    CuPy refuses cuBLAS calls inside a stream capture.
+    """
+    xp = get_array_module(C)
+    xp.matmul(A.T if trans_a else A, B.T if trans_b else B, out=C)
+    return C
+
+
+def gather_batch(X, y, perm, t, t0, batch_size, Xb, yb):
+    """``Xb[r] = X[perm[o + r]]``, ``yb[r] = y[perm[o + r]]`` with ``o = (t - t0) * batch_size``.
+
+    The mini-batch gather of the training loop; ``len(Xb)`` may be less than ``batch_size``
+    (the epoch's last batch). The caller keeps ``o + len(Xb) <= len(perm)``.
+    """
+    xp = get_array_module(X)
+    offset = (_count(t) - _count(t0)) * int(batch_size)
+    idx = perm[offset : offset + Xb.shape[0]]
+    if xp.__name__ == "numpy":  # mode="clip": no index buffering (3x faster); perm is a permutation
+        xp.take(X, idx, axis=0, out=Xb, mode="clip")
+        xp.take(y, idx, axis=0, out=yb, mode="clip")
+    else:
+        xp.take(X, idx, axis=0, out=Xb)
+        xp.take(y, idx, axis=0, out=yb)
+    return Xb
+
+
+def bias_add(Z, b):
+    """``Z += b`` row-wise, in place (the output layer; hidden layers fuse it with ReLU)."""
+    Z += b
+    return Z
 
 
 def bias_relu_forward(Z, b, A):
@@ -26,37 +83,80 @@ def relu_backward(dA, Z, dZ):
     return dZ
 
 
-def softmax_xent(Z, labels, dZ, loss_rows, scale):
-    """Row-wise softmax + cross-entropy in one pass, numerically stable.
+def bias_grad(dZ, db):
+    """``db = dZ.sum(axis=0)``: a dense layer's bias gradient."""
+    dZ.sum(axis=0, out=db)
+    return db
 
-    Z: (m, k) logits; labels: (m,) int class indices; dZ: (m, k) output, may be ``Z``;
-    loss_rows: (m,) output, ``logsumexp(Z_i) - Z_i[y_i]``; dZ = (softmax(Z) - onehot(y)) * scale
-    (scale = 1/m for the mean loss). Returns ``loss_rows``.
+
+def softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing=0.0, validate=True):
+    """Row-wise softmax + cross-entropy with label smoothing, in one pass, numerically stable.
+
+    Z: (m, k) logits; labels: (m,) class indices; dZ: (m, k) output, may be ``Z``.
+    The target row is ``q = (1 - s)·onehot(y) + s/k`` (``torch.nn.CrossEntropyLoss``'s
+    ``label_smoothing``), so ``loss_rows[i] = logsumexp(Z_i) - Σ_j q_ij Z_ij`` and
+    ``dZ = (softmax(Z) - q) * scale`` (scale = 1/m for the mean loss). Returns ``loss_rows``.
     """
     xp = get_array_module(Z)
-    m = Z.shape[0]
+    m, k = Z.shape
+    if validate:
+        check_labels(labels, k)
     rows = xp.arange(m)
     zmax = Z.max(axis=1, keepdims=True)
-    # exp(Z - max) into dZ (possibly Z itself): keep the picked logit first.
-    picked = Z[rows, labels] - zmax[:, 0]
+    # Everything read from Z happens before exp(Z - max) goes into dZ (possibly Z itself).
+    target = Z[rows, labels] - zmax[:, 0]
+    if smoothing:
+        target *= 1.0 - smoothing
+        target += (smoothing / k) * (Z.sum(axis=1) - k * zmax[:, 0])
     xp.subtract(Z, zmax, out=dZ)
     xp.exp(dZ, out=dZ)
     total = dZ.sum(axis=1, keepdims=True)
-    xp.subtract(xp.log(total[:, 0]), picked, out=loss_rows)
+    xp.subtract(xp.log(total[:, 0]), target, out=loss_rows)
     dZ *= scale / total
-    dZ[rows, labels] -= scale
+    if smoothing:
+        dZ -= scale * smoothing / k
+    dZ[rows, labels] -= scale * (1.0 - smoothing)
     return loss_rows
+
+
+def step_metrics(Z, labels, loss_rows, loss_acc, correct_acc, t):
+    """End of a step's forward half: ``loss_acc += Σ loss_rows`` (float64),
+    ``correct_acc += #(argmax Z_i == labels_i)``, and ``t += 1`` (the step counter).
+
+    Z must still hold the logits (the loss gradient goes to a separate buffer). On the GPU
+    this is the step's one single-block kernel, the one place a counter can be advanced
+    without a race, so it owns the increment.
+    """
+    loss_acc += loss_rows.sum(dtype=loss_acc.dtype)
+    correct_acc += (Z.argmax(axis=1) == labels).sum()
+    t += 1
+    return loss_acc
+
+
+def l2_grad(dW, W, coef, loss_acc, loss_coef):
+    """``dW += coef·W`` in place and ``loss_acc += loss_coef·ΣW²`` (float64).
+
+    With batch size m and L2 strength λ: ``coef = λ/m`` and ``loss_coef = λ/2`` (the penalty
+    λ/(2m)·ΣW² times the m rows the epoch's loss sum counts per step).
+    """
+    xp = get_array_module(W)
+    dW += W.dtype.type(coef) * W
+    loss_acc += loss_coef * xp.vdot(W, W).astype(loss_acc.dtype)
+    return dW
 
 
 def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     """One Adam update over flat buffers, in place (PyTorch's formulation).
 
-    ``t`` is the 1-based step count *after* this step's increment; a Python int, or a
-    1-element integer array (the GPU keeps it on the device so one CUDA graph serves
-    every step). ``p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)``.
+    ``t`` is the 1-based step count of this update: an int or a 1-element integer array.
+    ``lr`` is a float, or a 1-D table of per-step learning rates read at ``lr[t - 1]`` (a
+    schedule that a captured CUDA graph follows without recapture).
+    ``p -= lr/(1-β1^t) · m / (√v/√(1-β2^t) + ε)``.
     """
     xp = get_array_module(p)
-    t = int(t) if not hasattr(t, "shape") else int(t.reshape(-1)[0])
+    t = _count(t)
+    if hasattr(lr, "shape"):
+        lr = float(lr[t - 1])
     m *= beta1
     m += (1.0 - beta1) * g
     v *= beta2

@@ -1,10 +1,10 @@
-// Small kernels that let one captured CUDA graph serve every full training step
-// (xpnet/train_graph.py).  Self-contained for NVRTC (no includes).
+// The training step's small kernels (xpnet/ops/reference.py defines each): the batch
+// gather, the output bias, the step's metrics and L2.  Self-contained for NVRTC.
 //
-// Everything that changes from step to step lives in device memory: the batch offset into
-// the epoch's permutation (int32[1], advanced by advance_offset at the end of the step),
-// Adam's step count (adam.cu), and the epoch's loss / correct-count accumulators, which the
-// host reads once per epoch.
+// Everything that changes from step to step lives in device memory, so one captured CUDA
+// graph serves every step: the step counter t (int32[1], advanced by step_metrics) and its
+// value t0 at the epoch's first batch give the batch offset (t - t0) * batch_size; the
+// epoch's loss / correct-count accumulators are read by the host once per epoch.
 
 typedef long long i64;
 
@@ -13,14 +13,14 @@ typedef long long i64;
 __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
 
-// Xb[r, :] = X[perm[offset + r], :] and yb[r] = y[perm[offset + r]] for r < bs.
-// X: (n, nf) C-contiguous; perm: (n,) int64; offset: int32[1] read on the device.
+// Xb[r, :] = X[perm[offset + r], :] and yb[r] = y[perm[offset + r]] for r < bs, with
+// offset = (t - t0) * batch_size.  X: (n, nf) C-contiguous; perm: (n,) int64.
 // Flat grid-stride loop over the batch: consecutive threads copy consecutive features of
 // one row (coalesced reads and writes); the thread holding feature 0 also copies the label.
 template <typename T>
-__device__ __forceinline__ void gather_batch_impl(const T* X, const int* y, const i64* perm, const int* offset,
-                                                  T* Xb, int* yb, i64 bs, i64 nf) {
-    const i64 start = (i64)offset[0];
+__device__ __forceinline__ void gather_batch_impl(const T* X, const int* y, const i64* perm, const int* t,
+                                                  const int* t0, i64 batch_size, T* Xb, int* yb, i64 bs, i64 nf) {
+    const i64 start = ((i64)t[0] - (i64)t0[0]) * batch_size;
     const i64 total = bs * nf;
     const i64 stride = (i64)blockDim.x * gridDim.x;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
@@ -42,7 +42,9 @@ __device__ __forceinline__ void bias_add_impl(T* Z, const T* b, i64 m, i64 n) {
     }
 }
 
-// loss_acc[0] += sum(loss_rows) (in double); correct_acc[0] += #{r : argmax(Z_r) == labels[r]}.
+// loss_acc[0] += sum(loss_rows) (in double); correct_acc[0] += #{r : argmax(Z_r) == labels[r]};
+// t[0] += 1.  The step's one single-block kernel, so the counter can be advanced here without
+// a race (every earlier kernel of the step has read it; adam_step, later, reads the new value).
 // Z must still hold the logits (softmax_xent writes dZ into a separate buffer in the graph
 // step).  argmax takes the first maximum and treats NaN as the maximum, like cupy.argmax.
 // ONE block of METRICS_BLOCK threads (a power of two): a fixed-order tree reduction in
@@ -50,7 +52,7 @@ __device__ __forceinline__ void bias_add_impl(T* Z, const T* b, i64 m, i64 n) {
 #define METRICS_BLOCK 256
 template <typename T>
 __device__ __forceinline__ void step_metrics_impl(const T* Z, const int* labels, const T* loss_rows, i64 m, i64 k,
-                                                  double* loss_acc, i64* correct_acc) {
+                                                  double* loss_acc, i64* correct_acc, int* t) {
     __shared__ double s_loss[METRICS_BLOCK];
     __shared__ i64 s_ok[METRICS_BLOCK];
     const int tid = threadIdx.x;
@@ -83,6 +85,7 @@ __device__ __forceinline__ void step_metrics_impl(const T* Z, const int* labels,
     if (tid == 0) {
         loss_acc[0] += s_loss[0];
         correct_acc[0] += s_ok[0];
+        t[0] += 1;
     }
 }
 
@@ -116,25 +119,25 @@ __device__ __forceinline__ void l2_grad_impl(T* dW, const T* W, i64 n, double co
 
 extern "C" {
 
-__global__ void gather_batch_f32(const float* X, const int* y, const i64* perm, const int* offset,
-                                 float* Xb, int* yb, i64 bs, i64 nf) {
-    gather_batch_impl<float>(X, y, perm, offset, Xb, yb, bs, nf);
+__global__ void gather_batch_f32(const float* X, const int* y, const i64* perm, const int* t, const int* t0,
+                                 i64 batch_size, float* Xb, int* yb, i64 bs, i64 nf) {
+    gather_batch_impl<float>(X, y, perm, t, t0, batch_size, Xb, yb, bs, nf);
 }
-__global__ void gather_batch_f64(const double* X, const int* y, const i64* perm, const int* offset,
-                                 double* Xb, int* yb, i64 bs, i64 nf) {
-    gather_batch_impl<double>(X, y, perm, offset, Xb, yb, bs, nf);
+__global__ void gather_batch_f64(const double* X, const int* y, const i64* perm, const int* t, const int* t0,
+                                 i64 batch_size, double* Xb, int* yb, i64 bs, i64 nf) {
+    gather_batch_impl<double>(X, y, perm, t, t0, batch_size, Xb, yb, bs, nf);
 }
 
 __global__ void bias_add_f32(float* Z, const float* b, i64 m, i64 n) { bias_add_impl<float>(Z, b, m, n); }
 __global__ void bias_add_f64(double* Z, const double* b, i64 m, i64 n) { bias_add_impl<double>(Z, b, m, n); }
 
 __global__ void step_metrics_f32(const float* Z, const int* labels, const float* loss_rows, i64 m, i64 k,
-                                 double* loss_acc, i64* correct_acc) {
-    step_metrics_impl<float>(Z, labels, loss_rows, m, k, loss_acc, correct_acc);
+                                 double* loss_acc, i64* correct_acc, int* t) {
+    step_metrics_impl<float>(Z, labels, loss_rows, m, k, loss_acc, correct_acc, t);
 }
 __global__ void step_metrics_f64(const double* Z, const int* labels, const double* loss_rows, i64 m, i64 k,
-                                 double* loss_acc, i64* correct_acc) {
-    step_metrics_impl<double>(Z, labels, loss_rows, m, k, loss_acc, correct_acc);
+                                 double* loss_acc, i64* correct_acc, int* t) {
+    step_metrics_impl<double>(Z, labels, loss_rows, m, k, loss_acc, correct_acc, t);
 }
 
 __global__ void l2_grad_f32(float* dW, const float* W, i64 n, double coef, double* loss_acc, double loss_coef) {
@@ -142,11 +145,6 @@ __global__ void l2_grad_f32(float* dW, const float* W, i64 n, double coef, doubl
 }
 __global__ void l2_grad_f64(double* dW, const double* W, i64 n, double coef, double* loss_acc, double loss_coef) {
     l2_grad_impl<double>(dW, W, n, coef, loss_acc, loss_coef);
-}
-
-// offset[0] += step: the batch offset for the next replay.  Launch with one thread.
-__global__ void advance_offset(int* offset, i64 step) {
-    if (blockIdx.x == 0 && threadIdx.x == 0) offset[0] += (int)step;
 }
 
 }  // extern "C"

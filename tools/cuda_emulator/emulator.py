@@ -293,8 +293,6 @@ class NumpyBlas:
         self.emulator = emulator
 
     def matmul_rowmajor(self, A, B, C, trans_a=False, trans_b=False):
-        from xpnet.ops.cublas import emulate_matmul_rowmajor
-
         def gemm():
             emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
 
@@ -320,3 +318,38 @@ def install(monkeypatch, emulator: Emulator) -> None:
     monkeypatch.setattr(cuda, "_kernel", emulator.kernel)
     monkeypatch.setattr(cuda, "_is_device_array", lambda a: isinstance(a, np.ndarray))
     monkeypatch.setattr(cuda, "_import_cupy", fake_cupy)
+
+
+# ---- cuBLAS's column-major GEMM in NumPy: checks xpnet.ops.cublas.gemm_args' mapping ----------
+
+
+def _colmajor_view(flat: np.ndarray, rows: int, cols: int, ld: int) -> np.ndarray:
+    """The (rows, cols) column-major matrix with leading dimension ``ld`` inside ``flat``."""
+    item = flat.itemsize
+    if rows and cols:
+        assert (rows - 1) + (cols - 1) * ld < flat.size, "column-major view runs past the buffer"
+    return np.lib.stride_tricks.as_strided(flat, shape=(rows, cols), strides=(item, ld * item))
+
+
+def emulate_colmajor_gemm(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc) -> None:
+    """What ``cublas?gemm`` does, on flat 1-D buffers: ``C[:m, :n] = alpha op(A) op(B) + beta C``,
+    every matrix column-major (element (i, j) of a matrix with leading dimension ld is ``buf[i + j*ld]``)."""
+    from xpnet.ops.cublas import CUBLAS_OP_T
+
+    a = _colmajor_view(A, *((k, m) if transa == CUBLAS_OP_T else (m, k)), lda)
+    b = _colmajor_view(B, *((n, k) if transb == CUBLAS_OP_T else (k, n)), ldb)
+    op_a = a.T if transa == CUBLAS_OP_T else a
+    op_b = b.T if transb == CUBLAS_OP_T else b
+    c = _colmajor_view(C, m, n, ldc)
+    c[...] = alpha * (op_a @ op_b) + (beta * c if beta else 0)
+
+
+def emulate_matmul_rowmajor(A: np.ndarray, B: np.ndarray, C: np.ndarray, trans_a=False, trans_b=False) -> None:
+    """``Cublas.matmul_rowmajor`` with the GEMM done by :func:`emulate_colmajor_gemm` (same argument mapping)."""
+    from xpnet.ops.cublas import gemm_args
+
+    g = gemm_args(A.shape, B.shape, trans_a, trans_b)
+    if C.shape != (g.n, g.m):
+        raise EmulatorError(f"C has shape {C.shape}, expected {(g.n, g.m)}")
+    emulate_colmajor_gemm(g.transa, g.transb, g.m, g.n, g.k, 1.0, B.reshape(-1), g.lda, A.reshape(-1), g.ldb, 0.0,
+                          C.reshape(-1), g.ldc)

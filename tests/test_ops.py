@@ -1,0 +1,384 @@
+"""The ops contract: one test body per op, run over every implementation.
+
+``impl`` is the reference (NumPy), Numba (``ops/cpu.py``), the real ``kernels/*.cu`` through
+``ops/cuda.py`` on the CPU emulator (threads in lane order and reversed, so races show), and
+a real GPU when CuPy sees one — as thinc's ``tests/backends/test_ops.py`` runs over all its
+Ops. Expected values come from independent float64 formulas (not from the reference), so the
+reference is tested too.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import has_cuda
+
+from xpnet.backend import to_numpy
+from xpnet.errors import DataError
+from xpnet.ops import reference
+
+DTYPES = [np.float32, np.float64]
+SHAPES = [(1, 1), (1, 10), (7, 1), (5, 10), (3, 1023), (64, 1024), (1000, 10)]
+ADAM = dict(beta1=0.9, beta2=0.999, eps=1e-8)
+
+
+@dataclass
+class Impl:
+    name: str
+    xp: object
+    ops: object
+
+    def __repr__(self):
+        return self.name
+
+
+@pytest.fixture(params=["reference", "cpu", "emulated", "emulated-reversed", "cuda"])
+def impl(request, monkeypatch):
+    if request.param == "reference":
+        return Impl("reference", np, reference)
+    if request.param == "cpu":
+        pytest.importorskip("numba")
+        from xpnet.ops import cpu
+
+        return Impl("cpu", np, cpu)
+    from xpnet.ops import cuda
+
+    if request.param == "cuda":
+        if not has_cuda():
+            pytest.skip("needs CuPy and a CUDA device")
+        import cupy
+
+        return Impl("cuda", cupy, cuda)
+    from tools.cuda_emulator import install
+
+    emulator = request.getfixturevalue("cuda_emulator")
+    emulator.reverse = request.param == "emulated-reversed"
+    install(monkeypatch, emulator)
+    return Impl(request.param, np, cuda)
+
+
+def close(actual, expected, dtype, scale=1.0, terms=1):
+    """float64 expectations: float32 results within a few ulps per summed term."""
+    rtol, atol = (3e-6, 3e-7) if dtype == np.float32 else (1e-12, 1e-15)
+    grow = max(1.0, math.sqrt(terms))
+    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol * grow, atol=atol * scale * grow)
+
+
+# ---- independent formulas ---------------------------------------------------------------
+
+
+def softmax_xent_expected(Z, y, scale, smoothing):
+    Z = Z.astype(np.float64)
+    m, k = Z.shape
+    top = Z.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(Z - top).sum(axis=1))
+    q = np.full((m, k), smoothing / k)
+    q[np.arange(m), y] += 1.0 - smoothing
+    return lse - (q * Z).sum(axis=1), (np.exp(Z - lse[:, None]) - q) * scale
+
+
+def adam_expected(p, grads, lrs, beta1, beta2, eps):
+    p, m, v = p.astype(np.float64), np.zeros(p.size), np.zeros(p.size)
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p - lr / (1 - beta1**t) * m / (np.sqrt(v) / math.sqrt(1 - beta2**t) + eps)
+    return p, m, v
+
+
+# ---- element-wise and reductions ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bias_relu_forward(impl, rng, dtype, shape):
+    xp = impl.xp
+    Z = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    Zd, A = xp.array(Z), xp.full(shape, np.nan, dtype)
+    assert impl.ops.bias_relu_forward(Zd, xp.array(b), A) is A
+    np.testing.assert_array_equal(to_numpy(Zd), Z + b)  # one rounding: bit-exact everywhere
+    np.testing.assert_array_equal(to_numpy(A), np.maximum(Z + b, 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_relu_backward_and_in_place(impl, rng, dtype, shape):
+    xp = impl.xp
+    dA = rng.standard_normal(shape).astype(dtype)
+    Z = rng.standard_normal(shape).astype(dtype)
+    expected = dA * (Z > 0)
+    out = xp.full(shape, np.nan, dtype)
+    impl.ops.relu_backward(xp.array(dA), xp.array(Z), out)
+    np.testing.assert_array_equal(to_numpy(out), expected)
+    same = xp.array(dA)
+    impl.ops.relu_backward(same, xp.array(Z), same)  # dZ is dA
+    np.testing.assert_array_equal(to_numpy(same), expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(4096, 3), (37, 33)])
+def test_bias_grad(impl, rng, dtype, shape):
+    xp = impl.xp
+    dZ = rng.standard_normal(shape).astype(dtype)
+    db = xp.full(shape[1], np.nan, dtype)
+    assert impl.ops.bias_grad(xp.array(dZ), db) is db
+    close(db, dZ.astype(np.float64).sum(axis=0), dtype, scale=1.0, terms=shape[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 10), (3, 1023), (130, 7)])
+def test_bias_add(impl, rng, dtype, shape):
+    xp = impl.xp
+    Z = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    Zd = xp.array(Z)
+    assert impl.ops.bias_add(Zd, xp.array(b)) is Zd
+    np.testing.assert_array_equal(to_numpy(Zd), Z + b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True)])
+def test_matmul(impl, rng, dtype, trans_a, trans_b):
+    xp = impl.xp
+    A = rng.standard_normal((7, 5) if not trans_a else (5, 7)).astype(dtype)
+    B = rng.standard_normal((5, 3) if not trans_b else (3, 5)).astype(dtype)
+    C = xp.full((7, 3), np.nan, dtype)
+    impl.ops.matmul(xp.array(A), xp.array(B), C, trans_a=trans_a, trans_b=trans_b)
+    expected = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
+    close(C, expected, dtype, terms=5)
+
+
+# ---- softmax cross-entropy ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_xent(impl, rng, dtype, shape, smoothing):
+    xp = impl.xp
+    m, k = shape
+    Z = (rng.standard_normal(shape) * 3).astype(dtype)
+    y = rng.integers(0, k, m)
+    dZ, loss = xp.full(shape, np.nan, dtype), xp.full(m, np.nan, dtype)
+    assert impl.ops.softmax_xent(xp.array(Z), xp.array(y.astype(np.int32)), dZ, loss, 1.0 / m, smoothing) is loss
+    want_loss, want_dZ = softmax_xent_expected(Z, y, 1.0 / m, smoothing)
+    close(loss, want_loss, dtype, scale=10, terms=k)
+    close(dZ, want_dZ, dtype, scale=1.0 / m, terms=k)
+
+
+@pytest.mark.parametrize("label_dtype", [np.int64, np.uint8])
+def test_softmax_xent_other_label_dtypes(impl, rng, label_dtype):
+    xp = impl.xp
+    Z = rng.standard_normal((9, 10))
+    y = rng.integers(0, 10, 9)
+    dZ, loss = xp.empty((9, 10)), xp.empty(9)
+    impl.ops.softmax_xent(xp.array(Z), xp.array(y.astype(label_dtype)), dZ, loss, 0.5, 0.2)
+    want_loss, want_dZ = softmax_xent_expected(Z, y, 0.5, 0.2)
+    close(loss, want_loss, np.float64, terms=10)
+    close(dZ, want_dZ, np.float64, terms=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_xent_in_place_and_extreme_logits(impl, dtype):
+    xp = impl.xp
+    Z = xp.array(np.array([[1e4, -1e4, 0.0], [1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, -1e4]], dtype))
+    y = xp.array(np.array([0, 1, 2, 1], np.int32))
+    loss = xp.empty(4, dtype)
+    impl.ops.softmax_xent(Z, y, Z, loss, 0.25)  # dZ is Z
+    assert bool(xp.isfinite(Z).all()) and bool(xp.isfinite(loss).all())
+    np.testing.assert_allclose(to_numpy(loss), [0.0, 2e4, math.log(3), math.log(2)], rtol=1e-6, atol=1e-6)
+    expected = np.array([[0, 0, 0], [1, -1, 0], [1 / 3, 1 / 3, -2 / 3], [0.5, -0.5, 0]]) * 0.25
+    np.testing.assert_allclose(to_numpy(Z), expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_softmax_xent_wide_rows_in_place(impl, rng, dtype, smoothing):
+    # k > 32: every lane loops; in place, everything read from the row precedes any write.
+    xp = impl.xp
+    m, k = 9, 100
+    Z0 = (rng.standard_normal((m, k)) * 30).astype(dtype)
+    y = rng.integers(0, k, m)
+    Z, loss = xp.array(Z0), xp.empty(m, dtype)
+    impl.ops.softmax_xent(Z, xp.array(y.astype(np.int32)), Z, loss, 1.0 / m, smoothing)
+    want_loss, want_dZ = softmax_xent_expected(Z0, y, 1.0 / m, smoothing)
+    close(loss, want_loss, dtype, scale=100, terms=k)
+    close(Z, want_dZ, dtype, scale=1.0 / m, terms=k)
+
+
+def test_a_bad_label_is_a_data_error(impl):
+    xp = impl.xp
+    Z = xp.zeros((2, 3))
+    for labels in ([0, 3], [-1, 0]):
+        with pytest.raises(DataError, match=r"\[0, 2\]"):
+            impl.ops.softmax_xent(Z, xp.array(np.array(labels, np.int32)), xp.empty((2, 3)), xp.empty(2), 0.5)
+    if impl.ops is not reference and impl.name != "cpu":  # unchecked on the GPU: NaN, never a stray read
+        loss = xp.empty(2)
+        impl.ops.softmax_xent(Z, xp.array(np.array([0, 7], np.int32)), xp.empty((2, 3)), loss, 1.0, validate=False)
+        assert np.isfinite(to_numpy(loss)[0]) and np.isnan(to_numpy(loss)[1])
+
+
+# ---- the step's bookkeeping ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bs, nf", [(1, 1), (3, 5), (64, 784), (7, 300)])
+def test_gather_batch_offset_from_the_step_count(impl, rng, dtype, bs, nf):
+    xp = impl.xp
+    n = 3 * bs + 2
+    X = rng.standard_normal((n, nf)).astype(dtype)
+    y = rng.integers(0, 10, n).astype(np.int32)
+    perm = rng.permutation(n).astype(np.int64)
+    Xd, yd, permd = xp.array(X), xp.array(y), xp.array(perm)
+    t, t0 = xp.array(np.array([40], np.int32)), xp.array(np.array([40], np.int32))
+    Xb, yb = xp.full((bs, nf), np.nan, dtype), xp.full(bs, -1, np.int32)
+    for step in range(3):  # t advances on the device, as in the captured step
+        impl.ops.gather_batch(Xd, yd, permd, t, t0, bs, Xb, yb)
+        rows = perm[step * bs:(step + 1) * bs]
+        np.testing.assert_array_equal(to_numpy(Xb), X[rows])
+        np.testing.assert_array_equal(to_numpy(yb), y[rows])
+        t += 1
+    tail_X, tail_y = xp.full((2, nf), np.nan, dtype), xp.full(2, -1, np.int32)  # the epoch's short last batch
+    impl.ops.gather_batch(Xd, yd, permd, t, t0, bs, tail_X, tail_y)
+    np.testing.assert_array_equal(to_numpy(tail_X), X[perm[3 * bs:]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, k", [(1, 1), (5, 10), (300, 10), (64, 3)])
+def test_step_metrics(impl, rng, dtype, m, k):
+    xp = impl.xp
+    loss_acc, correct_acc = xp.array(np.array([0.5])), xp.array(np.array([7], np.int64))
+    t = xp.array(np.array([11], np.int32))
+    expected_loss, expected_correct = 0.5, 7
+    for _ in range(2):
+        Z = rng.standard_normal((m, k)).astype(dtype)
+        if k > 1:
+            Z[0, :2] = Z[0, :2].max()  # a tie: the first maximum counts, like argmax
+        y = rng.integers(0, k, m).astype(np.int32)
+        y[: m // 2] = Z[: m // 2].argmax(axis=1)  # some right answers
+        rows = rng.random(m).astype(dtype)
+        impl.ops.step_metrics(xp.array(Z), xp.array(y), xp.array(rows), loss_acc, correct_acc, t)
+        expected_loss += rows.astype(np.float64).sum()
+        expected_correct += int((Z.argmax(axis=1) == y).sum())
+    assert int(to_numpy(correct_acc)[0]) == expected_correct
+    assert int(to_numpy(t)[0]) == 13
+    np.testing.assert_allclose(to_numpy(loss_acc)[0], expected_loss, rtol=1e-13)
+
+
+def test_step_metrics_nan_logit_is_the_argmax(impl):
+    xp = impl.xp
+    Z = np.array([[0.0, np.nan, 5.0], [np.nan, 1.0, 2.0], [1.0, 3.0, 2.0]])
+    y = np.array([1, 0, 1], np.int32)  # numpy / cupy argmax: 1, 0, 1
+    assert list(Z.argmax(axis=1)) == [1, 0, 1]
+    loss_acc, correct_acc, t = xp.zeros(1, np.float64), xp.zeros(1, np.int64), xp.zeros(1, np.int32)
+    impl.ops.step_metrics(xp.array(Z), xp.array(y), xp.zeros(3), loss_acc, correct_acc, t)
+    assert int(to_numpy(correct_acc)[0]) == 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 255, 70_001])
+def test_l2_grad(impl, rng, dtype, n):
+    xp = impl.xp
+    W = rng.standard_normal(n).astype(dtype)
+    dW = rng.standard_normal(n).astype(dtype)
+    l2, m = 0.01, 64
+    expected_dW = dW + dtype(l2 / m) * W  # the coefficient cast to the dtype first
+    dWd, loss_acc = xp.array(dW), xp.array(np.array([1.0]))
+    impl.ops.l2_grad(dWd, xp.array(W), l2 / m, loss_acc, l2 / 2)
+    np.testing.assert_array_equal(to_numpy(dWd), expected_dW)
+    expected_loss = 1.0 + l2 / 2 * (W.astype(np.float64) ** 2).sum()
+    np.testing.assert_allclose(to_numpy(loss_acc)[0], expected_loss, rtol=1e-12 if dtype == np.float64 else 1e-5)
+
+
+# ---- Adam -------------------------------------------------------------------------------------
+
+
+def test_adam_hand_computed_first_step(impl):
+    # p=1, g=0.5, lr=0.1, t=1: m = 0.05, v = 0.00025, m_hat = 0.5, sqrt(v_hat) = 0.5
+    # -> p = 1 - 0.1 * 0.5 / (0.5 + 1e-8)
+    xp = impl.xp
+    p, g, m, v = xp.ones(1), xp.full(1, 0.5), xp.zeros(1), xp.zeros(1)
+    impl.ops.adam_step(p, g, m, v, 1, 0.1, 0.9, 0.999, 1e-8)
+    assert float(to_numpy(m)[0]) == pytest.approx(0.05, rel=1e-15)
+    assert float(to_numpy(v)[0]) == pytest.approx(0.00025, rel=1e-12)
+    assert float(to_numpy(p)[0]) == pytest.approx(1 - 0.1 * 0.5 / (0.5 + 1e-8), rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 17, 70_001])
+def test_adam_steps_with_t_as_int(impl, rng, dtype, n):
+    xp = impl.xp
+    p0 = rng.standard_normal(n).astype(dtype)
+    grads = [(rng.standard_normal(n) * 0.1).astype(dtype) for _ in range(3)]
+    p, m, v = xp.array(p0), xp.zeros(n, dtype), xp.zeros(n, dtype)
+    for t, g in enumerate(grads, start=1):
+        assert impl.ops.adam_step(p, xp.array(g), m, v, t, 1e-3, **ADAM) is p
+    for got, want in zip((p, m, v), adam_expected(p0, grads, [1e-3] * 3, **ADAM)):
+        close(got, want, dtype, scale=10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_reads_t_and_an_lr_schedule_from_device_memory(impl, rng, dtype):
+    """What one captured graph needs: the step count and the learning rate both on the device."""
+    xp = impl.xp
+    n = 10_000
+    p0 = rng.standard_normal(n).astype(dtype)
+    grads = [(rng.standard_normal(n) * 0.1).astype(dtype) for _ in range(3)]
+    lrs = np.array([1e-2, 3e-3, 5e-4])
+    p, m, v = xp.array(p0), xp.zeros(n, dtype), xp.zeros(n, dtype)
+    t, table = xp.zeros(1, np.int32), xp.array(lrs)
+    for g in grads:
+        t += 1  # step_metrics' job inside the training step
+        impl.ops.adam_step(p, xp.array(g), m, v, t, table, **ADAM)
+    for got, want in zip((p, m, v), adam_expected(p0, grads, lrs, **ADAM)):
+        close(got, want, dtype, scale=10)
+
+
+# ---- one policy: what has no kernel falls back to the reference ---------------------------
+
+
+def test_unsupported_dtype_or_layout_falls_back(impl, rng):
+    xp = impl.xp
+    Z = rng.standard_normal((6, 4))
+    b = rng.standard_normal(4)
+    strided = xp.array(np.zeros((6, 8)))[:, ::2]  # a strided view: no kernel takes it
+    strided[...] = xp.array(Z)
+    A = xp.empty((6, 4))
+    impl.ops.bias_relu_forward(strided, xp.array(b), A)
+    np.testing.assert_array_equal(to_numpy(A), np.maximum(Z + b, 0))
+    half = xp.array(Z.astype(np.float16))
+    db = xp.empty(4, np.float16)
+    impl.ops.bias_grad(half, db)
+    np.testing.assert_allclose(to_numpy(db), Z.astype(np.float16).sum(axis=0), rtol=1e-2)
+    p = xp.ones(4, np.float16)
+    impl.ops.adam_step(p, p.copy(), xp.zeros(4, np.float16), xp.zeros(4, np.float16), 1, 0.1, **ADAM)
+    assert p.dtype == np.float16 and bool((p < 1).all())
+
+
+# ---- each implementation's module imports without its optional library ---------------------
+
+
+@pytest.mark.parametrize("blocked, module", [("numba", "cpu"), ("cupy", "cuda")])
+def test_ops_modules_import_without_their_library(blocked, module):
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "import numpy as np\n"
+        f"from xpnet.ops import {module} as impl, get_ops, reference\n"
+        "names = [n for n, f in vars(reference).items() if getattr(f, '__module__', '') == reference.__name__\n"
+        "         and callable(f) and not n.startswith('_') and n != 'check_labels']\n"
+        "assert len(names) == 10 and not [n for n in names if not hasattr(impl, n)], names\n"
+    )
+    if module == "cpu":
+        code += (
+            "assert impl.AVAILABLE is False and get_ops(np) is reference\n"
+            "p = np.ones(3); impl.adam_step(p, p.copy(), np.zeros(3), np.zeros(3), 1, 0.1, 0.9, 0.999, 1e-8)\n"
+            "db = np.empty(3); impl.bias_grad(np.ones((2, 3)), db); assert (db == 2).all()\n"
+        )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[1]))
