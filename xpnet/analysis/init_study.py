@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..plotting import get_pyplot, save_figure
 
 INITS = ("normal", "xavier", "he")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu")
@@ -155,7 +156,6 @@ def summary_lines(result: dict) -> list[str]:
 def write_outputs(result: dict, out) -> list[Path]:
     """``init_study.json``, ``init_study.csv``, ``init_study.md`` and (with matplotlib) the PNG grids."""
     from ..serialize import atomic_write
-    from . import plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -174,9 +174,68 @@ def write_outputs(result: dict, out) -> list[Path]:
         atomic_write(out / "init_study.csv", lambda fh: fh.write(buf.getvalue()), mode="w"),
         atomic_write(out / "init_study.md", lambda fh: fh.write(md), mode="w"),
     ]
-    for path in (plots.init_histograms(result, "act", out / "init_activations.png"),
-                 plots.init_histograms(result, "grad", out / "init_gradients.png"),
-                 plots.init_trends(result, out / "init_trends.png")):
+    for path in (plot_histograms(result, "act", out / "init_activations.png"),
+                 plot_histograms(result, "grad", out / "init_gradients.png"),
+                 plot_trends(result, out / "init_trends.png")):
         if path:
             written.append(path)
     return written
+
+
+# ---------------------------------------------------------------------------- figures
+def plot_histograms(result: dict, which: str, path) -> Path | None:
+    """Grid (rows: inits, columns: activations); each panel overlays the per-layer histograms."""
+    plt = get_pyplot()
+    if plt is None:
+        return None
+    inits, acts = result["config"]["inits"], result["config"]["activations"]
+    fig, axes = plt.subplots(len(inits), len(acts), figsize=(3.2 * len(acts), 2.5 * len(inits)), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for i, init in enumerate(inits):
+        for j, act in enumerate(acts):
+            ax = axes[i][j]
+            layers = result["hist"][f"{init}/{act}"][which]
+            for l, h in enumerate(layers):
+                edges, counts = h["edges"], h["counts"]
+                total = max(sum(counts), 1)
+                ax.stairs([c / total for c in counts], edges, color=cmap(l / max(len(layers) - 1, 1)),
+                          label=f"layer {l + 1}" + (" (out)" if which == "grad" and l == len(layers) - 1 else ""))
+            ax.set_title(f"{INIT_LABELS[init]} + {act}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+            if i == 0 and j == 0:
+                ax.legend(fontsize=6)
+    what = "hidden activations H_l" if which == "act" else "weight gradients dW_l"
+    fig.suptitle(f"Per-layer histograms of {what} (fraction of values; x-range per panel)", fontsize=11)
+    return save_figure(fig, path)
+
+
+def plot_trends(result: dict, path) -> Path | None:
+    """Activation std and ‖dW‖ per layer (log scale) for every init + activation."""
+    plt = get_pyplot()
+    if plt is None:
+        return None
+    inits, acts = result["config"]["inits"], result["config"]["activations"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    styles = {"normal": ":", "xavier": "--", "he": "-"}
+    colors = dict(zip(acts, plt.get_cmap("tab10").colors))
+    markers = {"sigmoid": "o", "tanh": "s", "relu": "D", "leaky_relu": "x"}
+    for init in inits:
+        for act in acts:
+            label = f"{INIT_LABELS[init]} + {act}"
+            std = series(result, init, act, "act_std")
+            grad = series(result, init, act, "grad_norm", hidden_only=False)
+            # relu and leaky_relu nearly coincide: draw relu wide underneath so both stay visible
+            style = {"marker": markers.get(act, "o"), "ms": 4, "color": colors[act], "label": label,
+                     "lw": 3.5 if act == "relu" else 1.3, "alpha": 0.55 if act == "relu" else 1.0}
+            axes[0].plot(range(1, len(std) + 1), [max(s, 1e-30) for s in std], styles[init], **style)
+            axes[1].plot(range(1, len(grad) + 1), [max(g, 1e-30) for g in grad], styles[init], **style)
+    axes[0].set(yscale="log", xlabel="hidden layer", ylabel="std of activations", title="Activation std per layer")
+    axes[1].set(yscale="log", xlabel="layer (last = output)", ylabel="‖dW‖ (Frobenius)", title="Weight-gradient norm per layer")
+    for ax in axes:
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    axes[1].legend(fontsize=6, ncol=2)
+    return save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------------- sweep / bench

@@ -96,7 +96,7 @@ def write_outputs(results, table: str, out: Path, meta: dict) -> list[Path]:
 
 def plot_results(results, path: Path) -> Path | None:
     """Epoch time per implementation for each shape (log scale); None without matplotlib."""
-    from ..analysis.plots import get_pyplot, save_figure
+    from ..plotting import get_pyplot, save_figure
 
     plt = get_pyplot()
     rows = [r for r in results if "median_epoch_s" in r]
