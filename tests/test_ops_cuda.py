@@ -102,6 +102,7 @@ def test_adam_in_a_cuda_graph(rng):
     g_dev = cp.asarray((rng.standard_normal(n) * 0.1).astype(np.float32))
     t, lrs = cp.zeros(1, cp.int32), cp.asarray(np.array([1e-3, 2e-3, 5e-4]))
     cuda.load_all()
+    cp.cuda.Device().synchronize()  # the uploads above ran on the null stream; the replay's stream does not wait for it
     stream = cp.cuda.Stream(non_blocking=True)
     with stream:
         stream.begin_capture()
