@@ -70,3 +70,45 @@ def test_float32_network_is_checked_in_float64():
     X, y = rng.standard_normal((4, 6)), rng.integers(0, 3, size=4)
     assert xpnet.gradcheck(net, X, y) < 1e-6
     assert net.dtype == np.float32  # the original is untouched
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.5])
+@pytest.mark.parametrize("fast_ops", [True, False])
+def test_label_smoothing_gradient_and_loss(smoothing, fast_ops):
+    """The fused softmax-CE with label smoothing (Numba and reference) against finite differences,
+    and its loss against the closed form -Σ q log p with q = (1-s)·onehot + s/k."""
+    rng = np.random.default_rng(5)
+    net = _net([6, 5, 4], rng, label_smoothing=smoothing, fast_ops=fast_ops)
+    X = rng.standard_normal((7, 6))
+    y = rng.integers(0, 4, size=7)
+    assert xpnet.gradcheck(net, X, y) < 1e-7
+    loss, _ = net.loss_and_grad(X, y)
+    P = net.predict_proba(X)
+    q = np.full((7, 4), smoothing / 4)
+    q[np.arange(7), y] += 1 - smoothing
+    assert float(loss) == pytest.approx(float(-(q * np.log(P)).sum(axis=1).mean()), rel=1e-12)
+
+
+def test_label_smoothing_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    net = _net([6, 5, 4], rng, label_smoothing=0.2)
+    X, y = rng.standard_normal((9, 6)), rng.integers(0, 4, size=9)
+    loss, _ = net.loss_and_grad(X, y)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 4)).double()
+    with torch.no_grad():
+        for layer, W, b in zip((model[0], model[2]), net.W, net.b):
+            layer.weight.copy_(torch.from_numpy(W))
+            layer.bias.copy_(torch.from_numpy(b))
+    ref = torch.nn.CrossEntropyLoss(label_smoothing=0.2)(model(torch.from_numpy(X)), torch.from_numpy(y))
+    ref.backward()
+    assert float(loss) == pytest.approx(ref.item(), rel=1e-12)
+    np.testing.assert_allclose(net.grads[0], model[0].weight.grad.numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(net.grads[3], model[2].bias.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_label_smoothing_is_checked():
+    with pytest.raises(xpnet.errors.ConfigError, match="label smoothing"):
+        xpnet.MLP([4, 3], label_smoothing=1.0)
+    with pytest.raises(xpnet.errors.ConfigError, match="cross-entropy"):
+        xpnet.MLP([4, 3], output="sigmoid", label_smoothing=0.1)
