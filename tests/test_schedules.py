@@ -166,3 +166,60 @@ def test_bad_settings_are_config_errors():
         optim.Adam(schedule="onecycle")
     with pytest.raises(ConfigError, match="unknown schedule"):
         schedules.from_config({"name": "nope"})
+
+
+# ----------------------------------------------------------------------------- xpnet train
+@pytest.fixture
+def data_dir(tmp_path):
+    from conftest import write_synthetic_idx
+
+    return write_synthetic_idx(tmp_path / "data", n_train=600)
+
+
+def _cli(args, capsys):
+    from conftest import run_cli
+
+    return run_cli([str(a) for a in args], capsys)
+
+
+def test_resume_continues_the_schedule_exactly(data_dir, tmp_path, capsys):
+    """A one-cycle AdamW run checkpointed after epoch 2 and resumed ends with the full run's weights."""
+    common = ["train", "--data-dir", data_dir, "--hidden", "16", "--epochs", "3", "--quiet", "--batch-size", "64",
+              "--optimizer", "adamw", "--weight-decay", "0.05", "--schedule", "onecycle", "--warmup", "1"]
+    code, _, err = _cli([*common, "--out", tmp_path / "full.npz"], capsys)
+    assert code == 0, err
+    code, _, err = _cli([*common, "--out", tmp_path / "part.npz", "--checkpoint-every", "2"], capsys)
+    assert code == 0, err
+    code, _, err = _cli(["train", "--resume", tmp_path / "part.ckpt.npz", "--quiet", "--out", tmp_path / "res.npz"], capsys)
+    assert code == 0, err
+    a, b = np.load(tmp_path / "full.npz"), np.load(tmp_path / "res.npz")
+    for key in ("W0", "b0", "W1", "b1"):
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_recipe_and_flags_reach_the_run(data_dir, tmp_path, capsys):
+    code, out, err = _cli(["train", "--data-dir", data_dir, "--hidden", "8", "--epochs", "2",
+                           "--metrics", tmp_path / "run.jsonl", "--out", tmp_path / "m.npz"], capsys)
+    assert code == 0, err
+    assert "OneCycle(total_steps=" in out and "recipe default" in out and "label smoothing 0.1" in out
+    import json
+
+    config = json.loads((tmp_path / "run.jsonl").read_text().splitlines()[-1])["config"]
+    assert config["batch_size"] == 256 and config["dropout"] == 0.2 and config["lr"] == 3e-3
+    assert config["schedule_config"]["name"] == "onecycle" and config["schedule_config"]["total_steps"] == 2 * 3  # 540 train rows, batch 256
+    code, out, err = _cli(["train", "--data-dir", data_dir, "--hidden", "8", "--epochs", "1", "--recipe", "plain",
+                           "--out", tmp_path / "p.npz"], capsys)
+    assert code == 0, err
+    assert "Adam(lr=0.001, betas=[0.9, 0.999], eps=1e-08) · batch 128" in out and "schedule" not in out
+    code, out, err = _cli(["train", "--data-dir", data_dir, "--hidden", "8", "--epochs", "1", "--optimizer", "sgd",
+                           "--schedule", "cosine", "--label-smoothing", "0", "--out", tmp_path / "s.npz"], capsys)
+    assert code == 0, err
+    assert "SGD(lr=0.1, schedule=Cosine(" in out
+
+
+def test_weight_decay_needs_adamw(data_dir, tmp_path, capsys):
+    code, _, err = _cli(["train", "--data-dir", data_dir, "--weight-decay", "0.1", "--out", tmp_path / "m.npz"], capsys)
+    assert code == 1 and err.strip() == "error: --weight-decay is AdamW's decoupled decay: add --optimizer adamw (or use --l2)"
+    code, _, err = _cli(["train", "--data-dir", data_dir, "--epochs", "2", "--warmup", "5", "--out", tmp_path / "m.npz"],
+                        capsys)
+    assert code == 1 and err.startswith("error: one-cycle needs a warm-up shorter than the run")

@@ -161,7 +161,7 @@ class OneCycle(Schedule):
     def __init__(self, total_steps: int, pct_start: float = 0.3, div_factor: float = 25.0,
                  final_div_factor: float = 1e4, anneal: str = "cos"):
         super().__init__(0)
-        self.total_steps = _check_int("total_steps", total_steps, 2)
+        self.total_steps = _check_int("total_steps", total_steps, 1)
         self.pct_start = float(pct_start)
         if not 0.0 < self.pct_start < 1.0:
             raise ConfigError(f"pct_start must be in (0, 1), got {pct_start}")
@@ -172,9 +172,9 @@ class OneCycle(Schedule):
         if anneal not in ("cos", "linear"):
             raise ConfigError(f"anneal must be 'cos' or 'linear', got {anneal!r}")
         self.anneal = anneal
-        self.peak_step = self.pct_start * self.total_steps - 1.0  # torch's phase-1 end_step (0-based)
-        if self.peak_step <= 0 or self.peak_step >= self.total_steps - 1:
-            raise ConfigError(f"pct_start {pct_start} leaves an empty warm-up or anneal phase over {total_steps} steps")
+        # torch's phase-1 end_step (0-based). A run too short for a warm-up (pct·total <= 1, e.g. a
+        # 2-step run) starts at the peak; PyTorch divides by zero or goes negative there instead.
+        self.peak_step = max(self.pct_start * self.total_steps - 1.0, 0.0)
 
     def values(self, t) -> np.ndarray:
         t = np.asarray(t, dtype=np.float64)
@@ -184,8 +184,9 @@ class OneCycle(Schedule):
         initial = 1.0 / self.div_factor
         final = initial / self.final_div_factor
         end1, end2 = self.peak_step, self.total_steps - 1.0
-        up = self._anneal(initial, 1.0, n / end1)
-        down = self._anneal(1.0, final, (n - end1) / (end2 - end1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up = self._anneal(initial, 1.0, n / end1) if end1 > 0 else np.ones_like(n)
+            down = self._anneal(1.0, final, (n - end1) / (end2 - end1)) if end2 > end1 else np.ones_like(n)
         return np.where(n <= end1, up, down)
 
     def _anneal(self, start, end, pct):
@@ -230,7 +231,7 @@ def build_schedule(name: str, total_steps: int, warmup_steps: int | None = None)
     w = 0 if warmup_steps is None else _check_int("warmup_steps", warmup_steps, 0)
     if key == "onecycle":
         pct = 0.3 if warmup_steps is None else w / total  # the peak is step t = pct·total (torch's n = pct·total - 1)
-        if total < 4 or not 1 < pct * total < total - 1:
+        if warmup_steps is not None and not 0 < w < total:
             raise ConfigError(f"one-cycle needs a warm-up shorter than the run ({total} steps), got {w} warm-up steps")
         return OneCycle(total, pct_start=pct)
     if w >= total:
