@@ -25,6 +25,7 @@ _LAZY = {
     "to_numpy": ("backend", "to_numpy"),
     "to_device": ("backend", "to_device"),
     "load_dataset": ("data", "load_dataset"),
+    "find_lr": ("lr_find", "lr_find"),  # not "lr_find": importing xpnet.lr_find (the module) would shadow it
 }
 
 __all__ = sorted(_LAZY) + ["optim", "errors", "__version__"]
@@ -38,7 +39,7 @@ def __getattr__(name):
         value = getattr(importlib.import_module(f".{module}", __name__), attr)
         globals()[name] = value
         return value
-    if name in ("optim", "errors", "backend", "data", "analysis", "ops"):
+    if name in ("optim", "errors", "backend", "data", "analysis", "ops", "schedules"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'xpnet' has no attribute {name!r}")
 
