@@ -18,12 +18,14 @@ import numpy as np
 PEER_MODULES = {"torch": "torch", "torch-graph": "torch", "sklearn": "sklearn"}
 
 
-def prepare_data(dataset: str, folder: Path, limit: int | None = None) -> dict:
-    """Normalised float32 train/test arrays saved in ``folder``; returns their description."""
+def prepare_data(dataset: str, folder: Path, limit: int | None = None, data_dir=None) -> dict:
+    """Normalised float32 train/test arrays saved in ``folder``; returns their description.
+
+    ``data_dir``: a folder with the four IDX files, instead of looking ``dataset`` up."""
     from ..data import load_dataset
     from ..preprocess import Normalizer
 
-    ds = load_dataset(dataset)
+    ds = load_dataset(dataset if not data_dir else None, data_dir=data_dir)
     X = ds.X_train.reshape(len(ds.X_train), -1)
     y = ds.y_train
     if limit:
@@ -67,9 +69,23 @@ def unavailable_reason(case: dict) -> str | None:
     return None
 
 
-def run_in_subprocess(case: dict, data_dir: Path, timeout: float = 1800) -> dict:
-    cmd = [sys.executable, "-m", "xpnet.bench.runner", json.dumps(case), str(data_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def run_in_subprocess(case: dict, data_dir: Path, timeout: float = 1800, module: str = "xpnet.bench.runner",
+                      threads: int | None = None) -> dict:
+    """Run ``python -m module CASE DATA_DIR`` and return the JSON line it prints (or the case with an error).
+
+    ``threads``: the thread count of every library in the child (OpenMP, OpenBLAS, MKL, Numba;
+    PyTorch reads OMP_NUM_THREADS); None leaves each library's default.
+    """
+    import os
+
+    cmd = [sys.executable, "-m", module, json.dumps(case), str(data_dir)]
+    env = None
+    if threads:
+        env = dict(os.environ, **{var: str(int(threads)) for var in THREAD_VARS})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
