@@ -91,7 +91,7 @@ def test_cli_writes_the_plot_and_prints_the_suggestion(tmp_path, capsys):
     assert last.startswith("suggested lr: ") and "minimum of the smoothed loss ÷ 10" in last
     saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
     assert float(last.split()[2]) == pytest.approx(saved["suggested_lr"], rel=1e-2)
-    assert saved["config"]["batch_size"] == 32 and saved["config"]["dropout"] == 0.2  # the default recipe's
+    assert saved["config"]["batch_size"] == 32 and saved["config"]["dropout"] == 0.1  # the default recipe's
     pytest.importorskip("matplotlib")
     assert (tmp_path / "lr" / "lr_find.png").stat().st_size > 10_000
     code, _, err = run_cli(["lr-find", "--data-dir", str(data), "--start-lr", "1", "--end-lr", "0.1",

@@ -205,8 +205,8 @@ def test_recipe_and_flags_reach_the_run(data_dir, tmp_path, capsys):
     import json
 
     config = json.loads((tmp_path / "run.jsonl").read_text().splitlines()[-1])["config"]
-    assert config["batch_size"] == 256 and config["dropout"] == 0.2 and config["lr"] == 3e-3
-    assert config["schedule_config"]["name"] == "onecycle" and config["schedule_config"]["total_steps"] == 2 * 3  # 540 train rows, batch 256
+    assert config["batch_size"] == 128 and config["dropout"] == 0.1 and config["lr"] == 2e-3
+    assert config["schedule_config"]["name"] == "onecycle" and config["schedule_config"]["total_steps"] == 2 * 5  # 540 train rows, batch 128
     code, out, err = _cli(["train", "--data-dir", data_dir, "--hidden", "8", "--epochs", "1", "--recipe", "plain",
                            "--out", tmp_path / "p.npz"], capsys)
     assert code == 0, err

@@ -24,7 +24,7 @@ def test_study_writes_a_report_whose_captions_match_the_results(tmp_path, capsys
     # part 1: 2 sizes × 2 seeds with the default recipe; the caption's mean is the mean of the runs
     runs = results["hidden"]
     assert [(r["hidden"], r["seed"]) for r in runs] == [([8], 0), ([8], 1), ([16], 0), ([16], 1)]
-    assert all(r["dropout"] == 0.2 and r["label_smoothing"] == 0.1 and r["schedule"] == "onecycle" for r in runs)
+    assert all(r["dropout"] == 0.1 and r["label_smoothing"] == 0.1 and r["schedule"] == "onecycle" for r in runs)
     mean16 = (runs[2]["test_acc"] + runs[3]["test_acc"]) / 2
     assert f"16 units: **{mean16 * 100:.2f} %" in report
     # part 2: the four optimizers at their lrs, constant

@@ -1,8 +1,8 @@
 """``xpnet bench --to-accuracy``: time to a target test accuracy with one fixed recipe.
 
 Every implementation trains the same recipe (default: the default recipe of ``xpnet train``:
-784-1024-10 ReLU, Adam with a one-cycle schedule peaking at 3e-3 — PyTorch's ``OneCycleLR``
-with ``cycle_momentum=False`` —, batch 256, dropout 0.2 on the hidden layer, label
+784-1024-10 ReLU, Adam with a one-cycle schedule peaking at 2e-3 — PyTorch's ``OneCycleLR``
+with ``cycle_momentum=False`` —, batch 128, dropout 0.1 on the hidden layer, label
 smoothing 0.1) for a fixed number of epochs on the same normalised arrays (all 60,000
 training images, no validation split), once per seed, each run in its own subprocess,
 seeds interleaved across implementations so that machine noise hits all of them alike.
