@@ -26,6 +26,9 @@ _LAZY = {
     "to_device": ("backend", "to_device"),
     "load_dataset": ("data", "load_dataset"),
     "find_lr": ("lr_find", "lr_find"),  # not "lr_find": importing xpnet.lr_find (the module) would shadow it
+    "export_onnx": ("interop", "export_onnx"),
+    "export_torch": ("interop", "export_torch"),
+    "from_torch": ("interop", "from_torch"),
 }
 
 __all__ = sorted(_LAZY) + ["optim", "errors", "__version__"]
