@@ -71,7 +71,7 @@ def train_run(data: dict, hidden, recipe: dict, seed: int, optimizer: str | None
     history = trainer.run(epochs)
     test = evaluate(net, data["Xte"], data["yte"])
     return {"hidden": list(hidden), "seed": seed, "optimizer": optimizer, "lr": lr, "batch_size": bs,
-            "epochs": len(history), "schedule": recipe["schedule"], "dropout": recipe["dropout"],
+            "epochs": len(history), "max_epochs": epochs, "schedule": recipe["schedule"], "dropout": recipe["dropout"],
             "label_smoothing": recipe["label_smoothing"], "n_train": int(len(Xtr)), "records": history.records,
             "test_acc": test["accuracy"], "test_loss": test["loss"], "train_s": clock[0],
             "wall_s": time.perf_counter() - t0, "params": net.n_params}
