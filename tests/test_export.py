@@ -262,12 +262,14 @@ def test_import_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     net, _ = _random_net("relu", "softmax", 4, "global")
     export_torch(net, tmp_path / "m.pt")
+    net.save(tmp_path / "m.npz")
     torch.save({"0.weight": torch.zeros(4, 3), "conv.kernel": torch.zeros(3)}, tmp_path / "odd.pt")
     cases = [
         (["import", tmp_path / "junk.pt"], "weights_only"),
         (["import", tmp_path / "missing.pt"], "not found"),
         (["import", tmp_path / "m.pt", "--activation", "tanh", "--out", tmp_path / "x.npz"], "records its own activation"),
         (["import", tmp_path / "odd.pt"], "conv.kernel"),
+        (["import", tmp_path / "m.pt"], "m.npz exists"),  # never overwrite the model it came from unasked
     ]
     for args, words in cases:
         code, out, err = run_cli(args, capsys)

@@ -42,7 +42,7 @@ def export(model, fmt, out, opset, allow_bare, check):
       xpnet export model.npz --opset 13 --out model-op13.onnx
     """
     from ..errors import ConfigError
-    from ..interop import DEFAULT_OPSET, export_onnx, export_torch, onnx_check
+    from ..interop import DEFAULT_OPSET, ExportError, export_onnx, export_torch, onnx_check
     from ..serialize import load
 
     if opset is not None and fmt != "onnx":
@@ -64,15 +64,16 @@ def export(model, fmt, out, opset, allow_bare, check):
     except ConfigError:
         click.echo("not checked: onnxruntime is not installed (pip install 'xpnet[onnx]')")
         return
-    if not diff <= 1e-4:
-        raise ConfigError(f"onnxruntime's outputs differ from xpnet's by up to {diff:.3g} on random pixels; "
-                          f"{out} is written but do not trust it (please report this)")
+    if not diff <= 1e-4:  # a wrong graph is worse than none: remove it
+        out.unlink(missing_ok=True)
+        raise ExportError(f"onnxruntime's outputs differ from xpnet's by up to {diff:.3g} on random pixels, so "
+                          f"{out} was removed (please report this with the model)")
     click.echo(f"checked with onnxruntime: max |difference| from xpnet {diff:.2g} on 256 random images")
 
 
 @click.command(name="import", context_settings={"show_default": True})
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="The xpnet model to write [default: SOURCE with .npz].")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="The xpnet model to write [default: SOURCE with .npz, if no such file exists].")
 @click.option("--activation", type=click.Choice(["relu", "leaky_relu", "sigmoid", "tanh"]), default=None, help="Hidden activation of a bare state_dict [default: relu]; an xpnet export records its own.")
 @click.option("--leaky-slope", type=click.FloatRange(0, 1, max_open=True), default=None, help="Slope of leaky_relu for a bare state_dict [default: 0.01].")
 @click.option("--output", type=click.Choice(["softmax", "sigmoid", "linear"]), default=None, help="Output of a bare state_dict [default: softmax].")
@@ -89,9 +90,13 @@ def import_(source, out, activation, leaky_slope, output):
       xpnet import model.pt --out model.npz
       xpnet import finetuned_state_dict.pt --activation tanh --out tuned.npz
     """
+    from ..errors import ModelFileError
     from ..interop import check_writable, from_torch
 
-    out = out or source.with_suffix(".npz")
+    if out is None:
+        out = source.with_suffix(".npz")
+        if out.exists():  # e.g. the model this file was exported from: never overwrite it unasked
+            raise ModelFileError(f"{out} exists; choose the output with --out")
     check_writable(out)
     net = from_torch(source, activation=activation, output=output, leaky_slope=leaky_slope)
     net.save(out)
