@@ -277,3 +277,14 @@ def test_import_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(ModelFileError):
         from_torch(tmp_path / "junk.pt")
     assert isinstance(ExportError("x"), ConfigError)
+
+
+@needs_onnx
+def test_failed_self_check_removes_the_export(tmp_path, capsys, monkeypatch):
+    import xpnet.interop
+
+    net, _ = _random_net("relu", "softmax", 4, "global")
+    net.save(tmp_path / "m.npz")
+    monkeypatch.setattr(xpnet.interop, "onnx_check", lambda path, net: 0.5)
+    code, out, err = run_cli(["export", tmp_path / "m.npz"], capsys)
+    assert code == 1 and "differ from xpnet's by up to 0.5" in err and not (tmp_path / "m.onnx").exists()
