@@ -29,12 +29,12 @@ def load_idx(path):
 
 
 def load(data_dir, split):
-    """X (784, m) in [0, 1] with one sample per column, y (m,) labels."""
+    """X (784, m) float32 in [0, 1] with one sample per column, y (m,) labels."""
     files = [sorted(Path(data_dir).glob(f"{split}-{kind}-idx*-ubyte*")) for kind in ("images", "labels")]
     if not all(files):
         raise SystemExit(f"{data_dir} has no {split}-images/labels IDX files (MNIST: --data-dir FOLDER)")
     images, labels = (load_idx(f[0]) for f in files)
-    return images.reshape(len(images), -1).T / 255.0, labels.astype(np.int64)
+    return np.divide(images.reshape(len(images), -1).T, 255, dtype=np.float32), labels.astype(np.int64)
 
 
 def init(sizes, rng):
@@ -78,7 +78,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     start = time.perf_counter()
     (X, y), (Xt, yt) = load(args.data_dir, "train"), load(args.data_dir, "t10k")
-    X, y = X[:, : args.train_limit].astype(np.float32), y[: args.train_limit]
+    X, y = X[:, : args.train_limit], y[: args.train_limit]
     Y, m = np.eye(10, dtype=np.float32)[:, y], len(y)  # one-hot, one column per sample
     rng = np.random.default_rng(0)
     params = [(W.astype(np.float32), b.astype(np.float32)) for W, b in init([784, args.hidden, 10], rng)]
@@ -91,7 +91,7 @@ def main(argv=None):
             params = [(W - args.lr * dW, b - args.lr * db) for (W, b), (dW, db) in zip(params, grads)]
         loss = -np.mean(np.log(forward(params, X)[1][-1][y, np.arange(m)] + 1e-12))
         print(f"epoch {epoch + 1}/{args.epochs}: train loss {loss:.4f}")
-    accuracy = np.mean(forward(params, Xt.astype(np.float32))[1][-1].argmax(axis=0) == yt)
+    accuracy = np.mean(forward(params, Xt)[1][-1].argmax(axis=0) == yt)
     print(f"test accuracy {accuracy * 100:.2f}% (784-{args.hidden}-10, {time.perf_counter() - start:.1f}s)")
     return accuracy
 

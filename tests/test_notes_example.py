@@ -26,7 +26,7 @@ def notes():
 @pytest.fixture
 def images(shared_mnist_dir, notes):
     X, y = notes.load(shared_mnist_dir, "t10k")  # (784, 10000) columns in [0, 1]
-    return X[:, :48], y[:48]
+    return X[:, :48].astype(np.float64), y[:48]
 
 
 @pytest.mark.parametrize("sizes", [[784, 16, 10], [784, 16, 12, 10]])
