@@ -308,7 +308,12 @@ def _bare_layers(state, where: str) -> list[tuple[np.ndarray, np.ndarray]]:
         match = _KEY.match(str(key))
         if match is None or not hasattr(value, "shape"):
             raise ModelFileError(f"{where}: {key!r} is not an nn.Sequential Linear parameter (<index>.weight / <index>.bias)")
-        array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        if hasattr(value, "detach"):  # a tensor; half / bfloat16 have no NumPy twin that xpnet runs
+            value = value.detach().cpu()
+            value = value if str(value.dtype) in ("torch.float32", "torch.float64") else value.float()
+            array = value.numpy()
+        else:
+            array = np.asarray(value)
         found.setdefault(int(match.group(2)), {})[match.group(3)] = array
     if not found:
         raise ModelFileError(f"{where}: no Linear layers found")
@@ -379,12 +384,14 @@ def from_torch(source, *, activation: str | None = None, output: str | None = No
     elif isinstance(payload, dict) and payload.get("format") == TORCH_FORMAT:
         if int(payload.get("format_version", 0)) > TORCH_FORMAT_VERSION:
             raise ModelFileError(f"{where} was written by a newer xpnet ({payload.get('xpnet_version')}); upgrade to read it")
+        config = dict(payload.get("config") or {})
         given = {"activation": activation, "output": output, "leaky_slope": leaky_slope}
-        clash = [k for k, v in given.items() if v is not None and v != payload["config"].get(k)]
+        clash = [k for k, v in given.items() if v is not None and v != config.get(k)]
         if clash:
             raise ConfigError(f"{where} records its own {', '.join(clash)} "
-                              f"({', '.join(repr(payload['config'].get(k)) for k in clash)}); drop the option")
-        config = dict(payload["config"])
+                              f"({', '.join(repr(config.get(k)) for k in clash)}); drop the option")
+        if not isinstance(payload.get("state_dict"), dict):
+            raise ModelFileError(f"{where}: an xpnet torch export without a state_dict")
         layers = _bare_layers(payload["state_dict"], where)
         if list(config.get("sizes", [])) != [layers[0][0].shape[1]] + [W.shape[0] for W, _ in layers]:
             raise ShapeError(f"{where}: the state_dict's shapes do not match the recorded sizes {config.get('sizes')}")
