@@ -288,3 +288,18 @@ def test_failed_self_check_removes_the_export(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(xpnet.interop, "onnx_check", lambda path, net: 0.5)
     code, out, err = run_cli(["export", tmp_path / "m.npz"], capsys)
     assert code == 1 and "differ from xpnet's by up to 0.5" in err and not (tmp_path / "m.onnx").exists()
+
+
+def test_missing_packages_are_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    net, _ = _random_net("relu", "softmax", 4, "global")
+    net.save(tmp_path / "m.npz")
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx → ImportError
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for args, words in ((["export", tmp_path / "m.npz"], "pip install 'xpnet[onnx]'"),
+                        (["export", tmp_path / "m.npz", "--format", "torch"], "needs torch"),
+                        (["import", tmp_path / "m.npz", "--out", tmp_path / "x.npz"], "needs torch")):
+        code, out, err = run_cli(args, capsys)
+        assert code == 1 and words in err and err.count("\n") == 1, (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
