@@ -9,7 +9,7 @@ shoots up once the lr is too large.
 Suggestion rule (``rule = "min/10"``): the lr at the minimum of the smoothed loss, divided by
 10 — at the minimum the lr is already on the edge of instability, a decade lower is the
 largest safe one (fastai's ``lr_min``). The steepest-descent lr (most negative slope of the
-smoothed loss against log lr, before the minimum) is reported beside it. The caller's
+smoothed loss against log lr, between step 10 and the minimum) is reported beside it. The caller's
 network and optimizer are never touched.
 """
 
@@ -149,8 +149,9 @@ def _suggest(result: LRFindResult) -> None:
     k = int(np.argmin(sm))
     result.min_loss_lr = float(lrs[k])
     result.suggested_lr = float(lrs[k] / 10.0)
-    if k >= 2:
-        slope = np.gradient(sm[: k + 1], np.log(lrs[: k + 1]))
-        result.steepest_lr = float(lrs[int(np.argmin(slope))])
+    s0 = min(10, max(k - 2, 0))  # the first smoothed values are the EMA settling, not the loss falling
+    if k - s0 >= 2:
+        slope = np.gradient(sm[s0 : k + 1], np.log(lrs[s0 : k + 1]))
+        result.steepest_lr = float(lrs[s0 + int(np.argmin(slope))])
     else:
         result.steepest_lr = float(lrs[k])
