@@ -210,6 +210,28 @@ def test_graph_trainer_epochs_equal_eager_emulated(emulated_graph, dtype, l2):
     np.testing.assert_allclose(h_graph["train_loss"], h_eager["train_loss"], rtol=rtol)
 
 
+def test_graph_follows_an_lr_schedule_without_recapture_emulated(emulated_graph, monkeypatch):
+    """One-cycle lr: the captured Adam reads each step's lr from the device table, so one capture
+    serves the whole run, and the weights are those of Adam.step asking lr_at(t) on the host."""
+    from xpnet.schedules import OneCycle
+    from xpnet.train_graph import GraphTrainer
+
+    X, y = _data(n=200, nf=24, k=5, seed=2)
+    runs = {}
+    for graph in (True, False):
+        opt = Adam(lr=3e-2, schedule=OneCycle(total_steps=3 * 7))
+        cls = GraphTrainer if graph else Trainer
+        trainer = cls(emulated_graph((24, 16, 5), "float64", gpu=graph), opt, X, y, batch_size=32, seed=1)
+        if not graph:  # the host-driven update: opt.step -> lr_at(t), no table
+            monkeypatch.setattr(Trainer, "_fused_adam", lambda self: False)
+        runs[graph] = (trainer, trainer.run(3))
+    graph, eager = runs[True][0], runs[False][0]
+    assert eager._dev.lrs is None
+    assert graph.fallback_reason is None and graph.graph_captures == 1
+    np.testing.assert_allclose(graph.net.flat_params, eager.net.flat_params, rtol=1e-12, atol=1e-14)
+    assert runs[True][1]["train_acc"] == runs[False][1]["train_acc"]
+
+
 def test_graph_trainer_stop_and_resume_emulated(emulated_graph, monkeypatch):
     """A stop after the 3rd batch of epoch 2 hands the device sums over; resuming replays the
     same graph from the right offset and ends where an uninterrupted run ends."""
@@ -275,7 +297,7 @@ def test_cli_train_on_the_emulated_gpu(emulated_graph, monkeypatch, tmp_path, ca
 
         monkeypatch.setattr(FakeStream, "begin_capture", refuse)
     data = write_synthetic_idx(tmp_path / "data", n_train=300, n_test=60)
-    code, out, err = run_cli(["train", "--data-dir", data, "--device", "gpu", "--hidden", "16", "--epochs", "2",
+    code, out, err = run_cli(["train", "--data-dir", data, "--device", "gpu", "--recipe", "plain", "--hidden", "16", "--epochs", "2",
                               "--batch-size", "64", "--out", tmp_path / "m.npz"], capsys)
     assert code == 0, err
     assert "GPU loop: one CUDA graph replayed per batch" in out

@@ -166,6 +166,7 @@ class Trainer:
         self._partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "elapsed": 0.0}
         self._best = {"value": None, "epoch": None, "wait": 0, "params": None}
         self._dev: _DeviceState | None = None  # the step's device buffers, made by the first epoch
+        self._lrs_filled = False
 
     # ------------------------------------------------------------------ data order
     @property
@@ -197,11 +198,15 @@ class Trainer:
             S.yb = xp.empty((bs, *self.y.shape[1:]), dtype=self.y.dtype)
             S.lrs = None
             self.opt._ensure_state(net.flat_params)  # optimizer buffers exist before any capture
-        steps = epochs * self.n_batches
-        if self._fused_adam() and (S.lrs is None or S.lrs.size < steps):
-            lr_at = getattr(self.opt, "lr_at", lambda t: self.opt.lr)
-            table = np.array([lr_at(t) for t in range(1, steps + 1)], dtype=np.float64)
-            S.lrs = self.net.xp.asarray(table)  # per-step learning rates: a schedule needs no recapture
+        if self._fused_adam() and not self._lrs_filled:
+            # Per-step learning rates of the whole run, read by the Adam kernel at lrs[t - 1]: a
+            # schedule needs no recapture. Refilled once per run() (the lr or schedule may change).
+            table = self.opt.lr_table(1, epochs * self.n_batches)
+            if S.lrs is not None and S.lrs.size >= table.size:
+                S.lrs[: table.size] = self.net.xp.asarray(table)  # same buffer: a captured graph stays valid
+            else:
+                S.lrs = self.net.xp.asarray(table)
+            self._lrs_filled = True
         return S
 
     def _step(self, S: _DeviceState, m: int, mm=None) -> None:
@@ -240,6 +245,7 @@ class Trainer:
         if int(epochs) < 1:
             raise ConfigError(f"epochs must be >= 1, got {epochs}")
         guard = _sigint_stops(self) if handle_sigint else contextlib.nullcontext()
+        self._lrs_filled = False
         # A diverging run overflows before its loss turns NaN; DivergedError reports that in one
         # line, so NumPy's overflow/invalid warnings would only be noise above it.
         with guard, np.errstate(over="ignore", invalid="ignore"):
