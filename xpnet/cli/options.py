@@ -101,7 +101,7 @@ def resolve_recipe(name: str, opts: dict) -> dict:
 
 def describe_recipe(name: str) -> str:
     r = RECIPES[name]
-    lr = f"lr {r['lr']:g}" if r["lr"] else "its default lr"
+    lr = f"lr {r['lr']:g}" if r["lr"] else "lr 1e-3"
     parts = [f"{r['optimizer']} {lr} ({r['schedule']})", f"batch {r['batch_size']}", f"{r['epochs']} epochs"]
     if r["dropout"]:
         parts.append(f"dropout {r['dropout']:g}")
