@@ -372,8 +372,9 @@ def test_ops_modules_import_without_their_library(blocked, module):
         "import numpy as np\n"
         f"from xpnet.ops import {module} as impl, get_ops, reference\n"
         "names = [n for n, f in vars(reference).items() if getattr(f, '__module__', '') == reference.__name__\n"
-        "         and callable(f) and not n.startswith('_') and n != 'check_labels']\n"
-        "assert len(names) == 10 and not [n for n in names if not hasattr(impl, n)], names\n"
+        "         and callable(f) and not n.startswith('_')\n"
+        "         and n not in ('check_labels', 'dropout_stream', 'dropout_threshold')]\n"
+        "assert len(names) == 12 and not [n for n in names if not hasattr(impl, n)], names\n"
     )
     if module == "cpu":
         code += (
@@ -382,3 +383,45 @@ def test_ops_modules_import_without_their_library(blocked, module):
             "db = np.empty(3); impl.bias_grad(np.ones((2, 3)), db); assert (db == 2).all()\n"
         )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[1]))
+
+
+# ---- dropout: counter-based masks ------------------------------------------------------------
+
+
+def _splitmix_keep(seed, t, layer, i, rate):
+    """The mask bit from the docstring's formula, in Python integers (independent of NumPy's uint64)."""
+    M = 2**64 - 1
+
+    def mix(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+        return z ^ (z >> 31)
+
+    phi = 0x9E3779B97F4A7C15
+    stream = mix((mix((seed * phi + t) & M) + layer * phi) & M)
+    return (mix((stream + i * phi) & M) >> 40) >= round(rate * 2**24)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, rate", [((1, 1), 0.5), ((7, 33), 0.1), ((256, 1024), 0.2)])
+def test_dropout_masks_follow_the_hash(impl, rng, dtype, shape, rate):
+    xp = impl.xp
+    H = rng.standard_normal(shape).astype(dtype)
+    D, U = xp.full(shape, np.nan, dtype), xp.full(shape, np.nan, dtype)
+    t = xp.array(np.array([7], np.int32))
+    impl.ops.dropout(xp.array(H), D, U, rate, 12345, t, 2)
+    Uh = to_numpy(U).reshape(-1)
+    picks = np.unique(np.linspace(0, Uh.size - 1, 200).astype(int))
+    expected = np.array([_splitmix_keep(12345, 7, 2, int(i), rate) for i in picks])
+    np.testing.assert_array_equal(Uh[picks] != 0, expected)
+    scale = dtype(1.0 / (1.0 - rate))
+    assert set(np.unique(Uh)) <= {dtype(0), scale}
+    np.testing.assert_array_equal(to_numpy(D), H * to_numpy(U))
+    if Uh.size > 10_000:
+        assert abs((Uh == 0).mean() - rate) < 0.01
+    D2, U2 = xp.empty(shape, dtype), xp.empty(shape, dtype)
+    impl.ops.dropout(xp.array(H), D2, U2, rate, 12345, t + 1, 2)  # the next step: another mask
+    assert Uh.size < 64 or not np.array_equal(to_numpy(U2), to_numpy(U))
+    dH = xp.array(H)
+    impl.ops.dropout_backward(dH, U, dH)
+    np.testing.assert_array_equal(to_numpy(dH), H * to_numpy(U))

@@ -77,7 +77,8 @@ class MLP:
 
         host = init_weights(self.sizes, self.init, np.random.default_rng(self.seed), self.dtype)
         self._allocate(host)
-        self.dropout_rng = self.xp.random.default_rng(self.seed + 1)
+        self.dropout_seed = self.seed + 1  # the trainer sets its own (see ops.reference.dropout)
+        self._free_steps = 0
         self._buffers: OrderedDict = OrderedDict()
 
     # ------------------------------------------------------------------ parameters
@@ -215,11 +216,13 @@ class MLP:
     # trans_a, trans_b)`` (C = op(A) @ op(B)): ``ops.matmul`` eagerly, cuBLAS inside a CUDA-graph
     # capture (xpnet/train_graph.py). Every fusion lives here once, for every device and loop.
 
-    def forward(self, X, train: bool = False, masks=None, mm=None):
+    def forward(self, X, train: bool = False, masks=None, mm=None, step=None):
         """Logits of the last layer, (m, sizes[-1]); keeps what backward needs.
 
-        ``train=True`` applies inverted dropout to hidden layers: random masks, or the
-        0/1 keep-masks given in ``masks`` (one per hidden layer, for gradient checks).
+        ``train=True`` applies inverted dropout to hidden layers: masks drawn by ``ops.dropout``
+        from (``dropout_seed``, ``step``, layer) — ``step`` is the trainer's device step
+        counter, so every step gets new masks and a resumed run the same ones — or the 0/1
+        keep-masks given in ``masks`` (one per hidden layer, for gradient checks).
         """
         xp, ops = self.xp, self.ops
         mm = mm or ops.matmul
@@ -228,7 +231,9 @@ class MLP:
         A = X
         inputs = [X]
         drop = train and self.dropout > 0
-        keep = 1.0 - self.dropout
+        if drop and masks is None and step is None:  # a call outside a trainer: a fresh step of its own
+            self._free_steps += 1
+            step = xp.full(1, self._free_steps, dtype=np.int32)
         for l, (W, b) in enumerate(zip(self.W, self.b)):
             Z = bufs["Z"][l]
             mm(A, W, Z, trans_b=True)  # Z = A @ W.T
@@ -245,12 +250,10 @@ class MLP:
             if drop:
                 D, U = bufs["D"][l], bufs["U"][l]
                 if masks is not None:
-                    U[...] = xp.asarray(masks[l], dtype=self.dtype)
+                    xp.multiply(xp.asarray(masks[l], dtype=self.dtype), 1.0 / (1.0 - self.dropout), out=U)
+                    xp.multiply(H, U, out=D)
                 else:
-                    self.dropout_rng.random(out=U, dtype=self.dtype)
-                    xp.greater_equal(U, self.dropout, out=U)  # 1 = keep, 0 = drop (cast back to float)
-                U *= 1.0 / keep
-                xp.multiply(H, U, out=D)
+                    ops.dropout(H, D, U, self.dropout, self.dropout_seed, step, l)
                 A = D
             inputs.append(A)
         self._cache = (bufs, inputs)
@@ -263,7 +266,7 @@ class MLP:
         ``T`` is :meth:`targets` of the labels (int32 class indices for softmax-CE).
         """
         xp, ops = self.xp, self.ops
-        logits = self.forward(X, train=train, masks=masks, mm=mm)
+        logits = self.forward(X, train=train, masks=masks, mm=mm, step=counters.t)
         bufs, inputs = self._cache
         m = logits.shape[0]
         if "G" not in bufs:
@@ -305,7 +308,7 @@ class MLP:
             dA = bufs["dA"][l - 1]
             mm(dZ, W, dA)  # dA = dZ @ W
             if "U" in bufs:
-                dA *= bufs["U"][l - 1]
+                ops.dropout_backward(dA, bufs["U"][l - 1], dA)
             if self.activation.is_relu:
                 ops.relu_backward(dA, bufs["Z"][l - 1], dA)
             else:

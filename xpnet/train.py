@@ -155,6 +155,9 @@ class Trainer:
             raise ConfigError("early stopping needs validation data (pass val=(X, y) or a fraction)")
         self.early_stopping = early_stopping
         self.seed = int(seed)
+        # Dropout masks are a hash of (this seed, the step count, layer, element): nothing to save
+        # in a checkpoint, the same on every device and inside a CUDA graph.
+        net.dropout_seed = (self.seed * 1_000_003 + 1) % 2**63
         self.callbacks = list(callbacks)
         self.progress = progress
         self.augment = augment  # e.g. xpnet.augment.Augmenter: applied to each training batch
@@ -177,8 +180,6 @@ class Trainer:
         n = self.X.shape[0]
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
 
-    def _dropout_seed(self, epoch: int) -> int:
-        return (self.seed * 1_000_003 + epoch * 7919 + 1) % 2**63
 
     # ------------------------------------------------------------------ the step
     def _fused_adam(self) -> bool:
@@ -265,8 +266,6 @@ class Trainer:
         net, opt, xp = self.net, self.opt, self.net.xp
         n, bs = self.X.shape[0], self.batch_size
         S = self._device_state(epochs)
-        if self.batch == 0:
-            net.dropout_rng = xp.random.default_rng(self._dropout_seed(self.epoch))
         bar = ProgressBar(self.n_batches, f"epoch {self.epoch + 1}/{epochs}", enabled=self.progress)
         bar.update(self.batch)
         backend.synchronize(xp)  # earlier work (uploads, restores) is done before the clock starts
@@ -354,9 +353,6 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """JSON-able loop state plus arrays (``arrays``) for a checkpoint."""
-        rng_state = None
-        if self.net.xp is np:
-            rng_state = self.net.dropout_rng.bit_generator.state
         best = {k: v for k, v in self._best.items() if k != "params"}
         arrays = {"opt_" + k: backend.to_numpy(v) for k, v in self.opt.state.items()}
         if self._best["params"] is not None:
@@ -366,7 +362,6 @@ class Trainer:
             "batch": self.batch,
             "partial": dict(self._partial),
             "best": best,
-            "dropout_rng": rng_state,
             "optimizer": {"name": self.opt.name, "t": self.opt.t, "hyperparams": self.opt.hyperparams()},
             "history": self.history.to_dict(),
             "arrays": arrays,
@@ -382,10 +377,6 @@ class Trainer:
         self.opt.load_state_dict({"name": sd["optimizer"]["name"], "t": sd["optimizer"]["t"], "state": state}, xp)
         hist = sd["history"]
         self.history = History(list(hist["records"]), hist.get("best_epoch"), hist.get("stopped_early", False))
-        if self.batch > 0 and sd.get("dropout_rng") is not None and xp is np:
-            rng = np.random.default_rng()
-            rng.bit_generator.state = sd["dropout_rng"]
-            self.net.dropout_rng = rng
 
 
 @contextlib.contextmanager

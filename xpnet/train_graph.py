@@ -12,8 +12,8 @@ the captured step's GEMMs go through :mod:`xpnet.ops.cublas` (handle bound to th
 stream, preallocated workspace, no TF32).
 
 Supported: ReLU hidden layers, softmax + cross-entropy (label smoothing included), Adam,
-float32 / float64, any L2; no dropout, no augmentation. Anything else: :func:`make_trainer`
-returns the eager Trainer. If setting up, capturing or the first replay fails, the trainer
+float32 / float64, any L2, dropout (counter-based masks, ``ops.dropout``); no augmentation.
+Anything else: :func:`make_trainer` returns the eager Trainer. If setting up, capturing or the first replay fails, the trainer
 warns once and finishes the run with the eager loop.
 """
 
@@ -30,15 +30,11 @@ from .train import Trainer
 __all__ = ["GraphTrainer", "capture_supported", "graph_supported", "make_trainer"]
 
 
-def graph_supported(net, opt, dropout=None, augment=None) -> tuple[bool, str]:
+def graph_supported(net, opt, augment=None) -> tuple[bool, str]:
     """``(True, "")`` when the captured step implements this configuration, else ``(False, reason)``.
 
     Pure Python (no GPU needed); the device is checked separately by :func:`make_trainer`.
-    ``dropout`` defaults to ``net.dropout``.
     """
-    dropout = net.dropout if dropout is None else float(dropout)
-    if dropout and dropout > 0:
-        return False, f"dropout ({dropout:g}) needs per-step random masks, which the graph step does not draw"
     if augment is not None:
         return False, "data augmentation runs per batch outside the graph step"
     if getattr(opt, "name", None) != "adam":

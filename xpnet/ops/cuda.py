@@ -36,6 +36,7 @@ KERNEL_NAMES = {
         "softmax_xent_f64_i32", "softmax_xent_f64_i64",
     ),
     "adam.cu": ("adam_step_f32", "adam_step_f64"),
+    "dropout.cu": ("dropout_f32", "dropout_f64", "dropout_backward_f32", "dropout_backward_f64"),
     "step.cu": (
         "gather_batch_f32", "gather_batch_f64",
         "bias_add_f32", "bias_add_f64",
@@ -312,6 +313,34 @@ def l2_grad(dW, W, coef, loss_acc, loss_coef):
             (dW, W, np.int64(W.size), np.float64(coef), loss_acc, np.float64(loss_coef)),
         )
     return dW
+
+
+def dropout(H, D, U, rate, seed, t, layer):
+    """Inverted dropout with counter-based masks (``t``: a device int32[1], read on the device)."""
+    _expect("D", D, H.shape)
+    _expect("U", U, H.shape)
+    _on_device(H, D, U)
+    sfx = _float_suffix(H, D, U)
+    if sfx is None or not (hasattr(t, "shape") and _counter("t", t)):
+        return reference.dropout(H, D, U, rate, seed, t, layer)
+    if H.size:
+        args = (H, D, U, np.int64(H.size), np.int64(int(seed) % 2**63), t, np.int64(layer),
+                np.int64(reference.dropout_threshold(rate)), H.dtype.type(1.0 / (1.0 - rate)))
+        _kernel("dropout.cu", f"dropout_{sfx}")(_grid_1d(H.size), (BLOCK,), args)
+    return D
+
+
+def dropout_backward(dD, U, dH):
+    """``dH = dD * U``; ``dH`` may be ``dD``."""
+    _expect("dD", dD, U.shape)
+    _expect("dH", dH, U.shape)
+    _on_device(dD, U, dH)
+    sfx = _float_suffix(dD, U, dH)
+    if sfx is None:
+        return reference.dropout_backward(dD, U, dH)
+    if U.size:
+        _kernel("dropout.cu", f"dropout_backward_{sfx}")(_grid_1d(U.size), (BLOCK,), (dD, U, dH, np.int64(U.size)))
+    return dH
 
 
 @functools.lru_cache(maxsize=None)

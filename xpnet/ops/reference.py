@@ -10,6 +10,10 @@ same signatures and are tested against these in one parametrized module
   true (on the GPU that costs one host sync, so the trainer, which checks its labels once
   per data set, passes ``validate=False``; an unchecked bad label then gives a NaN loss).
 
+Random numbers come from a counter-based hash (SplitMix64 of seed, step and element index),
+not from a generator's state, so the same masks appear in every implementation, inside a
+captured graph, and in a resumed run.
+
 Per-step counters live in 1-element arrays (``t``: optimizer steps taken, ``t0``: its value
 at the epoch's first batch), never in Python ints, so one captured CUDA graph serves every
 step: the batch offset is ``(t - t0) * batch_size`` and Adam's step count is ``t``.
@@ -17,8 +21,14 @@ step: the batch offset is ``(t - t0) * batch_size`` and Adam's step count is ``t
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import get_array_module
 from ..errors import DataError
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+DROPOUT_BITS = 24  # uniform integers in [0, 2^24): compared with an integer threshold, exact everywhere
 
 
 def _count(a) -> int:
@@ -131,6 +141,55 @@ def step_metrics(Z, labels, loss_rows, loss_acc, correct_acc, t):
     correct_acc += (Z.argmax(axis=1) == labels).sum()
     t += 1
     return loss_acc
+
+
+def _mix(z):
+    """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic)."""
+    xp = get_array_module(z)
+    z = (z ^ (z >> xp.uint64(30))) * xp.uint64(_MIX1)
+    z = (z ^ (z >> xp.uint64(27))) * xp.uint64(_MIX2)
+    return z ^ (z >> xp.uint64(31))
+
+
+def _mix_int(z: int) -> int:
+    """:func:`_mix` on one Python int, modulo 2^64."""
+    z &= 2**64 - 1
+    z = ((z ^ (z >> 30)) * _MIX1) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * _MIX2) & (2**64 - 1)
+    return z ^ (z >> 31)
+
+
+def dropout_stream(seed: int, t: int, layer: int) -> int:
+    """The per-(seed, step, layer) key every element's hash starts from."""
+    return _mix_int(_mix_int(int(seed) * _GOLDEN + int(t)) + int(layer) * _GOLDEN)
+
+
+def dropout_threshold(rate: float) -> int:
+    """Drop an element when its 24-bit uniform integer is below this."""
+    return int(round(float(rate) * 2**DROPOUT_BITS))
+
+
+def dropout(H, D, U, rate, seed, t, layer):
+    """Inverted dropout: ``U = keep / (1 - rate)`` (keep = 0 or 1), ``D = H * U``. H, D, U: (m, n).
+
+    Element ``i`` of layer ``layer`` at step ``t`` (1-element array or int) is kept when
+    ``mix(mix(mix(seed·φ + t) + layer·φ) + i·φ) >> 40 >= round(rate · 2^24)`` (φ: the golden
+    ratio constant, SplitMix64's increment): a pure function of (seed, t, layer, i).
+    """
+    xp = get_array_module(H)
+    stream = np.uint64(dropout_stream(seed, _count(t), layer))
+    idx = xp.arange(H.size, dtype=np.uint64).reshape(H.shape)
+    bits = _mix(stream + idx * np.uint64(_GOLDEN)) >> np.uint64(64 - DROPOUT_BITS)
+    keep = bits >= np.uint64(dropout_threshold(rate))
+    xp.multiply(keep, H.dtype.type(1.0 / (1.0 - rate)), out=U)
+    xp.multiply(H, U, out=D)
+    return D
+
+
+def dropout_backward(dD, U, dH):
+    """``dH = dD * U`` (the dropout mask of the forward pass); ``dH`` may be ``dD``."""
+    get_array_module(U).multiply(dD, U, out=dH)
+    return dH
 
 
 def l2_grad(dW, W, coef, loss_acc, loss_coef):
