@@ -144,11 +144,40 @@ def test_trailing_garbage(tmp_path):
         read_idx(path)
 
 
-def test_header_claiming_huge_sizes_is_truncated_not_a_memory_error(tmp_path):
+def test_header_claiming_huge_sizes_is_refused_before_reading(tmp_path):
     path = tmp_path / "liar"
     path.write_bytes(b"\x00\x00\x0e\x03" + b"\xff\xff\xff\xff" * 3 + bytes(8))
-    with pytest.raises(DataError, match="liar: truncated IDX file: expected .* got 8"):
+    with pytest.raises(DataError, match=r"liar: IDX header declares shape \(4294967295, 4294967295, 4294967295\) = .* more than"):
         read_idx(path)
+    path.write_bytes(b"\x00\x00\x08\x02" + (1000).to_bytes(4, "big") * 2 + bytes(8))  # 1 MB claimed, 8 there
+    with pytest.raises(DataError, match="liar: truncated IDX file: expected 1000000 bytes of data, got 8"):
+        read_idx(path)
+    with pytest.raises(DataError, match="more than the 999,999 this reader accepts"):
+        read_idx(path, max_bytes=999_999)
+
+
+def test_gzip_bomb_stops_at_the_declared_size(tmp_path):
+    """A gzip stream far longer than its header says is refused after reading declared + 1 bytes."""
+    import gzip
+    import tracemalloc
+
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    declared = (100, 28, 28)  # 78,400 bytes declared; the stream inflates to 64 MB
+    header = b"\x00\x00\x08\x03" + b"".join(d.to_bytes(4, "big") for d in declared)
+    with gzip.open(path, "wb", compresslevel=1) as fh:
+        fh.write(header)
+        zeros = bytes(1 << 20)
+        for _ in range(64):
+            fh.write(zeros)
+    assert path.stat().st_size < 400_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"bomb-idx3-ubyte\.gz: more unexpected bytes after the pixel data"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak  # was the whole 64 MB stream (and 6.3 GB for a 3 GB one)
 
 
 def test_corrupt_gzip(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import xpnet
-from xpnet.errors import ConfigError, DataError, DeviceError, ModelFileError, ShapeError
+from xpnet.errors import ConfigError, DataError, DeviceError, ModelFileError, OutputError, ShapeError
 
 
 def test_layout_follows_the_course_notes_and_torch():
@@ -82,7 +82,7 @@ def test_load_errors(tmp_path):
 
 
 def test_save_to_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelFileError, match="folder .*missing does not exist"):
+    with pytest.raises(OutputError, match="folder .*missing does not exist"):
         xpnet.MLP([3, 2]).save(tmp_path / "missing" / "m.npz")
 
 

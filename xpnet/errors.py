@@ -41,3 +41,7 @@ class ModelFileError(XpnetError):
 
 class DivergedError(XpnetError):
     """Training produced a non-finite loss."""
+
+
+class OutputError(XpnetError):
+    """A file or folder that cannot be written (missing or read-only folder, disk full...)."""

@@ -375,10 +375,10 @@ class MLP:
         return X
 
     def save(self, path) -> None:
-        """Write weights + JSON metadata to ``path`` (.npz), atomically."""
-        from .serialize import save_model  # noqa: PLC0415
+        """Write weights + JSON metadata to ``path`` (.npz), atomically (``xpnet.load`` reads it)."""
+        from .fileio import model_payload, write_npz  # noqa: PLC0415 - a leaf: no cycle with serialize
 
-        save_model(self, path)
+        write_npz(path, *model_payload(self))
 
     def __repr__(self) -> str:
         shape = "-".join(str(s) for s in self.sizes)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, ModelFileError
+from ..errors import DataError, OutputError
+from ..fileio import atomic_write
 
 # IDX type code -> big-endian dtype stored in the file.
 IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
@@ -49,8 +50,27 @@ def _read_exact(fh, n: int, path, what: str) -> bytes:
     return chunk
 
 
-def read_idx(path) -> np.ndarray:
-    """The array stored in an IDX file, in native byte order (a fresh, writable array)."""
+MAX_BYTES = 4 << 30  # no MNIST-style file comes near 4 GiB; a header claiming more is refused unread
+
+
+def _read_at_most(fh, n: int, chunk: int = 1 << 22) -> bytes:
+    """Up to ``n`` bytes, read in chunks: memory grows with the data really there (a gzip bomb
+    stops at ``n``; a lying header never makes us allocate ``n`` up front)."""
+    parts, got = [], 0
+    while got < n:
+        part = fh.read(min(chunk, n - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def read_idx(path, max_bytes: int | None = MAX_BYTES) -> np.ndarray:
+    """The array stored in an IDX file, in native byte order (a fresh, writable array).
+
+    Never reads more than the header's declared size plus one byte (through gzip too), and
+    refuses a declared size above ``max_bytes`` before reading any data."""
     path = Path(path)
     try:
         opener = gzip.open if _first_bytes(path) == _GZIP_MAGIC else open
@@ -69,7 +89,13 @@ def read_idx(path) -> np.ndarray:
             shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
             dtype = IDX_DTYPES[code]
             expected = math.prod(shape) * dtype.itemsize
-            payload = fh.read()  # grows with the real data: a lying header cannot make us allocate
+            if max_bytes is not None and expected > max_bytes:
+                raise DataError(f"{path}: IDX header declares shape {shape} = {expected:,} bytes, more than the "
+                                f"{max_bytes:,} this reader accepts (max_bytes)")
+            if opener is open:
+                payload = fh.read()  # a raw file's size is known: memory never exceeds it
+            else:
+                payload = _read_at_most(fh, expected + 1)  # one byte more tells "trailing data" apart
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -81,7 +107,8 @@ def read_idx(path) -> np.ndarray:
     if len(payload) < expected:
         raise DataError(f"{path}: truncated IDX file: expected {expected} bytes of {_what(ndim)}, got {len(payload)}")
     if len(payload) > expected:
-        raise DataError(f"{path}: {len(payload) - expected} unexpected bytes after the {_what(ndim)} "
+        extra = f"{len(payload) - expected}" if opener is open else "more"  # gzip: we stopped reading at one byte
+        raise DataError(f"{path}: {extra} unexpected bytes after the {_what(ndim)} "
                         f"of an IDX array of shape {shape}")
     return np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -91,8 +118,6 @@ def write_idx(path, array, compress: bool | None = None) -> Path:
 
     Atomic: a temp file beside ``path`` is renamed over it, so a crash never leaves half a file.
     """
-    from ..serialize import atomic_write  # noqa: PLC0415 - shared temp-file-and-rename helper
-
     path = Path(path)
     array = np.asarray(array)
     native = array.dtype.newbyteorder("=")
@@ -112,5 +137,5 @@ def write_idx(path, array, compress: bool | None = None) -> Path:
     payload = gzip.compress(buf.getvalue(), mtime=0) if compress else buf.getvalue()
     try:
         return atomic_write(path, lambda fh: fh.write(payload))
-    except ModelFileError as exc:  # same failure, but this is a data file
+    except OutputError as exc:  # same failure, but this is a data file
         raise DataError(str(exc)) from None
