@@ -147,11 +147,12 @@ def _values(kind):
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--limit", type=click.IntRange(min=20), default=None, help="Use only the first N training images.")
 @click.option("--seed", type=int, default=0)
-@click.option("--storage", default=None, help="Optuna storage URL shared by workers, e.g. sqlite:///study.db (bayes).")
-@click.option("--study-name", default=None, help="Optuna study name (with --storage: workers join it).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--storage", default=None, help="Database shared by workers (random/bayes): sqlite:///study.db on one machine, postgresql://user:pw@host/db across machines. --trials is then the study's total.")
+@click.option("--study-name", default=None, help="Study name; workers giving the same --storage and --study-name join one study.")
+@click.option("--heartbeat", type=click.FloatRange(min=0), default=None, help="With --storage: seconds between a worker's heartbeats; a worker silent for two has its trial marked FAIL and retried. 0: off. [default: 10]")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="This worker's folder (trials.json/csv, best.json, best_model.npz).")
 def tune(method, trials, timeout, epochs, lr, hidden, batch_size, l2, dropout, optimizer, dataset, data_dir, limit, seed,
-         storage, study_name, out):
+         storage, study_name, heartbeat, out):
     """Search learning rate, hidden size, batch size, L2, dropout and optimizer.
 
     \b
@@ -162,14 +163,25 @@ def tune(method, trials, timeout, epochs, lr, hidden, batch_size, l2, dropout, o
     Examples:
       xpnet tune --method random --trials 20 --epochs 3 --limit 10000 --out runs/tune
       xpnet tune --method bayes --storage sqlite:///study.db --study-name s --trials 10 --out runs/tune
+      # on every machine (docs/distributed.md): one study of 100 trials in all
+      xpnet tune --method bayes --storage postgresql://xpnet:PW@db-host/xpnet --study-name s1 --trials 100 --out runs/w$HOSTNAME
     """
     from .sweep import prepare_data
-    from .tune import build_space, import_optuna, leaderboard_table, run_tune
+    from .tune import DEFAULT_HEARTBEAT, build_space, import_optuna, leaderboard_table, run_tune, storage_url
 
-    if method == "bayes":
+    if method == "grid" and (storage or study_name):
+        raise click.BadParameter("--storage/--study-name apply to --method random or bayes "
+                                 "(a grid across machines: xpnet sweep --storage)", param_hint="--storage")
+    if study_name and not storage:
+        raise click.BadParameter("--study-name needs --storage", param_hint="--study-name")
+    if heartbeat is not None and not storage:
+        raise click.BadParameter("--heartbeat needs --storage", param_hint="--heartbeat")
+    if method == "bayes" or storage:
         import_optuna()
-    elif storage or study_name:
-        raise click.BadParameter("--storage/--study-name only apply to --method bayes", param_hint="--storage")
+    if storage:
+        storage_url(storage)  # a bad URL or a missing driver: one line before the data is loaded
+        if not study_name:
+            raise click.BadParameter("--storage needs --study-name (the study the workers share)", param_hint="--study-name")
     given = {"lr": lr, "hidden": hidden, "batch_size": batch_size, "l2": l2, "dropout": dropout, "optimizer": optimizer}
     for name in optimizer or ():
         if name not in OPTIMIZERS:
@@ -178,7 +190,8 @@ def tune(method, trials, timeout, epochs, lr, hidden, batch_size, l2, dropout, o
     data = prepare_data(dataset if not data_dir else None, data_dir, limit)
     click.echo(f"tune ({method}): {data['name']}, {len(data['Xtr']):,} train / {len(data['Xv']):,} val, {epochs} epoch(s) per trial")
     rows = run_tune(method, data, out, trials=trials, epochs=epochs, timeout=timeout, seed=seed, grid=given,
-                    space=space, storage=storage, study_name=study_name, say=click.echo)
+                    space=space, storage=storage, study_name=study_name, say=click.echo,
+                    heartbeat=DEFAULT_HEARTBEAT if heartbeat is None else heartbeat)
     click.echo("\nLeaderboard (top 10 by validation accuracy):")
     click.echo(leaderboard_table(rows))
     click.echo(f"best configuration: {out / 'best.json'} · model: {out / 'best_model.npz'}")

@@ -6,8 +6,9 @@ dropout and optimizer. The objective is the validation accuracy after the last e
 the values given); ``random`` draws ``trials`` configurations inside ``DEFAULT_SPACE`` (or
 the bounds given) from a seeded generator; ``bayes`` lets Optuna's TPE sampler choose and
 its MedianPruner stop trials whose per-epoch validation accuracy is below the median of
-earlier trials at the same epoch. With ``storage`` (e.g. ``sqlite:///study.db``) and a
-``study_name`` several processes can work on one study.
+earlier trials at the same epoch. With ``storage`` (``sqlite:///study.db`` on one machine,
+``postgresql://user:pw@host/db`` across machines) and a ``study_name`` any number of workers
+work on one study of ``trials`` trials in all (random or bayes); see docs/distributed.md.
 
 Outputs in ``out``: ``trials.json``/``trials.csv`` (every trial of this process, or of the
 whole study for bayes), ``best.json`` (best configuration and score) and
@@ -49,7 +50,10 @@ DEFAULT_SPACE = {
     "dropout": ("float", 0.0, 0.5),
     "optimizer": ("choice", list(OPTIMIZER_NAMES)),
 }
-TRIAL_FIELDS = ["number", "state", "value", *PARAMS, "epochs_run", "seconds"]
+DEFAULT_HEARTBEAT = 10  # seconds; a worker silent for 2 heartbeats is declared dead and its trial retried
+MAX_RETRY = 3
+_FINISHED = ("COMPLETE", "PRUNED")
+TRIAL_FIELDS = ["number", "state", "value", *PARAMS, "epochs_run", "seconds", "retry_of"]
 
 
 # ---------------------------------------------------------------------------- search spaces
@@ -186,12 +190,21 @@ class _Best:
 # ---------------------------------------------------------------------------- searches
 def run_tune(method: str, data: dict, out, trials: int = 20, epochs: int = 3, timeout: float | None = None,
              seed: int = 0, grid: dict | None = None, space: dict | None = None, storage: str | None = None,
-             study_name: str | None = None, say=print) -> list[dict]:
-    """Run a search; returns the trial rows (see ``TRIAL_FIELDS``), best first."""
+             study_name: str | None = None, say=print, heartbeat: float | None = DEFAULT_HEARTBEAT) -> list[dict]:
+    """Run a search; returns the trial rows (see ``TRIAL_FIELDS``), best first.
+
+    With ``storage`` (an RDB URL: ``sqlite:///f.db``, ``postgresql://...``) and ``study_name``,
+    any number of processes on any number of machines work on one study (random or bayes):
+    ``trials`` is the study's total, and a worker silent for two ``heartbeat`` periods has its
+    trial marked FAIL and retried by another."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if method == "bayes":
-        rows = _run_bayes(data, out, trials, epochs, timeout, seed, space or DEFAULT_SPACE, storage, study_name, say)
+    if storage is not None and method == "grid":
+        raise ConfigError("--storage works with --method random or bayes; for a grid across machines use "
+                          "xpnet sweep --storage")
+    if method == "bayes" or (method == "random" and storage is not None):
+        rows = _run_bayes(data, out, trials, epochs, timeout, seed, space or DEFAULT_SPACE, storage, study_name, say,
+                          method=method, heartbeat=heartbeat)
     elif method in ("grid", "random"):
         configs = grid_configs(grid) if method == "grid" else random_configs(trials, space, seed)
         rows = _run_list(method, configs, data, out, epochs, timeout, seed, say)
@@ -224,23 +237,99 @@ def import_optuna():
     try:
         import optuna
     except ImportError:
-        raise ConfigError("--method bayes needs Optuna: pip install 'xpnet[tune]'") from None
+        raise ConfigError("--method bayes and --storage need Optuna: pip install 'xpnet[tune]'") from None
     return optuna
 
 
-def _run_bayes(data, out, trials, epochs, timeout, seed, space, storage, study_name, say) -> list[dict]:
+
+
+def storage_url(url: str) -> str:
+    """A plain ``postgresql://`` URL with the PostgreSQL driver that is installed (psycopg 3 or
+    psycopg2): SQLAlchemy's default for a bare ``postgresql://`` depends on its version."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(f"--storage {url!r} is not a database URL (e.g. sqlite:///study.db or "
+                          "postgresql://user:password@host/db)")
+    if scheme in ("postgresql", "postgres"):
+        import importlib.util  # noqa: PLC0415
+
+        for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+            if importlib.util.find_spec(module) is not None:
+                return f"{dialect}://{rest}"
+        raise ConfigError("a postgresql:// storage needs a PostgreSQL driver: pip install 'xpnet[tune]' (psycopg)")
+    return url
+
+
+def open_storage(optuna, url: str | None, heartbeat: float | None = DEFAULT_HEARTBEAT, retry: bool = True):
+    """Optuna's RDB storage for ``url`` with a heartbeat (``heartbeat`` seconds; 0/None: off) whose
+    stale trials are marked FAIL and, with ``retry``, re-queued with the same parameters."""
+    if url is None:
+        return None
+    kwargs = {}
+    if heartbeat:
+        interval = max(1, int(round(heartbeat)))
+        kwargs.update(heartbeat_interval=interval, grace_period=2 * interval)
+        if retry:
+            import inspect  # noqa: PLC0415
+
+            if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters:
+                kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY)
+            else:  # Optuna < 4.6
+                kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(MAX_RETRY)
+    engine = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine["connect_args"] = {"timeout": 60}
+    last = None
+    for attempt in range(8):  # workers starting together race to create the schema
+        try:
+            import warnings  # noqa: PLC0415
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # heartbeat options are "experimental"
+                return optuna.storages.RDBStorage(storage_url(url), engine_kwargs=engine, **kwargs)
+        except ConfigError:
+            raise
+        except ImportError as exc:
+            raise ConfigError(f"cannot open the storage {url!r}: {str(exc).splitlines()[0]} "
+                              "(pip install 'xpnet[tune]')") from None
+        except Exception as exc:  # sqlalchemy OperationalError: server down, bad password, locked...
+            last = exc
+            time.sleep(0.2 * (attempt + 1))
+    raise ConfigError(f"cannot open the storage {url!r}: {str(last).splitlines()[0] if str(last) else type(last).__name__}")
+
+
+def retried_from(optuna, trial):
+    """The number of the trial that ``trial`` retries (None for a fresh one)."""
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    import warnings  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cls.retried_trial_number(trial)
+
+
+def _run_bayes(data, out, trials, epochs, timeout, seed, space, storage, study_name, say, method="bayes",
+               heartbeat=DEFAULT_HEARTBEAT) -> list[dict]:
     optuna = import_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    best = _Best(out, "bayes")
+    best = _Best(out, method)
     # Workers sharing a storage must not draw the same start-up points: seed only single-process studies.
-    sampler = optuna.samplers.TPESampler(seed=seed if storage is None else None)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    study = _open_study(optuna, sampler, pruner, storage, study_name)
+    if method == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed if storage is None else None)
+        pruner = optuna.pruners.NopPruner()
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed if storage is None else None)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    rdb = open_storage(optuna, storage, heartbeat)
+    study = _open_study(optuna, sampler, pruner, rdb, study_name, storage)
     seconds = {}
 
     def objective(trial):
         config = suggest_config(trial, space)
         start = time.perf_counter()
+        again = retried_from(optuna, study._storage.get_trial(trial._trial_id))  # needs a FrozenTrial
+        if again is not None:
+            say(f"trial {trial.number}: retries trial {again} (its worker stopped sending heartbeats)")
 
         def report(record, trainer):
             trial.report(record["val_acc"], record["epoch"] - 1)
@@ -258,7 +347,10 @@ def _run_bayes(data, out, trials, epochs, timeout, seed, space, storage, study_n
         say(f"trial {trial.number}: {describe(config)} → val {value * 100:.2f}% ({seconds[trial.number]:.1f} s){marker}")
         return value
 
-    study.optimize(objective, n_trials=trials, timeout=timeout, catch=())
+    if rdb is None:
+        study.optimize(objective, n_trials=trials, timeout=timeout, catch=())
+    else:
+        _work(optuna, study, objective, trials, timeout, heartbeat, say)
     rows = []
     for t in study.trials:
         config = dict(t.params)
@@ -266,22 +358,54 @@ def _run_bayes(data, out, trials, epochs, timeout, seed, space, storage, study_n
             continue
         rows.append(dict(_plain(config), number=t.number, state=t.state.name, value=t.value,
                          epochs_run=t.user_attrs.get("epochs_run", len(t.intermediate_values)),
-                         seconds=t.user_attrs.get("seconds", seconds.get(t.number))))
+                         seconds=t.user_attrs.get("seconds", seconds.get(t.number)),
+                         retry_of=retried_from(optuna, t)))
     return rows
 
 
-def _open_study(optuna, sampler, pruner, storage, study_name, attempts: int = 8):
-    """Create or join the study; retried because workers starting together race to create the
-    SQLite schema ("table ... already exists" / "database is locked")."""
+def _work(optuna, study, objective, total, timeout, heartbeat, say) -> None:
+    """One worker of a shared study: run trials until ``total`` trials of the study have finished.
+
+    A worker starts a trial only when finished + running trials fall short of ``total`` or a
+    retry is waiting; otherwise it waits (a running trial's worker may still die, and its
+    retry needs a live worker). Stale trials are failed (and re-queued) by every worker."""
+    import warnings  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    poll = min(1.0, heartbeat / 2) if heartbeat else 1.0
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(t.state.name in _FINISHED for t in trials)
+        running = sum(t.state.name == "RUNNING" for t in trials)
+        waiting = sum(t.state.name == "WAITING" for t in trials)
+        if done >= total:
+            say(f"study {study.study_name}: {done} trial(s) finished (--trials {total}); this worker stops")
+            return
+        if timeout is not None and time.perf_counter() - t0 > timeout:
+            say(f"timeout after {time.perf_counter() - t0:.0f} s: {total - done} trial(s) of the study not finished")
+            return
+        if waiting or done + running < total:
+            study.optimize(objective, n_trials=1, catch=())
+        elif not heartbeat:
+            return  # nobody can tell a dead worker from a slow one: leave the running trials to their workers
+        else:
+            time.sleep(poll)
+
+
+def _open_study(optuna, sampler, pruner, storage, study_name, url=None, attempts: int = 8):
+    """Create or join the study; retried because workers starting together race to create it."""
     for attempt in range(attempts):
         try:
             return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, storage=storage,
                                        study_name=study_name, load_if_exists=True)
         except (ValueError, ImportError) as exc:
-            raise ConfigError(f"cannot open the Optuna study (storage {storage!r}): {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"cannot open the Optuna study (storage {url!r}): {str(exc).splitlines()[0]}") from None
         except Exception as exc:  # sqlalchemy OperationalError/IntegrityError from a concurrent creator
             if storage is None or attempt == attempts - 1:
-                raise ConfigError(f"cannot open the Optuna study (storage {storage!r}): {str(exc).splitlines()[0]}") from None
+                raise ConfigError(f"cannot open the Optuna study (storage {url!r}): {str(exc).splitlines()[0]}") from None
             time.sleep(0.2 * (attempt + 1))
 
 
