@@ -327,6 +327,16 @@ def run_study(dataset, data_dir, out, parts=PARTS, hiddens=((10,), (256,), (512,
     hiddens = [tuple(h) for h in hiddens]
     results: dict = {}
     part_s: dict = {}
+    def meta():
+        return {
+            "dataset": data["name"], "source": data["source"], "n_train": int(len(data["Xtr"])),
+            "n_val": int(len(data["Xv"])), "n_test": int(len(data["Xte"])), "seeds": list(seeds), "command": command,
+            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "device": backend.device_name("cpu"),
+            "total_s": time.perf_counter() - t_start, "part_s": dict(part_s), "batch_budget_s": batch_budget_s,
+            "shared": os.getloadavg()[0] > (os.cpu_count() or 1) * 0.75, "load_avg": os.getloadavg()[0], "limit": limit,
+            "complete": len(part_s) == len(parts),
+        }
+
     for part in parts:
         t0 = time.perf_counter()
         say(f"[{part}]")
@@ -350,14 +360,8 @@ def run_study(dataset, data_dir, out, parts=PARTS, hiddens=((10,), (256,), (512,
             for line in res["summary"]:
                 say(f"  {line}")
         part_s[part] = time.perf_counter() - t0
-    results["meta"] = {
-        "dataset": data["name"], "source": data["source"], "n_train": int(len(data["Xtr"])), "n_val": int(len(data["Xv"])),
-        "n_test": int(len(data["Xte"])), "seeds": list(seeds), "command": command,
-        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "device": backend.device_name("cpu"),
-        "total_s": time.perf_counter() - t_start, "part_s": part_s, "batch_budget_s": batch_budget_s,
-        "shared": os.getloadavg()[0] > (os.cpu_count() or 1) * 0.75, "load_avg": os.getloadavg()[0], "limit": limit,
-    }
-    write_report(results, Path(out))
+        results["meta"] = meta()
+        write_report(results, Path(out))  # after every part: a crash later loses nothing done so far
     return results
 
 
