@@ -31,10 +31,7 @@ import numpy as np
 from . import __version__, backend
 from .errors import ConfigError, ModelFileError, ShapeError
 
-try:  # the atomic-write helpers may move from serialize.py to fileio.py
-    from .fileio import atomic_write, check_writable
-except ImportError:  # pragma: no cover - depends on the tree's state
-    from .serialize import atomic_write, check_writable
+from .fileio import atomic_write, check_writable
 
 DEFAULT_OPSET = 17  # onnxruntime >= 1.13; IR version 8
 MIN_OPSET = 13  # Softmax/Gemm in their current form

@@ -25,7 +25,7 @@ def get_pyplot():
 
 def save_figure(fig, path, dpi: int = 100) -> Path:
     """Lay out, write atomically as PNG, close."""
-    from .serialize import atomic_write
+    from .fileio import atomic_write
 
     plt = get_pyplot()
     fig.tight_layout()

@@ -155,7 +155,7 @@ def summary_lines(result: dict) -> list[str]:
 
 def write_outputs(result: dict, out) -> list[Path]:
     """``init_study.json``, ``init_study.csv``, ``init_study.md`` and (with matplotlib) the PNG grids."""
-    from ..serialize import atomic_write
+    from ..fileio import atomic_write
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

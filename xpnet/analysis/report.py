@@ -140,7 +140,7 @@ def detect(folder: Path) -> list[str]:
 
 def build_report(dirs, out, title: str = "xpnet report", say=print) -> list[Path]:
     """Write ``report.md`` and ``report.html`` (plus PNGs) into ``out``; returns the paths written."""
-    from ..serialize import atomic_write
+    from ..fileio import atomic_write
 
     out = Path(out)
     found = []
@@ -309,7 +309,8 @@ def confusion_section(rep: Report, folder: Path, meta: dict, rows: list, prefix:
         return
     from ..data import load_dataset
     from ..errors import XpnetError
-    from ..serialize import atomic_write, load
+    from ..fileio import atomic_write
+    from ..serialize import load
 
     try:
         net = load(model_path)

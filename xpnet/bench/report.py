@@ -79,7 +79,7 @@ def _versions() -> dict:
 
 def write_outputs(results, table: str, out: Path, meta: dict) -> list[Path]:
     from .. import backend
-    from ..serialize import atomic_write
+    from ..fileio import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(meta, cpu=backend.device_name("cpu"), versions=_versions())
