@@ -31,7 +31,7 @@ import numpy as np
 from . import __version__, backend
 from .errors import ConfigError, ModelFileError, ShapeError
 
-from .fileio import atomic_write, check_writable
+from .fileio import atomic_write
 
 DEFAULT_OPSET = 17  # onnxruntime >= 1.13; IR version 8
 MIN_OPSET = 13  # Softmax/Gemm in their current form
