@@ -57,8 +57,12 @@ def _dataset_label(dataset, data_dir):
 @click.option("--limit", type=click.IntRange(min=20), default=None, help="Use only the first N training images (quick runs).")
 @click.option("--augment", is_flag=True, help="Random shifts/rotations of training images.")
 @click.option("--seed", type=int, default=0, help="First seed.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Results folder (runs already there are skipped).")
-def sweep(hidden, optimizers, activations, inits, devices, epochs, repeats, batch_size, lr, dataset, data_dir, limit, augment, seed, out):
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Results folder (runs already there are skipped); with --storage, this worker's own runs.")
+@click.option("--storage", default=None, help="Database shared by workers: sqlite:///sweep.db on one machine, postgresql://user:pw@host/db across machines. Each run is trained exactly once by one of them.")
+@click.option("--study-name", default=None, help="Name of the shared sweep (with --storage).")
+@click.option("--heartbeat", type=click.FloatRange(min=0), default=None, help="With --storage: seconds between heartbeats; a worker silent for two loses its run to another. 0: off. [default: 10]")
+def sweep(hidden, optimizers, activations, inits, devices, epochs, repeats, batch_size, lr, dataset, data_dir, limit, augment, seed, out,
+          storage, study_name, heartbeat):
     """Train every combination of the options (× repeats) and collect the results.
 
     \b
@@ -68,14 +72,26 @@ def sweep(hidden, optimizers, activations, inits, devices, epochs, repeats, batc
     Example:
       xpnet sweep --hidden 10,256,512,1024 --epochs 5 --repeats 3 --out runs/sweep
       xpnet report runs/sweep
+      # the same grid on several machines, each run once (docs/distributed.md):
+      xpnet sweep --hidden 10,256,512,1024 --repeats 3 --storage postgresql://xpnet:PW@db-host/xpnet --study-name g1 --out runs/w$HOSTNAME
     """
     from .sweep import make_grid, run_sweep
+
+    if (study_name or heartbeat is not None) and not storage:
+        raise click.BadParameter("--study-name/--heartbeat need --storage", param_hint="--storage")
+    if storage:
+        from .tune import import_optuna, storage_url
+
+        import_optuna()
+        storage_url(storage)
+        if not study_name:
+            raise click.BadParameter("--storage needs --study-name (the sweep the workers share)", param_hint="--study-name")
 
     configs = make_grid(hidden, optimizers, activations, inits, devices, repeats, epochs, batch_size, lr=lr,
                         dataset=_dataset_label(dataset, data_dir), limit=limit, augment=augment, seed=seed)
     click.echo(f"sweep: {len(configs)} run(s) = {len(hidden)} shape(s) × {len(optimizers)} optimizer(s) × "
                f"{len(activations)} activation(s) × {len(inits)} init(s) × {len(devices)} device(s) × {repeats} seed(s)")
-    run_sweep(configs, out, data_dir=data_dir, say=click.echo)
+    run_sweep(configs, out, data_dir=data_dir, say=click.echo, storage=storage, study_name=study_name, heartbeat=heartbeat)
 
 
 # ---------------------------------------------------------------------------- analyze

@@ -154,13 +154,18 @@ def write_results(out: Path, data: dict) -> None:
     atomic_write(out / RESULTS_CSV, lambda fh: fh.write(csv_text(data["results"])), mode="w")
 
 
-def run_sweep(configs: list[dict], out, data_dir=None, say=print) -> dict:
+def run_sweep(configs: list[dict], out, data_dir=None, say=print, storage: str | None = None,
+              study_name: str | None = None, heartbeat: float | None = None) -> dict:
     """Train every config not already in ``out``; returns the results dict (``meta``, ``results``).
 
-    ``say`` gets one progress line per run (``run``/``skip``) and a summary.
+    ``say`` gets one progress line per run (``run``/``skip``) and a summary. With ``storage``
+    (an RDB URL) and ``study_name``, any number of workers share the grid: each run is claimed
+    in the database before it is trained, so every grid point × seed runs exactly once across
+    all workers; each worker writes only its own runs to its own ``out``. A worker that stops
+    sending heartbeats loses its claim and another worker trains that run again.
     """
     from .. import backend
-    from ..serialize import atomic_write
+    from ..fileio import atomic_write
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,17 +181,38 @@ def run_sweep(configs: list[dict], out, data_dir=None, say=print) -> dict:
     if not (out / BEST_MODEL).exists():
         best_acc = -1.0
     t_start = time.perf_counter()
-    for i, config in enumerate(configs, 1):
+    claims = _Claims(storage, study_name, heartbeat, say) if storage else None
+    by_others = 0
+    if claims is not None:
+        data_all.setdefault("meta", {}).update(study=study_name, worker=claims.worker)
+    queue = list(enumerate(configs, 1))
+    while queue:
+        i, config = queue.pop(0)
         rid = run_id(config)
         prefix = f"[{i}/{len(configs)}]"
         if rid in done:
             say(f"{prefix} skip {rid} (already in {out})")
             continue
         key = (config["dataset"], config["limit"])
+        if claims is not None:
+            state = claims.claim(rid)
+            if state == "done":
+                say(f"{prefix} skip {rid} (trained by another worker)")
+                by_others += 1
+                todo = [c for c in todo if run_id(c) != rid]
+                continue
+            if state == "busy":  # another worker trains it: come back to it (it may die)
+                queue.append((i, config))
+                if all(run_id(c) in claims.busy for _, c in queue):
+                    time.sleep(claims.poll)
+                continue
         if key not in datasets:
             datasets[key] = prepare_data(config["dataset"], data_dir, config["limit"])
         data = datasets[key]
-        net, history, row = train_one(config, data)
+        if claims is not None:
+            net, history, row = claims.run(rid, lambda: train_one(config, data))
+        else:
+            net, history, row = train_one(config, data)
         atomic_write(out / "curves" / f"{rid}.json",
                      lambda fh: json.dump({"run_id": rid, "config": config, "records": history.records}, fh, indent=1), mode="w")
         data_all["results"].append(row)
@@ -205,6 +231,90 @@ def run_sweep(configs: list[dict], out, data_dir=None, say=print) -> dict:
             f"{row['median_epoch_s']:.2f} s/epoch · {row['total_s']:.1f} s")
     if not todo and data_all["results"] and not (out / RESULTS_CSV).exists():
         write_results(out, data_all)  # results.json was there but the CSV was lost
-    say(f"{len(todo)} run(s) trained, {skipped} skipped (already in {out}) in {time.perf_counter() - t_start:.1f} s; "
+    others = f", {by_others} trained by other workers" if claims is not None else ""
+    say(f"{len(todo)} run(s) trained, {skipped} skipped (already in {out}){others} in {time.perf_counter() - t_start:.1f} s; "
         f"results in {out / RESULTS_CSV}")
     return data_all
+
+
+class _Claims:
+    """Exactly-once runs across workers, on Optuna's RDB storage.
+
+    A run is claimed by creating the study ``NAME:RUN_ID#k`` (study names are unique in the
+    database, so exactly one worker's create succeeds) and trained inside that study's single
+    trial, whose heartbeat tells the other workers it is alive. A claim whose trial went stale
+    is marked FAIL and the run is claimed again as ``#k+1``; a COMPLETE trial means done."""
+
+    MAX_ATTEMPTS = 4
+
+    def __init__(self, storage, study_name, heartbeat, say):
+        import os
+        import socket
+
+        from .tune import DEFAULT_HEARTBEAT, import_optuna, open_storage, seed_heartbeats
+
+        if not study_name:
+            raise ConfigError("--storage needs --study-name (the sweep the workers share)")
+        self.optuna = import_optuna()
+        self.optuna.logging.set_verbosity(self.optuna.logging.WARNING)
+        heartbeat = DEFAULT_HEARTBEAT if heartbeat is None else heartbeat
+        self.rdb = open_storage(self.optuna, storage, heartbeat, retry=False)
+        self.name, self.say = study_name, say
+        self.poll = min(1.0, heartbeat / 2) if heartbeat else 1.0
+        self.grace = 2 * max(1, round(heartbeat)) if heartbeat else None
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.busy: set = set()
+        self.seeded: set = set()
+        self.empty_since: dict = {}
+        self.mine: dict = {}
+
+    def _study(self, rid, k, create):
+        name = f"{self.name}:{rid}#{k}"
+        if create:
+            return self.optuna.create_study(storage=self.rdb, study_name=name, direction="maximize")
+        return self.optuna.load_study(storage=self.rdb, study_name=name)
+
+    def claim(self, rid) -> str:
+        """``"mine"`` (train it now), ``"done"`` (another worker finished it) or ``"busy"``."""
+        DuplicatedStudyError = self.optuna.exceptions.DuplicatedStudyError
+        for k in range(self.MAX_ATTEMPTS):
+            try:
+                self.mine[rid] = self._study(rid, k, create=True)
+                self.busy.discard(rid)
+                return "mine"
+            except DuplicatedStudyError:
+                pass
+            study = self._study(rid, k, create=False)
+            from .tune import seed_heartbeats
+
+            seed_heartbeats(study, self.seeded, self.grace)  # a worker killed before its first beat
+            self.optuna.storages.fail_stale_trials(study)
+            states = {t.state.name for t in study.get_trials(deepcopy=False)}
+            if "COMPLETE" in states:
+                self.busy.discard(rid)
+                return "done"
+            if "RUNNING" in states or (not states and not self._empty_too_long(rid, k)):
+                self.busy.add(rid)
+                return "busy"
+            if k + 1 < self.MAX_ATTEMPTS:
+                self.say(f"run {rid}: attempt {k + 1} failed (its worker died or the run failed); claiming it again")
+        raise ConfigError(f"run {rid} failed {self.MAX_ATTEMPTS} times in study {self.name!r}; giving up")
+
+    def _empty_too_long(self, rid, k) -> bool:
+        """A claim with no trial yet: its worker is between two calls, or died there."""
+        if self.grace is None:
+            return False
+        first = self.empty_since.setdefault((rid, k), time.monotonic())
+        return time.monotonic() - first > 3 * self.grace
+
+    def run(self, rid, train):
+        study, result = self.mine.pop(rid), {}
+
+        def objective(trial):
+            trial.set_user_attr("worker", self.worker)
+            result["out"] = train()
+            trial.set_user_attr("test_acc", result["out"][2]["test_acc"])
+            return result["out"][2]["test_acc"]
+
+        study.optimize(objective, n_trials=1, catch=())
+        return result["out"]

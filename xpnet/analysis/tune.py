@@ -265,7 +265,10 @@ def open_storage(optuna, url: str | None, heartbeat: float | None = DEFAULT_HEAR
     stale trials are marked FAIL and, with ``retry``, re-queued with the same parameters."""
     if url is None:
         return None
+    import warnings  # noqa: PLC0415
+
     kwargs = {}
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat/retry API
     if heartbeat:
         interval = max(1, int(round(heartbeat)))
         kwargs.update(heartbeat_interval=interval, grace_period=2 * interval)
@@ -306,6 +309,26 @@ def retried_from(optuna, trial):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return cls.retried_trial_number(trial)
+
+
+def seed_heartbeats(study, seen: set, grace) -> None:
+    """Give every RUNNING trial older than ``grace`` seconds one heartbeat, once per worker.
+
+    Optuna never fails a RUNNING trial that has no heartbeat at all: a worker killed between
+    creating its trial and its heartbeat thread's first beat would leave the trial RUNNING
+    forever. One beat recorded here makes such a trial go stale ``grace`` seconds later; for a
+    live trial it only refreshes the beat its own worker keeps recording."""
+    import datetime  # noqa: PLC0415
+
+    if not grace:
+        return
+    now = datetime.datetime.now()
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name == "RUNNING" and t._trial_id not in seen and t.datetime_start is not None:
+            start = t.datetime_start.replace(tzinfo=None)
+            if (now - start).total_seconds() > grace:
+                seen.add(t._trial_id)
+                study._storage.record_heartbeat(t._trial_id)
 
 
 def _run_bayes(data, out, trials, epochs, timeout, seed, space, storage, study_name, say, method="bayes",
@@ -373,7 +396,10 @@ def _work(optuna, study, objective, total, timeout, heartbeat, say) -> None:
 
     t0 = time.perf_counter()
     poll = min(1.0, heartbeat / 2) if heartbeat else 1.0
+    grace = 2 * max(1, round(heartbeat)) if heartbeat else None
+    seeded: set = set()
     while True:
+        seed_heartbeats(study, seeded, grace)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             optuna.storages.fail_stale_trials(study)
