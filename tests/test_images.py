@@ -86,6 +86,22 @@ def test_corrupt_and_missing_files_name_the_file(tmp_path):
         load_image(tmp_path / "gone.png")
 
 
+def test_decompression_bomb_is_refused_with_our_message(tmp_path, monkeypatch):
+    """Pillow's limit is kept (scaled down here so the test stays small): above it a warning in
+    Pillow, above twice it an error; both are one DataError naming the file and the size."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    bar = np.full((40, 40), 255, dtype=np.uint8)
+    bar[5:30, 18:22] = 0
+    warn = _save(tmp_path / "warn.png", bar)  # 1,600 pixels: Pillow only warns
+    with pytest.raises(DataError, match=r"warn\.png: the image is 40×40 = 1,600 pixels, more than the 1,000 .*bomb"):
+        load_image(warn)
+    big = _save(tmp_path / "big.png", np.full((50, 50), 255, dtype=np.uint8))  # 2,500 pixels: Pillow refuses
+    with pytest.raises(DataError, match=r"big\.png: the image has more than 2,000 pixels, and xpnet decodes at most 1,000 .*bomb"):
+        load_image(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    assert load_image(_save(tmp_path / "ok.png", bar[:40, :40][:30])).shape == (28, 28)
+
+
 def test_missing_pillow_says_how_to_install(monkeypatch, dark_on_light):
     real_import = builtins.__import__
 

@@ -7,6 +7,7 @@ of a 28×28 field. Photos and drawings are brought to that form here.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +31,33 @@ def _pillow():
 
 def _grayscale(path: Path, Image) -> np.ndarray:
     """The image as float32 in [0, 1]; transparent pixels count as white paper."""
+    limit = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit (about 89 megapixels), kept
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with the size
+            img = Image.open(path)
+    except Image.DecompressionBombError:  # more than twice the limit: Pillow refuses to open it
+        raise DataError(f"{path}: the image has more than {2 * limit:,} pixels, and xpnet decodes at most {limit:,} "
+                        "(a decompression bomb?); scale it down first") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an image") from None
+    except Exception as exc:  # Pillow raises many types for undecodable files
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+    try:
+        with img:
+            if limit and img.width * img.height > limit:
+                raise DataError(f"{path}: the image is {img.width}×{img.height} = {img.width * img.height:,} pixels, "
+                                f"more than the {limit:,} xpnet decodes (a decompression bomb?); scale it down first")
             img.load()
             if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                 rgba = img.convert("RGBA")
                 paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(paper, rgba)
             return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not an image") from None
+    except DataError:
+        raise
     except Exception as exc:  # Pillow raises many types for undecodable files
         raise DataError(f"{path}: not a readable image ({exc})") from None
 
