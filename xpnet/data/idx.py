@@ -53,9 +53,10 @@ def _read_exact(fh, n: int, path, what: str) -> bytes:
 MAX_BYTES = 4 << 30  # no MNIST-style file comes near 4 GiB; a header claiming more is refused unread
 
 
-def _read_at_most(fh, n: int, chunk: int = 1 << 22) -> bytes:
+def _read_at_most(fh, n: int, chunk: int = 1 << 16) -> bytes:
     """Up to ``n`` bytes, read in chunks: memory grows with the data really there (a gzip bomb
-    stops at ``n``; a lying header never makes us allocate ``n`` up front)."""
+    stops at ``n``; a lying header never makes us allocate ``n`` up front: a buffered ``read(k)``
+    allocates ``k`` bytes before it knows how many there are, so ``k`` stays small)."""
     parts, got = [], 0
     while got < n:
         part = fh.read(min(chunk, n - got))
