@@ -92,3 +92,20 @@ def test_sweep_needs_out_and_data(tmp_path, capsys):
     assert code == 2 and "--out" in err
     code, _, err = run_cli(["sweep", "--data-dir", tmp_path / "nope", "--hidden", "8", "--out", tmp_path / "o"], capsys)
     assert code != 0 and "nope" in err and err.count("\n") == 1
+
+
+def test_sweep_storage_second_worker_skips_what_the_first_trained(data_dir, tmp_path, capsys):
+    pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'sweep.db'}"
+    args = ["sweep", "--data-dir", data_dir, "--hidden", "8;16", "--repeats", "2", "--epochs", "1", "--batch-size", "64",
+            "--storage", storage, "--study-name", "g"]
+    code, out, err = run_cli(args + ["--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+    first = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert len(first["results"]) == 4 and first["meta"]["study"] == "g"
+    code, out, err = run_cli(args + ["--out", tmp_path / "b"], capsys)
+    assert code == 0, err
+    assert out.count("trained by another worker") == 4 and "0 run(s) trained" in out
+    assert not (tmp_path / "b" / "results.json").exists() or not json.loads((tmp_path / "b" / "results.json").read_text())["results"]
+    code, out, err = run_cli(["sweep", "--data-dir", data_dir, "--storage", storage, "--out", tmp_path / "c"], capsys)
+    assert code == 2 and "--study-name" in err

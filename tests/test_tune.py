@@ -84,6 +84,21 @@ def test_storage_input_errors_are_one_line(tmp_path, capsys):
         assert words in err and "Traceback" not in err, (args, err)
 
 
+def test_unreachable_postgresql_is_one_line_without_the_password(data_dir, tmp_path, capsys):
+    pytest.importorskip("optuna")
+    pytest.importorskip("psycopg")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = main(["tune", "--method", "random", "--storage", f"postgresql://xpnet:s3cret@127.0.0.1:{port}/db",
+                 "--study-name", "s", "--data-dir", str(data_dir), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: cannot open the storage postgresql://xpnet:***@127.0.0.1") and err.count("\n") == 1, err
+    assert "s3cret" not in err and "Traceback" not in err
+
+
 def test_postgresql_url_gets_the_installed_driver(monkeypatch):
     import importlib.util
 

@@ -148,7 +148,7 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def write_results(out: Path, data: dict) -> None:
-    from ..serialize import atomic_write
+    from ..fileio import atomic_write
 
     atomic_write(out / RESULTS_JSON, lambda fh: json.dump(data, fh, indent=1), mode="w")
     atomic_write(out / RESULTS_CSV, lambda fh: fh.write(csv_text(data["results"])), mode="w")

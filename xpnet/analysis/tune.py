@@ -22,6 +22,7 @@ import io
 import itertools
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -174,7 +175,7 @@ class _Best:
             return -math.inf
 
     def offer(self, value, config, net, number, epochs, data) -> bool:
-        from ..serialize import atomic_write
+        from ..fileio import atomic_write
         from ..train import evaluate
 
         if value is None or not value > self.current():
@@ -248,7 +249,7 @@ def storage_url(url: str) -> str:
     psycopg2): SQLAlchemy's default for a bare ``postgresql://`` depends on its version."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ConfigError(f"--storage {url!r} is not a database URL (e.g. sqlite:///study.db or "
+        raise ConfigError(f"--storage {redact(url)!r} is not a database URL (e.g. sqlite:///study.db or "
                           "postgresql://user:password@host/db)")
     if scheme in ("postgresql", "postgres"):
         import importlib.util  # noqa: PLC0415
@@ -258,6 +259,11 @@ def storage_url(url: str) -> str:
                 return f"{dialect}://{rest}"
         raise ConfigError("a postgresql:// storage needs a PostgreSQL driver: pip install 'xpnet[tune]' (psycopg)")
     return url
+
+
+def redact(url) -> str:
+    """``url`` without its password, for messages."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", str(url))
 
 
 def open_storage(optuna, url: str | None, heartbeat: float | None = DEFAULT_HEARTBEAT, retry: bool = True):
@@ -283,7 +289,7 @@ def open_storage(optuna, url: str | None, heartbeat: float | None = DEFAULT_HEAR
     if url.startswith("sqlite"):
         engine["connect_args"] = {"timeout": 60}
     last = None
-    for attempt in range(8):  # workers starting together race to create the schema
+    for attempt in range(5):  # workers starting together race to create the schema
         try:
             import warnings  # noqa: PLC0415
 
@@ -293,12 +299,12 @@ def open_storage(optuna, url: str | None, heartbeat: float | None = DEFAULT_HEAR
         except ConfigError:
             raise
         except ImportError as exc:
-            raise ConfigError(f"cannot open the storage {url!r}: {str(exc).splitlines()[0]} "
+            raise ConfigError(f"cannot open the storage {redact(url)}: {str(exc).splitlines()[0]} "
                               "(pip install 'xpnet[tune]')") from None
         except Exception as exc:  # sqlalchemy OperationalError: server down, bad password, locked...
             last = exc
-            time.sleep(0.2 * (attempt + 1))
-    raise ConfigError(f"cannot open the storage {url!r}: {str(last).splitlines()[0] if str(last) else type(last).__name__}")
+            time.sleep(0.1 * (attempt + 1))
+    raise ConfigError(f"cannot open the storage {redact(url)}: {redact(str(last).splitlines()[0]) if str(last) else type(last).__name__}")
 
 
 def retried_from(optuna, trial):
@@ -428,10 +434,10 @@ def _open_study(optuna, sampler, pruner, storage, study_name, url=None, attempts
             return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, storage=storage,
                                        study_name=study_name, load_if_exists=True)
         except (ValueError, ImportError) as exc:
-            raise ConfigError(f"cannot open the Optuna study (storage {url!r}): {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"cannot open the Optuna study (storage {redact(url)}): {redact(str(exc).splitlines()[0])}") from None
         except Exception as exc:  # sqlalchemy OperationalError/IntegrityError from a concurrent creator
             if storage is None or attempt == attempts - 1:
-                raise ConfigError(f"cannot open the Optuna study (storage {url!r}): {str(exc).splitlines()[0]}") from None
+                raise ConfigError(f"cannot open the Optuna study (storage {redact(url)}): {redact(str(exc).splitlines()[0])}") from None
             time.sleep(0.2 * (attempt + 1))
 
 
@@ -460,7 +466,7 @@ def leaderboard_table(rows: list[dict], top: int = 10) -> str:
 
 
 def write_trials(out: Path, rows: list[dict], method: str) -> None:
-    from ..serialize import atomic_write
+    from ..fileio import atomic_write
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=TRIAL_FIELDS, extrasaction="ignore")
