@@ -4,7 +4,7 @@ Whatever the moment, what is on disk at each path is the old complete file or th
 file (it loads, and it is byte-identical to the old one or belongs to the new run), and
 ``--resume`` from the surviving checkpoint finishes the run with the weights of an uninterrupted
 one. Half of the kills land at uniformly random moments; the other half are aimed at writes: they
-wait for a write's temporary file to appear and kill a random 0-30 ms later. The training
+wait for the j-th write's temporary file to appear and kill a random 0-30 ms later. The training
 processes are forked from this one (no interpreter start-up) and run the real CLI.
 """
 
@@ -23,7 +23,7 @@ from conftest import write_synthetic_idx
 from xpnet.serialize import load_checkpoint
 
 FORK = multiprocessing.get_context("fork")
-KILLS = 10
+KILLS = 8
 
 
 def _child(args):
@@ -84,11 +84,12 @@ def test_sigkill_while_writing_leaves_old_or_new_and_resume_continues(data_dir, 
         p = _train(_args(data_dir, run, 0), wait=False)
         if k % 2 == 0:
             time.sleep(rng.uniform(0, full))
-        else:  # aim at a write: its temporary file appears, then a random moment inside it
+        else:  # aim at the j-th write (checkpoints of epochs 1-3, then --out): its temp file appears, then a
+            # random moment inside it
+            j, seen = 1 + (k // 2) % 4, set()
             deadline = time.monotonic() + full * 2
-            while time.monotonic() < deadline and p.is_alive():
-                if any(name.endswith(".tmp") for name in os.listdir(run)):
-                    break
+            while time.monotonic() < deadline and p.is_alive() and len(seen) < j:
+                seen.update(name for name in os.listdir(run) if name.endswith(".tmp"))
                 time.sleep(0.001)
             time.sleep(rng.uniform(0, 0.03))
         os.kill(p.pid, signal.SIGKILL)

@@ -106,9 +106,9 @@ def _check_complete_study(study, total, workers):
 def test_four_tune_workers_share_one_study(pg, url, data_dir, tmp_path):
     outs = [tmp_path / f"w{i}" for i in range(4)]
     logs = [tmp_path / f"w{i}.log" for i in range(4)]
-    procs = [_start(_tune(url, data_dir, o, 12), log) for o, log in zip(outs, logs)]
+    procs = [_start(_tune(url, data_dir, o, 8), log) for o, log in zip(outs, logs)]
     _join(procs, logs)
-    trials = _check_complete_study(_study(url), 12, 4)
+    trials = _check_complete_study(_study(url), 8, 4)
     assert all(t.state.name == "COMPLETE" for t in trials)
     # every trial was run by one worker: the workers' printed trial numbers are disjoint and cover the study
     ran = [set(int(line.split(":")[0].split()[1]) for line in log.read_text().splitlines()
@@ -180,7 +180,7 @@ def test_two_sweep_workers_run_each_grid_point_once(pg, url, data_dir, tmp_path)
 def test_load_eight_workers_tiny_trials(pg, url, data_dir, tmp_path):
     n = 8
     logs = [tmp_path / f"w{i}.log" for i in range(n)]
-    procs = [_start(_tune(url, data_dir, tmp_path / f"w{i}", 24, ["--hidden", "4"]), log) for i, log in enumerate(logs)]
+    procs = [_start(_tune(url, data_dir, tmp_path / f"w{i}", 16, ["--hidden", "4"]), log) for i, log in enumerate(logs)]
     _join(procs, logs, timeout=180)
-    trials = _check_complete_study(_study(url), 24, n)
+    trials = _check_complete_study(_study(url), 16, n)
     assert all(t.state.name == "COMPLETE" for t in trials)
