@@ -5,7 +5,7 @@ file (it loads, and it is byte-identical to the old one or belongs to the new ru
 ``--resume`` from the surviving checkpoint finishes the run with the weights of an uninterrupted
 one. Half of the kills land at uniformly random moments; the other half are aimed at writes: they
 wait for the j-th write's temporary file to appear and kill a random 0-30 ms later. The training
-processes are forked from this one (no interpreter start-up) and run the real CLI.
+processes fork from a forkserver that imported xpnet once (no interpreter start-up each) and run the real CLI.
 """
 
 import multiprocessing
@@ -22,7 +22,10 @@ import xpnet
 from conftest import write_synthetic_idx
 from xpnet.serialize import load_checkpoint
 
-FORK = multiprocessing.get_context("fork")
+# forkserver: workers fork from a fresh interpreter that imported xpnet once (cheap starts, and nothing
+# inherited from whatever earlier tests left in this process)
+FORK = multiprocessing.get_context("forkserver")
+FORK.set_forkserver_preload(["xpnet.cli", "xpnet.cli.train", "xpnet.train", "xpnet.model", "xpnet.analysis.tune", "xpnet.analysis.sweep", "numpy", "optuna", "sqlalchemy"])  # one server per pytest process: the union of what the workers need
 KILLS = 8
 
 

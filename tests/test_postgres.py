@@ -1,7 +1,7 @@
 """xpnet tune / sweep workers sharing one study on a real PostgreSQL server (started here).
 
 The fixture starts Debian's ``postgresql`` server itself (tests/pg_server.py); without its
-binaries these tests are skipped with that reason. Workers are forked processes running the
+binaries these tests are skipped with that reason. Workers are processes forked from a forkserver, running the
 real CLI (``xpnet.cli.main``) against a plain ``postgresql://`` URL, so they pay no import time
 and one of them can be SIGKILLed mid-trial like a machine that dies.
 """
@@ -24,7 +24,10 @@ pytest.importorskip("psycopg", reason="the PostgreSQL driver of the tune extra (
 BIN = find_bin_dir()
 pytestmark = pytest.mark.skipif(BIN is None, reason="PostgreSQL server binaries (Debian package postgresql: "
                                                      "/usr/lib/postgresql/*/bin/initdb) are not installed")
-FORK = multiprocessing.get_context("fork")
+# forkserver: workers fork from a fresh interpreter that imported xpnet once (cheap starts, and nothing
+# inherited from whatever earlier tests left in this process)
+FORK = multiprocessing.get_context("forkserver")
+FORK.set_forkserver_preload(["xpnet.cli", "xpnet.cli.train", "xpnet.train", "xpnet.model", "xpnet.analysis.tune", "xpnet.analysis.sweep", "numpy", "optuna", "sqlalchemy"])  # one server per pytest process: the union of what the workers need
 
 
 @pytest.fixture(scope="module")
