@@ -91,7 +91,8 @@ def import_(source, out, activation, leaky_slope, output):
       xpnet import finetuned_state_dict.pt --activation tanh --out tuned.npz
     """
     from ..errors import ModelFileError
-    from ..interop import check_writable, from_torch
+    from ..fileio import check_writable
+    from ..interop import from_torch
 
     if out is None:
         out = source.with_suffix(".npz")
