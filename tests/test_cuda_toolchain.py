@@ -59,15 +59,17 @@ def _compile(nvrtc, source: str, name: str, options) -> tuple[bool, str, bytes]:
     try:
         opts = [o.encode() for o in options]
         status, = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-        log = b" " * _ok(nvrtc, nvrtc.nvrtcGetProgramLogSize(prog))
+        # bytearray: NVRTC writes into the buffer (a bytes object would be mutated in place, and a
+        # 1-byte b" " is CPython's shared singleton: corrupting it broke torch.save later in the run)
+        log = bytearray(_ok(nvrtc, nvrtc.nvrtcGetProgramLogSize(prog)))
         _ok(nvrtc, (nvrtc.nvrtcGetProgramLog(prog, log)[0], None))
         out = b""
         if status == nvrtc.nvrtcResult.NVRTC_SUCCESS:
             cubin = any(o.startswith("-arch=sm_") for o in options)
             size_fn, get_fn = (nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN) if cubin else (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
-            out = b" " * _ok(nvrtc, size_fn(prog))
+            out = bytearray(_ok(nvrtc, size_fn(prog)))
             _ok(nvrtc, (get_fn(prog, out)[0], None))
-        return status == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.rstrip(b"\0").decode(), out
+        return status == nvrtc.nvrtcResult.NVRTC_SUCCESS, bytes(log).rstrip(b"\0").decode(), bytes(out)
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
 
