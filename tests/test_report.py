@@ -133,3 +133,22 @@ def test_without_matplotlib_tables_and_hint(folders, tmp_path, monkeypatch, caps
     assert "pip install 'xpnet[plot]'" in md and "![" not in md
     assert "| configuration |" in md
     assert not list(out.glob("*.png"))
+
+
+def test_a_distributed_sweep_is_one_section_over_its_workers_folders(folders, tmp_path):
+    """Two workers of one --storage sweep (same meta.study) wrote half the grid each: one section, every run."""
+    import shutil
+
+    data = json.loads((folders["sweep"] / "results.json").read_text())
+    rows = data["results"]
+    assert len(rows) == 8
+    workers = []
+    for w, half in enumerate((rows[:5], rows[5:])):
+        folder = tmp_path / f"worker{w}"
+        shutil.copytree(folders["sweep"], folder)
+        (folder / "results.json").write_text(json.dumps({"meta": dict(data["meta"], study="grid1", worker=w),
+                                                         "results": half}))
+        workers.append(folder)
+    assert main(["report", *map(str, workers), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert md.count("## Sweep (") == 1 and "8 runs on" in md

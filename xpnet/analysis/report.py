@@ -157,7 +157,7 @@ def build_report(dirs, out, title: str = "xpnet report", say=print) -> list[Path
     rep.heading(title, 1)
     rep.para("Sources: " + "; ".join(f"{k} results in {d}" for k, d in found) + ".")
     counts: dict = defaultdict(int)
-    for kind, folder in found:
+    for kind, folder in _merge_sweep_workers(found):
         counts[kind] += 1
         prefix = kind if counts[kind] == 1 else f"{kind}{counts[kind]}"
         {"sweep": sweep_section, "bench": bench_section, "init": init_section, "tune": tune_section}[kind](rep, folder, prefix)
@@ -171,6 +171,21 @@ def build_report(dirs, out, title: str = "xpnet report", say=print) -> list[Path
 
 
 # ---------------------------------------------------------------------------- sweep
+def _merge_sweep_workers(found):
+    """The workers' folders of one distributed sweep (same ``meta.study``) become one entry: the whole grid."""
+    merged, by_study = [], {}
+    for kind, folder in found:
+        study = kind == "sweep" and _read_json(folder / "results.json").get("meta", {}).get("study")
+        if study and study in by_study:
+            by_study[study].append(folder)
+        elif study:
+            by_study[study] = [folder]
+            merged.append((kind, by_study[study]))
+        else:
+            merged.append((kind, folder))
+    return merged
+
+
 def _group_label(row, varying) -> str:
     parts = []
     for f in varying:
@@ -184,10 +199,18 @@ def _mean_std(values):
     return (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def sweep_section(rep: Report, folder: Path, prefix: str) -> None:
-    data = _read_json(folder / "results.json")
-    rows, meta = data.get("results", []), data.get("meta", {})
-    rep.heading(f"Sweep ({folder})")
+def sweep_section(rep: Report, folder, prefix: str) -> None:
+    """One sweep folder, or the list of the folders its workers wrote (each run once, by run_id)."""
+    folders = folder if isinstance(folder, list) else [folder]
+    rows, meta, where = [], {}, {}
+    for f in folders:
+        data = _read_json(f / "results.json")
+        meta = meta or data.get("meta", {})
+        for r in data.get("results", []):
+            if r["run_id"] not in where:
+                where[r["run_id"]] = f
+                rows.append(r)
+    rep.heading(f"Sweep ({', '.join(map(str, folders))})")
     if not rows:
         rep.para("The sweep has no finished runs yet.")
         return
@@ -266,7 +289,7 @@ def sweep_section(rep: Report, folder: Path, prefix: str) -> None:
         for hidden in sorted(by_hidden, key=_size_key):
             recs = []
             for r in by_hidden[hidden]:
-                path = folder / "curves" / f"{r['run_id']}.json"
+                path = where[r["run_id"]] / "curves" / f"{r['run_id']}.json"
                 if path.exists():
                     recs.append(_read_json(path)["records"])
             if not recs:
@@ -288,8 +311,8 @@ def sweep_section(rep: Report, folder: Path, prefix: str) -> None:
     if len(optimizers) > 1:
         opt_curves = {}
         for opt in optimizers:
-            recs = [_read_json(folder / "curves" / f"{r['run_id']}.json")["records"] for r in rows
-                    if r["optimizer"] == opt and (folder / "curves" / f"{r['run_id']}.json").exists()]
+            recs = [_read_json(where[r["run_id"]] / "curves" / f"{r['run_id']}.json")["records"] for r in rows
+                    if r["optimizer"] == opt and (where[r["run_id"]] / "curves" / f"{r['run_id']}.json").exists()]
             if recs:
                 n = min(len(x) for x in recs)
                 opt_curves[f"{opt} (lr {next(r['lr'] for r in rows if r['optimizer'] == opt):g})"] = [
@@ -300,7 +323,8 @@ def sweep_section(rep: Report, folder: Path, prefix: str) -> None:
                        f"After {len(next(iter(opt_curves.values())))} epochs (mean over all runs per optimizer): "
                        + ", ".join(f"{k} {pct(v)}" for v, k in final) + " validation accuracy.")
 
-    confusion_section(rep, folder, meta, rows, prefix)
+    best = max(rows, key=lambda r: r.get("test_acc") or 0.0)  # its worker kept best_model.npz
+    confusion_section(rep, where[best["run_id"]], meta, rows, prefix)
 
 
 def confusion_section(rep: Report, folder: Path, meta: dict, rows: list, prefix: str) -> None:
