@@ -65,8 +65,10 @@ def test_predict_png(data_dir, tmp_path, capsys):
 
 
 def test_resume_matches_an_uninterrupted_run(data_dir, tmp_path, capsys):
-    assert _train(data_dir, tmp_path, capsys, out="full.npz")[0] == 0
-    code, _, err = run_cli(["train", "--data-dir", data_dir, "--hidden", "16", "--epochs", "1", "--quiet",
+    # Resuming with more --epochs extends a constant-lr run; a one-cycle schedule is fixed by the first
+    # run's --epochs (a mid-run checkpoint continuing it exactly: tests/test_crash_safety.py, test_train.py).
+    assert _train(data_dir, tmp_path, capsys, "--schedule", "constant", out="full.npz")[0] == 0
+    code, _, err = run_cli(["train", "--data-dir", data_dir, "--hidden", "16", "--epochs", "1", "--quiet", "--schedule", "constant",
                             "--out", tmp_path / "part.npz", "--checkpoint-every", "1"], capsys)
     assert code == 0, err
     ckpt = tmp_path / "part.ckpt.npz"

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..cli.options import comma_list, shapes_option
+from ..cli.options import DATASET_CHOICES, comma_list, shapes_option
 
-DATASET_CHOICES = ["fashion-mnist", "mnist"]
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 INITS = ("he", "xavier", "normal")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")

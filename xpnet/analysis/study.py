@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..cli.options import RECIPES, comma_list
+from ..cli.options import DATASET_CHOICES, RECIPES, comma_list
 
 PARTS = ("hidden", "optimizers", "batch", "recipes", "init")
 OPTIMIZER_LRS = {"sgd": 0.1, "momentum": 0.1, "rmsprop": 1e-3, "adam": 1e-3}  # the notes' (xpnet's) defaults
@@ -56,7 +56,7 @@ def train_run(data: dict, hidden, recipe: dict, seed: int, optimizer: str | None
     net = MLP([Xtr.shape[1], *hidden, len(data["class_names"])], dropout=recipe["dropout"],
               label_smoothing=recipe["label_smoothing"], seed=seed)
     opt = get_optimizer(optimizer, lr, schedule=schedule)
-    tests, clock = [], [0.0]
+    clock = [0.0]
 
     def callback(rec, trainer):
         clock[0] += rec["epoch_s"]
@@ -372,7 +372,7 @@ def _shapes(ctx, param, value):
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist")
+@click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="mnist")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder with the four IDX files (instead of looking --dataset up).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("docs/study"), help="Report folder: README.md, results.json, figures.")
 @click.option("--parts", default=",".join(PARTS), callback=comma_list, help="Comma list of parts: " + ", ".join(PARTS) + ".")

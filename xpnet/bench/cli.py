@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..cli.options import comma_list, shapes_option
+from ..cli.options import DATASET_CHOICES, comma_list, shapes_option
 
 
 @click.command(context_settings={"show_default": True})
@@ -19,7 +19,7 @@ from ..cli.options import comma_list, shapes_option
 @click.option("--repeats", type=click.IntRange(min=1), default=1, help="Runs per case (the median epoch is over all runs).")
 @click.option("--peers", default=None, callback=comma_list, help="Peers to measure in the same run: torch, torch-graph, sklearn, xpnet-eager (GPU without graphs); skipped when not installed [default: torch,sklearn; with --to-accuracy torch].")
 @click.option("--lr", type=float, default=None, help="Learning rate [default: 1e-3; with --to-accuracy the recipe's peak 2e-3].")
-@click.option("--dataset", type=click.Choice(["fashion-mnist", "mnist"]), default="fashion-mnist")
+@click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="fashion-mnist")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder with the four IDX files (instead of looking --dataset up).")
 @click.option("--to-accuracy", "target", type=click.FloatRange(0, 100, min_open=True), default=None, help="Time to accuracy instead: train the default recipe (one-cycle Adam, dropout, label smoothing) for --epochs on --seeds seeds, peers with the identical recipe; TARGET in % is met when the mean test accuracy reaches it. Writes OUT/tta.json.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, help="With --to-accuracy: seeds SEED, SEED+1, ... (interleaved across implementations).")

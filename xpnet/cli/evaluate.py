@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .train import DATASET_CHOICES
+from .options import DATASET_CHOICES
 
 
 def _load_model(path, device):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from .options import RECIPES, HiddenSizes, flatten_hidden, positive_float, resolve_recipe
+from .options import DATASET_CHOICES, RECIPES, HiddenSizes, flatten_hidden, positive_float, resolve_recipe
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="fashion-mnist", help="Data set.")
+@click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="fashion-mnist", help="Data set.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder with the four IDX files (overrides the data set lookup).")
 @click.option("--hidden", type=HiddenSizes(), multiple=True, default=["1024"], help="Hidden layer widths: repeat or give a comma list (120,64).")
 @click.option("--activation", type=click.Choice(["relu", "leaky_relu", "sigmoid", "tanh"]), default="relu")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+DATASET_CHOICES = ["mnist", "fashion-mnist"]  # the data sets every command's --dataset takes
+
 
 class HiddenSizes(click.ParamType):
     """``--hidden 1024`` or ``--hidden 120,64`` (repeatable): a tuple of positive layer widths."""

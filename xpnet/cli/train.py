@@ -11,9 +11,8 @@ from pathlib import Path
 
 import click
 
-from .options import RECIPES, SCHEDULE_CHOICES, HiddenSizes, describe_recipe, flatten_hidden, positive_float, resolve_recipe
+from .options import DATASET_CHOICES, RECIPES, SCHEDULE_CHOICES, HiddenSizes, describe_recipe, flatten_hidden, positive_float, resolve_recipe
 
-DATASET_CHOICES = ["mnist", "fashion-mnist"]
 
 
 @click.command(context_settings={"show_default": True})
