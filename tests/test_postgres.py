@@ -133,7 +133,8 @@ def test_killed_worker_trial_is_failed_and_retried(pg, url, data_dir, tmp_path):
             trials = _study(url).get_trials(deepcopy=False)
         except Exception:  # the study does not exist yet
             continue
-        running = next((t for t in trials if t.state.name == "RUNNING"), None)
+        # RUNNING with its parameters drawn: a worker killed before it samples has nothing to repeat
+        running = next((t for t in trials if t.state.name == "RUNNING" and t.params), None)
     assert running is not None, (tmp_path / "a.log").read_text()
     os.kill(victim.pid, signal.SIGKILL)  # mid-trial: the worker is gone without a word
     victim.join()

@@ -162,4 +162,7 @@ def test_two_workers_share_one_sqlite_study(data_dir, tmp_path):
     assert len(numbers) in (4, 5) and sorted(numbers) == list(range(len(numbers)))
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     rows = [json.loads((tmp_path / f"w{i}" / "trials.json").read_text())["trials"] for i in range(2)]
-    assert all(sorted(r["number"] for r in w) == sorted(numbers) for w in rows)  # each worker lists the whole study
+    listed = [{r["number"] for r in w} for w in rows]
+    # each worker lists the study as it was when it stopped (>= 4 finished); a 5th trial started by the other
+    # worker at that instant may be missing from the first one's list, so together they list the whole study
+    assert all(len(w) >= 4 and w <= set(numbers) for w in listed) and set().union(*listed) == set(numbers)
