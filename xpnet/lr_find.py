@@ -96,7 +96,7 @@ def lr_find(net, X, y, optimizer="adam", start_lr: float = 1e-5, end_lr: float =
     X = xp.asarray(X, dtype=net.dtype)
     y = xp.asarray(y)
     work = net.to(net.device)  # a copy: the caller's weights stay as they are
-    work.dropout_rng = xp.random.default_rng(seed + 1)
+    work.dropout_seed = seed + 1  # its own dropout masks (ops.dropout hashes seed, step, element)
     if isinstance(optimizer, Optimizer):
         opt = copy.deepcopy(optimizer)
         opt.schedule, opt.t, opt.state, opt._scratch = None, 0, {}, None
