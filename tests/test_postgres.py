@@ -122,6 +122,8 @@ def test_four_tune_workers_share_one_study(pg, url, data_dir, tmp_path):
 
 
 def test_killed_worker_trial_is_failed_and_retried(pg, url, data_dir, tmp_path):
+    from xpnet.analysis.tune import PARAMS
+
     args = _tune(url, data_dir, tmp_path / "a", 3, ["--heartbeat", "1"])  # a dead worker is noticed after 2 s
     args[args.index("--epochs") + 1] = 400  # a trial of about a second: killed well inside it
     victim = _start(args, tmp_path / "a.log")
@@ -133,8 +135,8 @@ def test_killed_worker_trial_is_failed_and_retried(pg, url, data_dir, tmp_path):
             trials = _study(url).get_trials(deepcopy=False)
         except Exception:  # the study does not exist yet
             continue
-        # RUNNING with its parameters drawn: a worker killed before it samples has nothing to repeat
-        running = next((t for t in trials if t.state.name == "RUNNING" and t.params), None)
+        # RUNNING with all its parameters drawn: a worker killed while sampling leaves a partial configuration
+        running = next((t for t in trials if t.state.name == "RUNNING" and set(t.params) == set(PARAMS)), None)
     assert running is not None, (tmp_path / "a.log").read_text()
     os.kill(victim.pid, signal.SIGKILL)  # mid-trial: the worker is gone without a word
     victim.join()
