@@ -263,7 +263,7 @@ class Trainer:
         return self.history
 
     def _run_epoch(self, epochs: int) -> dict | None:
-        net, opt, xp = self.net, self.opt, self.net.xp
+        opt, xp = self.opt, self.net.xp
         n, bs = self.X.shape[0], self.batch_size
         S = self._device_state(epochs)
         bar = ProgressBar(self.n_batches, f"epoch {self.epoch + 1}/{epochs}", enabled=self.progress)

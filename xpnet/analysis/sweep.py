@@ -251,7 +251,7 @@ class _Claims:
         import os
         import socket
 
-        from .tune import DEFAULT_HEARTBEAT, import_optuna, open_storage, seed_heartbeats
+        from .tune import DEFAULT_HEARTBEAT, import_optuna, open_storage
 
         if not study_name:
             raise ConfigError("--storage needs --study-name (the sweep the workers share)")
