@@ -180,7 +180,6 @@ class Trainer:
         n = self.X.shape[0]
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
 
-
     # ------------------------------------------------------------------ the step
     def _fused_adam(self) -> bool:
         """Adam runs as one kernel reading ``t`` and the lr from device memory (graph-capturable)."""
