@@ -21,7 +21,7 @@ import numpy as np
 
 import xpnet
 from xpnet import backend
-from xpnet.train_graph import make_trainer
+from xpnet.training.graph import make_trainer
 
 
 def main(argv=None) -> dict:

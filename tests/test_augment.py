@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from xpnet.augment import Augmenter
+from xpnet.data.augment import Augmenter
 
 
 def _digit(rng, m=4):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from xpnet.bench.report import summarise
+from xpnet.experiments.bench.report import summarise
 from xpnet.cli import main
 
 

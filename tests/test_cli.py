@@ -150,7 +150,7 @@ def test_gpu_out_of_memory_is_one_line(data_dir, tmp_path, capsys, monkeypatch):
     def oom(self, *a, **k):
         raise OutOfMemoryError("Out of memory allocating 4,294,967,296 bytes")
 
-    monkeypatch.setattr("xpnet.train.Trainer.run", oom)
+    monkeypatch.setattr("xpnet.training.trainer.Trainer.run", oom)
     line = _one_error_line(*run_cli(["train", "--data-dir", data_dir, "--out", tmp_path / "m.npz"], capsys)[::2])
     assert "GPU out of memory" in line and "smaller --batch-size" in line
 

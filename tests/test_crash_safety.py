@@ -20,12 +20,12 @@ import pytest
 
 import xpnet
 from conftest import write_synthetic_idx
-from xpnet.serialize import load_checkpoint
+from xpnet.io.npz import load_checkpoint
 
 # forkserver: workers fork from a fresh interpreter that imported xpnet once (cheap starts, and nothing
 # inherited from whatever earlier tests left in this process)
 FORK = multiprocessing.get_context("forkserver")
-FORK.set_forkserver_preload(["xpnet.cli", "xpnet.cli.train", "xpnet.train", "xpnet.model", "xpnet.analysis.tune", "xpnet.analysis.sweep", "numpy", "optuna", "sqlalchemy"])  # one server per pytest process: the union of what the workers need
+FORK.set_forkserver_preload(["xpnet.cli", "xpnet.cli.train", "xpnet.training.trainer", "xpnet.nn.model", "xpnet.experiments.tune", "xpnet.experiments.sweep", "numpy", "optuna", "sqlalchemy"])  # one server per pytest process: the union of what the workers need
 KILLS = 8
 
 

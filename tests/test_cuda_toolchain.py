@@ -180,7 +180,7 @@ def test_backend_says_no_cuda_device(cp, tmp_path, capsys):
         pytest.skip("a CUDA device is visible")
     from xpnet import backend
     from xpnet.errors import DeviceError
-    from xpnet.train_graph import capture_supported
+    from xpnet.training.graph import capture_supported
 
     assert backend.gpu_available() is False
     with pytest.raises(DeviceError, match="CuPy is installed but sees no CUDA device"):

@@ -15,7 +15,7 @@ import pytest
 import xpnet
 from conftest import SHARED_MNIST, run_cli
 from xpnet.errors import ConfigError, ModelFileError, ShapeError
-from xpnet.interop import ExportError, export_onnx, export_torch, from_torch, to_onnx, torch_module
+from xpnet.io.interop import ExportError, export_onnx, export_torch, from_torch, to_onnx, torch_module
 
 try:  # [dev] installs both; without them only the PyTorch tests run
     import onnx
@@ -281,11 +281,11 @@ def test_import_errors_are_one_line(tmp_path, capsys):
 
 @needs_onnx
 def test_failed_self_check_removes_the_export(tmp_path, capsys, monkeypatch):
-    import xpnet.interop
+    import xpnet.io.interop
 
     net, _ = _random_net("relu", "softmax", 4, "global")
     net.save(tmp_path / "m.npz")
-    monkeypatch.setattr(xpnet.interop, "onnx_check", lambda path, net: 0.5)
+    monkeypatch.setattr(xpnet.io.interop, "onnx_check", lambda path, net: 0.5)
     code, out, err = run_cli(["export", tmp_path / "m.npz"], capsys)
     assert code == 1 and "differ from xpnet's by up to 0.5" in err and not (tmp_path / "m.onnx").exists()
 

@@ -26,7 +26,7 @@ def test_eager_training_through_the_cuda_ops_matches_the_reference(kernel_device
         calls.append(fast)
         return cuda if fast else reference
 
-    monkeypatch.setattr("xpnet.model.get_ops", gpu_ops)
+    monkeypatch.setattr("xpnet.nn.model.get_ops", gpu_ops)
     monkeypatch.setattr("xpnet.ops.get_ops", gpu_ops)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((150, 30))

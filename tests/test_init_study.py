@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from xpnet.analysis.init_study import init_study, series
+from xpnet.experiments.init_study import init_study, series
 from xpnet.cli import main
 from conftest import write_synthetic_idx
 
@@ -55,7 +55,7 @@ def test_dead_units_definition():
     res = init_study(X, y, depth=2, width=8, inits=["he"], activations=["relu", "tanh"])
     dead = series(res, "he", "relu", "dead_fraction")
     # recompute: units whose activation is 0 on every sample
-    from xpnet.model import MLP
+    from xpnet.nn.model import MLP
 
     net = MLP([20, 8, 8, 3], init="he", seed=0)
     net.forward(X)

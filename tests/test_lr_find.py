@@ -8,7 +8,7 @@ import pytest
 
 import xpnet
 from xpnet.errors import ConfigError
-from xpnet.lr_find import lr_find
+from xpnet.training.lr_find import lr_find
 
 
 def _blobs(n=2000, d=20, k=5, seed=0):
@@ -63,7 +63,7 @@ def test_callers_network_and_optimizer_are_untouched():
     X, y = _blobs(n=300)
     net = xpnet.MLP([20, 8, 5], seed=2, dropout=0.1)
     before = net.flat_params.copy()
-    opt = xpnet.optim.AdamW(1e-3, schedule=xpnet.schedules.OneCycle(100))
+    opt = xpnet.optim.AdamW(1e-3, schedule=xpnet.optim.schedules.OneCycle(100))
     lr_find(net, X, y, optimizer=opt, steps=20, batch_size=16)
     np.testing.assert_array_equal(net.flat_params, before)
     assert opt.t == 0 and opt.state == {} and opt.lr == 1e-3 and opt.schedule is not None

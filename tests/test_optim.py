@@ -121,7 +121,7 @@ def test_adamw_with_zero_decay_is_adam():
 
 
 def test_adamw_decay_uses_the_scheduled_lr():
-    from xpnet.schedules import Step
+    from xpnet.optim.schedules import Step
 
     opt = optim.AdamW(lr=0.1, weight_decay=0.5, schedule=Step(step_size=1, gamma=0.5))
     p = np.array([2.0])
@@ -146,7 +146,7 @@ def _torch_adamw_trace(params, grads_seq, lr, wd, betas, eps, schedule=None):
 
 @pytest.mark.parametrize("with_schedule", [False, True])
 def test_adamw_matches_torch(with_schedule):
-    from xpnet.schedules import OneCycle
+    from xpnet.optim.schedules import OneCycle
 
     rng = np.random.default_rng(0)
     shapes = [(4, 3), (4,), (2, 4), (2,)]

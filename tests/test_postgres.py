@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(BIN is None, reason="PostgreSQL server binaries 
 # forkserver: workers fork from a fresh interpreter that imported xpnet once (cheap starts, and nothing
 # inherited from whatever earlier tests left in this process)
 FORK = multiprocessing.get_context("forkserver")
-FORK.set_forkserver_preload(["xpnet.cli", "xpnet.cli.train", "xpnet.train", "xpnet.model", "xpnet.analysis.tune", "xpnet.analysis.sweep", "numpy", "optuna", "sqlalchemy"])  # one server per pytest process: the union of what the workers need
+FORK.set_forkserver_preload(["xpnet.cli", "xpnet.cli.train", "xpnet.training.trainer", "xpnet.nn.model", "xpnet.experiments.tune", "xpnet.experiments.sweep", "numpy", "optuna", "sqlalchemy"])  # one server per pytest process: the union of what the workers need
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def _tune(url, data_dir, out, trials, extra=()):
 
 
 def _study(url):
-    from xpnet.analysis.tune import open_storage
+    from xpnet.experiments.tune import open_storage
 
     return optuna.load_study(study_name="s", storage=open_storage(optuna, url, None))
 
@@ -122,7 +122,7 @@ def test_four_tune_workers_share_one_study(pg, url, data_dir, tmp_path):
 
 
 def test_killed_worker_trial_is_failed_and_retried(pg, url, data_dir, tmp_path):
-    from xpnet.analysis.tune import PARAMS
+    from xpnet.experiments.tune import PARAMS
 
     args = _tune(url, data_dir, tmp_path / "a", 3, ["--heartbeat", "1"])  # a dead worker is noticed after 2 s
     args[args.index("--epochs") + 1] = 400  # a trial of about a second: killed well inside it
@@ -148,7 +148,7 @@ def test_killed_worker_trial_is_failed_and_retried(pg, url, data_dir, tmp_path):
     study = _study(url)
     killed = study.trials[running.number]
     assert killed.state.name == "FAIL"
-    from xpnet.analysis.tune import retried_from
+    from xpnet.experiments.tune import retried_from
 
     retries = [t for t in study.trials if retried_from(optuna, t) == running.number]
     assert len(retries) == 1 and retries[0].state.name == "COMPLETE"
@@ -170,8 +170,8 @@ def test_two_sweep_workers_run_each_grid_point_once(pg, url, data_dir, tmp_path)
     _join(procs, logs)
     ids = [[r["run_id"] for r in json.loads((tmp_path / f"s{i}" / "results.json").read_text())["results"]]
            for i in range(2)]
-    from xpnet.analysis.cli import DATASET_CHOICES  # noqa: F401 - the CLI module imports
-    from xpnet.analysis.sweep import make_grid, run_id
+    from xpnet.cli.experiments import DATASET_CHOICES  # noqa: F401 - the CLI module imports
+    from xpnet.experiments.sweep import make_grid, run_id
 
     grid = {run_id(c) for c in make_grid([(4,), (8,), (12,)], ["adam", "sgd"], ["relu"], ["he"], ["cpu"], 2, 1, 32,
                                          dataset=f"dir:{data_dir.resolve().name}")}

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from xpnet.analysis import plots
+from xpnet.experiments import plots
 from xpnet.cli import main
 from conftest import write_synthetic_idx
 

@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from xpnet import optim, schedules
+from xpnet import optim
+
+from xpnet.optim import schedules
 from xpnet.errors import ConfigError
 
 PEAK = 3e-3

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from xpnet.analysis.sweep import CSV_FIELDS, make_grid, run_id
+from xpnet.experiments.sweep import CSV_FIELDS, make_grid, run_id
 from xpnet.cli.options import parse_shapes
 from conftest import run_cli, write_synthetic_idx
 from xpnet.errors import ConfigError

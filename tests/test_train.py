@@ -91,7 +91,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, dropout
     net_b.train_step = counting
     history = trainer.run(4)
     assert history.interrupted and trainer.epoch == 2 and trainer.batch == 5
-    from xpnet.serialize import load_checkpoint, save_checkpoint
+    from xpnet.io.npz import load_checkpoint, save_checkpoint
 
     save_checkpoint(tmp_path / "ck.npz", trainer)
     net_c, state, _ = load_checkpoint(tmp_path / "ck.npz")

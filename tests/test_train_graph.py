@@ -15,11 +15,11 @@ from tools.cuda_emulator import FakeStream, NumpyBlas, emulate_colmajor_gemm, em
 
 from xpnet import backend
 from xpnet.errors import ShapeError
-from xpnet.model import MLP
+from xpnet.nn.model import MLP
 from xpnet.ops import cublas, cuda
-from xpnet.optim import SGD, Adam
-from xpnet.train import Trainer
-from xpnet.train_graph import graph_supported, make_trainer
+from xpnet.optim.optimizers import SGD, Adam
+from xpnet.training.trainer import Trainer
+from xpnet.training.graph import graph_supported, make_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = REPO / "kernels"
@@ -114,7 +114,7 @@ def test_step_kernels_registered_and_constants_match():
 def test_modules_import_without_cupy():
     code = (
         "import sys; sys.modules['cupy'] = None; sys.modules['cupy_backends'] = None\n"
-        "import xpnet.train_graph as tg, xpnet.ops.cublas as cb\n"
+        "import xpnet.training.graph as tg, xpnet.ops.cublas as cb\n"
         "assert cb.gemm_args((2, 3), (3, 4)).m == 4\n"
         "assert tg.capture_supported()[0] is False\n"
     )
@@ -168,7 +168,7 @@ def emulated_graph(kernel_device, request, monkeypatch):
     replays them. Returns ``build(sizes, dtype)``: a CPU network GraphTrainer accepts as a GPU one."""
     if kernel_device.name == "cuda":
         pytest.skip("on a GPU, the real GraphTrainer tests below run")
-    from xpnet.train_graph import GraphTrainer
+    from xpnet.training.graph import GraphTrainer
 
     emulator = request.getfixturevalue("cuda_emulator")
 
@@ -193,7 +193,7 @@ def test_graph_trainer_epochs_equal_eager_emulated(emulated_graph, dtype, l2, dr
     """The whole epoch loop (warm-up step, capture, replays, the eager tail batch, device
     counters read once per epoch) gives the eager Trainer's weights and history; with dropout,
     the captured masks change every replay exactly as the eager ones do."""
-    from xpnet.train_graph import GraphTrainer
+    from xpnet.training.graph import GraphTrainer
 
     X, y = _data(n=200, nf=24, k=5, seed=2, dtype=dtype)  # 200 rows / 32: 6 full batches + a tail of 8
     nets = [emulated_graph((24, 16, 12, 5), dtype, gpu=g) for g in (True, False)]
@@ -215,8 +215,8 @@ def test_graph_trainer_epochs_equal_eager_emulated(emulated_graph, dtype, l2, dr
 def test_graph_follows_an_lr_schedule_without_recapture_emulated(emulated_graph, monkeypatch):
     """One-cycle lr: the captured Adam reads each step's lr from the device table, so one capture
     serves the whole run, and the weights are those of Adam.step asking lr_at(t) on the host."""
-    from xpnet.schedules import OneCycle
-    from xpnet.train_graph import GraphTrainer
+    from xpnet.optim.schedules import OneCycle
+    from xpnet.training.graph import GraphTrainer
 
     X, y = _data(n=200, nf=24, k=5, seed=2)
     runs = {}
@@ -237,7 +237,7 @@ def test_graph_follows_an_lr_schedule_without_recapture_emulated(emulated_graph,
 def test_graph_trainer_stop_and_resume_emulated(emulated_graph, monkeypatch):
     """A stop after the 3rd batch of epoch 2 hands the device sums over; resuming replays the
     same graph from the right offset and ends where an uninterrupted run ends."""
-    from xpnet.train_graph import GraphTrainer
+    from xpnet.training.graph import GraphTrainer
 
     X, y = _data(n=200, nf=24, k=5, seed=2)
     whole = GraphTrainer(emulated_graph((24, 16, 5), "float64"), Adam(lr=1e-2), X, y, batch_size=32, seed=1)
@@ -265,7 +265,7 @@ def test_graph_trainer_stop_and_resume_emulated(emulated_graph, monkeypatch):
 
 def test_graph_trainer_falls_back_when_capture_fails_emulated(emulated_graph, monkeypatch):
     """A capture that fails warns once and finishes the run eagerly, with the same result."""
-    from xpnet.train_graph import GraphTrainer
+    from xpnet.training.graph import GraphTrainer
 
     def refuse(self):
         raise RuntimeError("capture refused")
@@ -288,7 +288,7 @@ def test_cli_train_on_the_emulated_gpu(emulated_graph, monkeypatch, tmp_path, ca
     runs, and a failed capture is one line, not a warning with a traceback-like source line."""
     from conftest import run_cli, write_synthetic_idx
 
-    import xpnet.train_graph as train_graph
+    import xpnet.training.graph as train_graph
 
     monkeypatch.setattr(backend, "get_xp", lambda device: np)
     monkeypatch.setattr(backend, "device_name", lambda device: "emulated GPU")
@@ -327,7 +327,7 @@ def _data(n=1000, nf=784, k=10, seed=0, dtype="float64"):
 
 
 def _pair(dtype, sizes=(784, 256, 10)):
-    from xpnet.train_graph import GraphTrainer
+    from xpnet.training.graph import GraphTrainer
 
     def build():
         return MLP(list(sizes), device="gpu", dtype=dtype, seed=3)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from xpnet.bench import tta
+from xpnet.experiments.bench import tta
 from xpnet.cli import main
 from xpnet.cli.options import RECIPES
 

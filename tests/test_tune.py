@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from xpnet.analysis.tune import DEFAULT_GRID, PARAMS, build_space, grid_configs, random_configs
+from xpnet.experiments.tune import DEFAULT_GRID, PARAMS, build_space, grid_configs, random_configs
 from xpnet.cli import main
 from conftest import write_synthetic_idx
 
@@ -102,7 +102,7 @@ def test_unreachable_postgresql_is_one_line_without_the_password(data_dir, tmp_p
 def test_postgresql_url_gets_the_installed_driver(monkeypatch):
     import importlib.util
 
-    from xpnet.analysis.tune import storage_url
+    from xpnet.experiments.tune import storage_url
     from xpnet.errors import ConfigError
 
     assert storage_url("sqlite:///a.db") == "sqlite:///a.db"

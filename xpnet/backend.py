@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, DeviceError
+from xpnet.errors import ConfigError, DeviceError
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, backend
-from .errors import OutputError
+from xpnet import __version__, backend
+from xpnet.errors import OutputError
 
 MODEL_FORMAT = "xpnet-model"
 CHECKPOINT_FORMAT = "xpnet-checkpoint"
@@ -77,7 +77,7 @@ def write_npz(path, arrays: dict, meta: dict) -> Path:
 def model_payload(net) -> tuple[dict, dict]:
     """``(arrays, meta)`` of a model file: ``W0, b0, W1, ...`` as NumPy arrays and the JSON meta
     (format, version, architecture, normalizer, class names). Shared by ``MLP.save`` and the
-    checkpoints of :mod:`xpnet.serialize`; it reads the network's attributes and imports no model code."""
+    checkpoints of :mod:`xpnet.io.npz`; it reads the network's attributes and imports no model code."""
     arrays = {}
     for l, (W, b) in enumerate(zip(net.W, net.b)):
         arrays[f"W{l}"] = backend.to_numpy(W)

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import click
 
-from .options import DATASET_CHOICES
+from xpnet.cli.options import DATASET_CHOICES
 
 
 def _load_model(path, device):
-    from ..serialize import load
+    from xpnet.io.npz import load
 
     return load(path, device=device)
 
 
 def _images_to_rows(net, images):
     """Flatten images and check they fit the model's input size (a clear error, not a shape crash)."""
-    from ..errors import ShapeError
+    from xpnet.errors import ShapeError
 
     rows = images.reshape(len(images), -1)
     if rows.shape[1] != net.sizes[0]:
@@ -38,8 +38,8 @@ def evaluate(model, dataset, data_dir, split, device, as_json):
     """Loss, accuracy, per-class accuracy and confusion matrix of MODEL on a data set."""
     import numpy as np
 
-    from ..data import load_dataset
-    from ..train import evaluate as evaluate_net
+    from xpnet.data import load_dataset
+    from xpnet.training.trainer import evaluate as evaluate_net
 
     net = _load_model(model, device)
     ds = load_dataset(dataset if not data_dir else None, data_dir=data_dir)
@@ -85,7 +85,7 @@ def predict(model, inputs, top_k, device, as_json):
     """
     import numpy as np
 
-    from ..data import load_inputs
+    from xpnet.data import load_inputs
 
     net = _load_model(model, device)
     images, names = load_inputs(inputs)

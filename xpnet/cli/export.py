@@ -41,9 +41,9 @@ def export(model, fmt, out, opset, allow_bare, check):
       xpnet export model.npz --format torch --out model.pt
       xpnet export model.npz --opset 13 --out model-op13.onnx
     """
-    from ..errors import ConfigError
-    from ..interop import DEFAULT_OPSET, ExportError, export_onnx, export_torch, onnx_check
-    from ..serialize import load
+    from xpnet.errors import ConfigError
+    from xpnet.io.interop import DEFAULT_OPSET, ExportError, export_onnx, export_torch, onnx_check
+    from xpnet.io.npz import load
 
     if opset is not None and fmt != "onnx":
         raise ConfigError("--opset applies to --format onnx only")
@@ -90,9 +90,9 @@ def import_(source, out, activation, leaky_slope, output):
       xpnet import model.pt --out model.npz
       xpnet import finetuned_state_dict.pt --activation tanh --out tuned.npz
     """
-    from ..errors import ModelFileError
-    from ..fileio import check_writable
-    from ..interop import from_torch
+    from xpnet.errors import ModelFileError
+    from xpnet.fileio import check_writable
+    from xpnet.io.interop import from_torch
 
     if out is None:
         out = source.with_suffix(".npz")

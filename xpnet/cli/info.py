@@ -12,8 +12,8 @@ def info():
 
     import numpy as np
 
-    from .. import __version__, backend
-    from ..data import cache_dir, cached_datasets
+    from xpnet import __version__, backend
+    from xpnet.data import cache_dir, cached_datasets
 
     click.echo(f"xpnet   {__version__}")
     click.echo(f"python  {platform.python_version()} ({platform.platform()})")
@@ -61,8 +61,8 @@ def gradcheck(sizes, activation, samples, l2, seed):
     """Compare backprop with central finite differences (float64) and print the max relative error."""
     import numpy as np
 
-    from ..gradient_check import gradcheck as check
-    from ..model import MLP
+    from xpnet.training.gradcheck import gradcheck as check
+    from xpnet.nn.model import MLP
 
     try:
         layer_sizes = [int(s) for s in sizes.split(",")]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import DATASET_CHOICES, RECIPES, HiddenSizes, flatten_hidden, positive_float, resolve_recipe
+from xpnet.cli.options import DATASET_CHOICES, RECIPES, HiddenSizes, flatten_hidden, positive_float, resolve_recipe
 
 
 @click.command(context_settings={"show_default": True})
@@ -41,13 +41,13 @@ def lr_find(**opts):
     Example:
       xpnet lr-find --dataset mnist --data-dir ../shared/data/mnist --out runs/lr
     """
-    from ..data import load_dataset
-    from ..errors import ModelFileError
-    from ..lr_find import RULE_TEXT
-    from ..lr_find import lr_find as run_lr_find
-    from ..model import MLP
-    from ..preprocess import Normalizer, train_val_split
-    from ..serialize import atomic_write
+    from xpnet.data import load_dataset
+    from xpnet.errors import ModelFileError
+    from xpnet.training.lr_find import RULE_TEXT
+    from xpnet.training.lr_find import lr_find as run_lr_find
+    from xpnet.nn.model import MLP
+    from xpnet.data.preprocess import Normalizer, train_val_split
+    from xpnet.io.npz import atomic_write
 
     say = (lambda *a, **k: None) if opts["quiet"] else click.echo
     opts = resolve_recipe(opts["recipe"], {**opts, "lr": None, "schedule": None, "warmup": None, "epochs": None,

@@ -47,7 +47,7 @@ def comma_list(ctx, param, value):
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
     """Several networks' hidden layers: ``"10,256"`` → two 1-layer nets;
     ``"10;256;120,64"`` → ``[(10,), (256,), (120, 64)]`` (``;`` between nets, ``,`` between layers)."""
-    from ..errors import ConfigError
+    from xpnet.errors import ConfigError
 
     text = str(text).replace(" ", "")
     groups = [g for g in text.split(";") if g] if ";" in text else [g for g in text.split(",") if g]
@@ -62,7 +62,7 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
 
 def shapes_option(ctx, param, value):
     """Click callback for ``--hidden`` lists of networks (sweep, bench)."""
-    from ..errors import ConfigError
+    from xpnet.errors import ConfigError
 
     try:
         return parse_shapes(value)
@@ -87,7 +87,7 @@ SCHEDULE_CHOICES = ["constant", "step", "exponential", "cosine", "onecycle"]
 def resolve_recipe(name: str, opts: dict) -> dict:
     """``opts`` with every recipe key that is None filled from recipe ``name``; ``lr`` None in the
     recipe (or for an optimizer the recipe was not tuned for) means the optimizer's default."""
-    from ..errors import ConfigError
+    from xpnet.errors import ConfigError
 
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .options import DATASET_CHOICES, RECIPES, SCHEDULE_CHOICES, HiddenSizes, describe_recipe, flatten_hidden, positive_float, resolve_recipe
+from xpnet.cli.options import DATASET_CHOICES, RECIPES, SCHEDULE_CHOICES, HiddenSizes, describe_recipe, flatten_hidden, positive_float, resolve_recipe
 
 
 
@@ -63,14 +63,14 @@ def train(**opts):
       xpnet train --hidden 120,64 --optimizer momentum --lr 0.05 --device gpu
     Ctrl-C stops after the current batch and saves a checkpoint to resume from.
     """
-    from .. import backend
-    from ..data import load_dataset
-    from ..model import MLP
-    from ..preprocess import Normalizer, train_val_split
-    from ..serialize import load_checkpoint, save_checkpoint
-    from ..train import EarlyStopping, Trainer, evaluate
+    from xpnet import backend
+    from xpnet.data import load_dataset
+    from xpnet.nn.model import MLP
+    from xpnet.data.preprocess import Normalizer, train_val_split
+    from xpnet.io.npz import load_checkpoint, save_checkpoint
+    from xpnet.training.trainer import EarlyStopping, Trainer, evaluate
 
-    from ..serialize import check_writable
+    from xpnet.io.npz import check_writable
 
     say = (lambda *a, **k: None) if opts["quiet"] else click.echo
     out: Path = opts["out"]
@@ -106,7 +106,7 @@ def train(**opts):
                   dropout=opts["dropout"], label_smoothing=opts["label_smoothing"], device=opts["device"], dtype=dtype,
                   seed=opts["seed"])
     elif net.sizes[0] != X.shape[1] or net.sizes[-1] != ds.n_classes:
-        from ..errors import ModelFileError
+        from xpnet.errors import ModelFileError
 
         raise ModelFileError(f"checkpoint {opts['resume']} is for {net.sizes[0]} inputs/{net.sizes[-1]} classes, "
                              f"the data has {X.shape[1]}/{ds.n_classes}")
@@ -133,12 +133,12 @@ def train(**opts):
         callbacks.append(lambda rec, tr: rec["epoch"] % every == 0 and save_checkpoint(checkpoint_path, tr, run_config))
     augment = None
     if opts["augment"]:
-        from ..augment import Augmenter
+        from xpnet.data.augment import Augmenter
 
         augment = Augmenter(image_shape=ds.image_shape, seed=opts["seed"])
     trainer_cls = Trainer
     if net.device.is_gpu and opts.get("graph", True):
-        from ..train_graph import make_trainer as trainer_cls  # GraphTrainer where supported, else Trainer
+        from xpnet.training.graph import make_trainer as trainer_cls  # GraphTrainer where supported, else Trainer
     trainer = trainer_cls(net, opt, Xtr, ytr, batch_size=opts["batch_size"], val=(Xv, yv), l2=opts["l2"],
                           early_stopping=early, seed=opts["seed"], callbacks=callbacks, progress=not opts["quiet"],
                           augment=augment)
@@ -179,9 +179,9 @@ def _make_optimizer(opts: dict, n_train: int):
     """The optimizer of ``opts`` with its schedule over ``epochs × batches`` steps (or, resuming, the saved one)."""
     import math
 
-    from ..errors import ConfigError
-    from ..optim import get_optimizer
-    from ..schedules import build_schedule, from_config
+    from xpnet.errors import ConfigError
+    from xpnet.optim.optimizers import get_optimizer
+    from xpnet.optim.schedules import build_schedule, from_config
 
     name = opts["optimizer"]
     n_batches = math.ceil(n_train / min(opts["batch_size"], n_train))
@@ -216,7 +216,7 @@ def _write_metrics(path, lines):
 
 
 def _flush_metrics(path, lines):
-    from ..serialize import atomic_write
+    from xpnet.io.npz import atomic_write
 
     atomic_write(path, lambda fh: fh.write("\n".join(lines) + "\n"), mode="w")
 
@@ -224,7 +224,7 @@ def _flush_metrics(path, lines):
 def _versions() -> dict:
     import numpy
 
-    from .. import __version__, backend
+    from xpnet import __version__, backend
 
     versions = {"xpnet": __version__, "python": platform.python_version(), "numpy": numpy.__version__}
     gpu = backend.gpu_info()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
-from .download import download_file
-from .idx import read_idx
+from xpnet.errors import ConfigError, DataError
+from xpnet.data.download import download_file
+from xpnet.data.idx import read_idx
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 STANDARD_FILES = {

@@ -12,8 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import ChecksumError, DataError, DownloadError
-from ..progress import ProgressBar
+from xpnet.errors import ChecksumError, DataError, DownloadError
+from xpnet.progress import ProgressBar
 
 CHUNK = 1 << 16
 USER_AGENT = "xpnet (https://pypi.org/project/xpnet)"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, OutputError
-from ..fileio import atomic_write
+from xpnet.errors import DataError, OutputError
+from xpnet.fileio import atomic_write
 
 # IDX type code -> big-endian dtype stored in the file.
 IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .idx import looks_like_idx, read_idx
+from xpnet.errors import DataError
+from xpnet.data.idx import looks_like_idx, read_idx
 
 BOX = 20  # the longer side of the digit after scaling
 SIZE = 28  # the output field

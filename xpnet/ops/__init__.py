@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import reference
+from xpnet.ops import reference
 
 
 def get_ops(xp, fast: bool = True):
@@ -20,9 +20,9 @@ def get_ops(xp, fast: bool = True):
     if not fast:
         return reference
     if xp is np:
-        from . import cpu  # noqa: PLC0415 - numba is optional
+        from xpnet.ops import cpu  # noqa: PLC0415 - numba is optional
 
         return cpu if cpu.AVAILABLE else reference
-    from . import cuda  # noqa: PLC0415 - imports cupy
+    from xpnet.ops import cuda  # noqa: PLC0415 - imports cupy
 
     return cuda

@@ -32,7 +32,7 @@ import os
 
 import numpy as np
 
-from . import reference
+from xpnet.ops import reference
 
 try:
     import numba

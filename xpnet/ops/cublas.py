@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import ConfigError, DeviceError, ShapeError
+from xpnet.errors import ConfigError, DeviceError, ShapeError
 
 CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
 DEFAULT_WORKSPACE_BYTES = 32 * 2**20  # NVIDIA's recommendation for Hopper
@@ -78,7 +78,7 @@ class Cublas:
     """
 
     def __init__(self, stream, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES):
-        from ..backend import _import_cupy  # noqa: PLC0415
+        from xpnet.backend import _import_cupy  # noqa: PLC0415
 
         lib = self._lib = bindings()
         self._handle = lib.create()

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import _import_cupy
-from ..errors import ConfigError, ShapeError
-from . import reference
+from xpnet.backend import _import_cupy
+from xpnet.errors import ConfigError, ShapeError
+from xpnet.ops import reference
 
 # The kernels each file must define (tests check them against nvcc's PTX).
 KERNEL_NAMES = {

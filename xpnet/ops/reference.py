@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_array_module, take_rows
-from ..errors import DataError
+from xpnet.backend import get_array_module, take_rows
+from xpnet.errors import DataError
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB

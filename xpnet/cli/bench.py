@@ -1,0 +1,179 @@
+"""``xpnet bench``: epoch times of xpnet on CPU/GPU against peers measured in the same run."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from xpnet.cli.options import DATASET_CHOICES, comma_list, shapes_option
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--device", "devices", default="cpu", callback=comma_list, help="Comma list: cpu,gpu.")
+@click.option("--hidden", default=None, callback=lambda ctx, param, value: None if value is None else shapes_option(ctx, param, value), help="Hidden shapes: ';' between networks, ',' between layers (a plain 10,256,1024 means three 1-layer nets) [default: 10;1024;120,64; with --to-accuracy 1024].")
+@click.option("--batch-size", "batch_sizes", default=None, callback=comma_list, help="Comma list of batch sizes [default: 128; with --to-accuracy the recipe's 128].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per run; the first is warm-up and excluded [default: 4; with --to-accuracy 8, the recipe's length].")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, help="Runs per case (the median epoch is over all runs).")
+@click.option("--peers", default=None, callback=comma_list, help="Peers to measure in the same run: torch, torch-graph, sklearn, xpnet-eager (GPU without graphs); skipped when not installed [default: torch,sklearn; with --to-accuracy torch].")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: 1e-3; with --to-accuracy the recipe's peak 2e-3].")
+@click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="fashion-mnist")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder with the four IDX files (instead of looking --dataset up).")
+@click.option("--to-accuracy", "target", type=click.FloatRange(0, 100, min_open=True), default=None, help="Time to accuracy instead: train the default recipe (one-cycle Adam, dropout, label smoothing) for --epochs on --seeds seeds, peers with the identical recipe; TARGET in % is met when the mean test accuracy reaches it. Writes OUT/tta.json.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, help="With --to-accuracy: seeds SEED, SEED+1, ... (interleaved across implementations).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="With --to-accuracy: threads of every library in each run (OpenMP/OpenBLAS/MKL/Numba, PyTorch's intra-op) [default: each library's own].")
+@click.option("--limit", type=click.IntRange(min=100), default=None, help="Use only the first N training images (quick looks).")
+@click.option("--seed", type=int, default=0)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write results.json, results.csv, results.md and plots here.")
+def bench(devices, hidden, batch_sizes, epochs, repeats, peers, lr, dataset, data_dir, target, seeds, threads, limit, seed,
+          out):
+    """Time xpnet (Adam, float32) against PyTorch and scikit-learn on the same data, in one run.
+
+    Prints a Markdown table of median epoch seconds (warm-up excluded), samples/s and test
+    accuracy, then the ratio of xpnet's time to each peer's (< 1 means xpnet is faster)
+    and, with cpu and gpu, the GPU speed-up.
+
+    \b
+    With --to-accuracy TARGET: time to accuracy of one fixed recipe instead, e.g.
+      xpnet bench --to-accuracy 98 --dataset mnist --data-dir ../shared/data/mnist --peers torch --out DIR
+    """
+    from xpnet.experiments.bench.report import summarise, write_outputs
+    from xpnet.experiments.bench.runner import prepare_data, run_in_subprocess, unavailable_reason
+
+    if target is not None:
+        return _to_accuracy(devices, hidden or [(1024,)], batch_sizes, epochs, peers or ("torch",), lr, dataset, data_dir, target, seeds,
+                            threads, limit, seed, out)
+    epochs = 4 if epochs is None else epochs
+    hidden = hidden or [(10,), (1024,), (120, 64)]
+    if epochs < 2:
+        raise click.BadParameter("time per epoch needs >= 2 epochs (the first is warm-up)", param_hint="--epochs")
+    lr = 1e-3 if lr is None else lr
+    peers = peers or ("torch", "sklearn")
+    try:
+        sizes_list = [int(b) for b in (batch_sizes or ("128",))]
+    except ValueError:
+        raise click.BadParameter(f"{','.join(batch_sizes)}: batch sizes must be integers", param_hint="--batch-size") from None
+    shapes = hidden
+    for device in devices:
+        if device != "cpu" and not device.startswith("gpu"):
+            raise click.BadParameter(f"{device!r}: use cpu, gpu or gpu:N", param_hint="--device")
+    impls = ["xpnet", *[p for p in peers if p != "xpnet"]]
+    unknown = [p for p in impls if p not in ("xpnet", "xpnet-eager", "torch", "torch-graph", "sklearn")]
+    if unknown:
+        raise click.BadParameter(f"unknown peer {unknown[0]!r}: choose from xpnet-eager, torch, torch-graph, sklearn",
+                                 param_hint="--peers")
+
+    with tempfile.TemporaryDirectory(prefix="xpnet-bench-") as tmp:
+        info = prepare_data(dataset, Path(tmp), limit, data_dir)
+        click.echo(f"{info['dataset']}: {info['n_train']:,} train / {info['n_test']:,} test · Adam lr {lr:g} · "
+                   f"float32 · {epochs} epochs (first excluded) × {repeats}", err=True)
+        results = []
+        for shape in shapes:
+            sizes = [info["n_features"], *shape, info["n_classes"]]
+            for batch_size in sizes_list:
+                for device in devices:
+                    for impl in impls:
+                        case = {"impl": impl, "device": device, "sizes": sizes, "hidden": list(shape),
+                                "batch_size": batch_size, "epochs": epochs, "lr": lr, "seed": seed}
+                        reason = unavailable_reason(case)
+                        if reason:
+                            # Rows that can never exist (sklearn on GPU, graphs on CPU) are left out, not "skipped".
+                            impossible = (impl == "sklearn" and device != "cpu") or (
+                                impl in ("torch-graph", "xpnet-eager") and device == "cpu")
+                            if not impossible:
+                                results.append(dict(case, skipped=reason))
+                            continue
+                        runs = []
+                        for r in range(repeats):
+                            t0 = time.perf_counter()
+                            res = run_in_subprocess(dict(case, seed=seed + r), Path(tmp))
+                            runs.append(res)
+                            label = "-".join(map(str, sizes))
+                            status = f"{res['median_epoch_s']:.3f} s/epoch, acc {res['test_acc'] * 100:.2f}%" if "error" not in res else f"error: {res['error']}"
+                            click.echo(f"  {impl:<11} {device:<5} {label:<14} batch {batch_size:<5} {status} "
+                                       f"({time.perf_counter() - t0:.0f}s)", err=True)
+                        results.append(_merge(runs))
+    table = summarise(results)
+    click.echo(table)
+    if out:
+        written = write_outputs(results, table, out, meta={"dataset": dataset, "epochs": epochs, "repeats": repeats,
+                                                           "lr": lr, "limit": limit})
+        click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+
+
+def _to_accuracy(devices, hidden, batch_sizes, epochs, peers, lr, dataset, data_dir, target, seeds, threads, limit, seed,
+                 out):
+    """``--to-accuracy``: the default recipe for EPOCHS on every seed, xpnet and peers interleaved."""
+    from xpnet.cli.options import RECIPES
+    from xpnet.experiments.bench.runner import prepare_data, unavailable_reason
+    from xpnet.experiments.bench.tta import TTA_IMPLS, recipe_case, run_tta, tta_table, write_tta
+
+    impls = ["xpnet", *[p for p in peers if p != "xpnet"]]
+    unknown = [p for p in impls if p not in TTA_IMPLS]
+    if unknown:
+        raise click.BadParameter(f"peer {unknown[0]!r} has no time-to-accuracy runner: choose from torch",
+                                 param_hint="--peers")
+    if len(hidden) != 1:
+        raise click.BadParameter("time to accuracy takes one network", param_hint="--hidden")
+    for device in devices:
+        if device != "cpu" and not device.startswith("gpu"):
+            raise click.BadParameter(f"{device!r}: use cpu, gpu or gpu:N", param_hint="--device")
+    recipe = dict(RECIPES["default"])
+    if batch_sizes:
+        if len(batch_sizes) != 1 or not batch_sizes[0].isdigit():
+            raise click.BadParameter("time to accuracy takes one integer batch size", param_hint="--batch-size")
+        recipe["batch_size"] = int(batch_sizes[0])
+    if lr is not None:
+        recipe["lr"] = lr
+    epochs = 8 if epochs is None else epochs
+    case = recipe_case(recipe, hidden=list(hidden[0]), epochs=epochs, target=target / 100, dataset=dataset,
+                       threads=threads)
+    seed_list = list(range(seed, seed + seeds))
+    with tempfile.TemporaryDirectory(prefix="xpnet-tta-") as tmp:
+        info = prepare_data(dataset, Path(tmp), limit, data_dir)
+        case["dataset"] = info["dataset"]
+        click.echo(f"{info['dataset']}: {info['n_train']:,} train / {info['n_test']:,} test · time to {target:g}% · "
+                   f"{'-'.join(map(str, [info['n_features'], *hidden[0], info['n_classes']]))} · Adam one-cycle peak "
+                   f"{recipe['lr']:g} · batch {recipe['batch_size']} · dropout {recipe['dropout']:g} · label smoothing "
+                   f"{recipe['label_smoothing']:g} · {epochs} epochs × seeds {seed_list} · "
+                   f"{threads or 'default'} threads · first-call JIT excluded",
+                   err=True)
+        runnable = []
+        for impl in impls:
+            for device in devices:
+                reason = unavailable_reason({"impl": impl, "device": device})
+                if reason:
+                    click.echo(f"  {impl} on {device}: skipped ({reason})", err=True)
+                else:
+                    runnable.append(impl)
+        t0 = time.perf_counter()
+        rows = run_tta(list(dict.fromkeys(runnable)), devices, seed_list, case, Path(tmp),
+                       say=lambda line: click.echo(line, err=True))
+    table = tta_table(rows)
+    click.echo(table)
+    if out:
+        meta = {"dataset": info["dataset"], "n_train": info["n_train"], "n_test": info["n_test"], "epochs": epochs,
+                "threads": threads,
+                "seeds": seed_list, "target": target / 100, "limit": limit, "total_s": time.perf_counter() - t0,
+                "timing": "wall time of training only (data in memory, no evaluation); each process first takes a "
+                          "few warm-up steps on another model (Numba JIT compilation excluded)"}
+        written = write_tta(rows, out, meta)
+        click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+
+
+def _merge(runs: list[dict]) -> dict:
+    """One row from repeated runs: median over every timed epoch of every run."""
+    import statistics
+
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[0]
+    epochs = [e for r in ok for e in (r["epoch_s"][1:] or r["epoch_s"])]
+    merged = dict(ok[0])
+    merged["median_epoch_s"] = statistics.median(epochs)
+    merged["samples_per_s"] = ok[0]["samples_per_s"] * ok[0]["median_epoch_s"] / merged["median_epoch_s"]
+    merged["test_acc"] = statistics.mean(r["test_acc"] for r in ok)
+    merged["runs"] = len(ok)
+    return merged

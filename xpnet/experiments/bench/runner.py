@@ -1,0 +1,104 @@
+"""Runs benchmark cases, each in a fresh subprocess, and collects their results.
+
+The parent loads and normalises the data once and writes it as ``.npy`` files; each
+child memory-maps them, runs one case (``workloads.run_case``) and prints one JSON line.
+A peer that is not installed (or has no GPU) becomes a "skipped" row with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+PEER_MODULES = {"torch": "torch", "torch-graph": "torch", "sklearn": "sklearn"}
+
+
+def prepare_data(dataset: str, folder: Path, limit: int | None = None, data_dir=None) -> dict:
+    """Normalised float32 train/test arrays saved in ``folder``; returns their description.
+
+    ``data_dir``: a folder with the four IDX files, instead of looking ``dataset`` up."""
+    from xpnet.data import load_dataset
+    from xpnet.data.preprocess import Normalizer
+
+    ds = load_dataset(dataset if not data_dir else None, data_dir=data_dir)
+    X = ds.X_train.reshape(len(ds.X_train), -1)
+    y = ds.y_train
+    if limit:
+        X, y = X[:limit], y[:limit]
+    norm = Normalizer().fit(X)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "X_train.npy", norm.transform(X))
+    np.save(folder / "y_train.npy", y.astype(np.int64))
+    np.save(folder / "X_test.npy", norm.transform(ds.X_test.reshape(len(ds.X_test), -1)))
+    np.save(folder / "y_test.npy", ds.y_test.astype(np.int64))
+    return {"dataset": ds.name, "n_train": len(X), "n_test": len(ds.X_test), "n_classes": ds.n_classes,
+            "n_features": X.shape[1]}
+
+
+def load_data(folder: Path) -> dict:
+    return {name: np.load(folder / f"{name}.npy") for name in ("X_train", "y_train", "X_test", "y_test")}
+
+
+def unavailable_reason(case: dict) -> str | None:
+    """Why a case cannot run here (missing library or device), or None."""
+    module = PEER_MODULES.get(case["impl"])
+    if module and importlib.util.find_spec(module) is None:
+        return f"{module} not installed"
+    gpu = case["device"] != "cpu"
+    if case["impl"] == "sklearn" and gpu:
+        return "CPU only"
+    if case["impl"] == "torch-graph" and not gpu:
+        return "CUDA graphs need a GPU"
+    if case["impl"] == "xpnet-eager" and not gpu:
+        return "the eager/graph split exists on GPU only"
+    if gpu and case["impl"].startswith("xpnet"):
+        from xpnet import backend
+
+        if not backend.gpu_available():
+            return "no CuPy/CUDA device"
+    if gpu and case["impl"] in ("torch", "torch-graph"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return "torch sees no CUDA device"
+    return None
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def run_in_subprocess(case: dict, data_dir: Path, timeout: float = 1800, module: str = "xpnet.experiments.bench.runner",
+                      threads: int | None = None) -> dict:
+    """Run ``python -m module CASE DATA_DIR`` and return the JSON line it prints (or the case with an error).
+
+    ``threads``: the thread count of every library in the child (OpenMP, OpenBLAS, MKL, Numba;
+    PyTorch reads OMP_NUM_THREADS); None leaves each library's default.
+    """
+    import os
+
+    cmd = [sys.executable, "-m", module, json.dumps(case), str(data_dir)]
+    env = None
+    if threads:
+        env = dict(os.environ, **{var: str(int(threads)) for var in THREAD_VARS})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return dict(case, error=tail)
+    return json.loads(lines[-1])
+
+
+def _child(argv) -> None:
+    from xpnet.experiments.bench.workloads import run_case
+
+    case, data_dir = json.loads(argv[0]), Path(argv[1])
+    print(json.dumps(run_case(case, load_data(data_dir))), flush=True)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""The network: activations, losses, initialisers and the MLP (forward, backward, one training step)."""
