@@ -92,7 +92,7 @@ def test_save_to_missing_folder_is_a_clear_error(tmp_path):
         ({"sizes": [784, 0, 10]}, r"layer sizes must be positive, got \[784, 0, 10\]"),
         ({"sizes": [784]}, "at least an input and an output size"),
         ({"sizes": [4, 3], "activation": "swish"}, "unknown activation 'swish': choose one of relu, leaky_relu, sigmoid, tanh"),
-        ({"sizes": [4, 3], "init": "glorot"}, "unknown init 'glorot': choose one of normal, xavier, he"),
+        ({"sizes": [4, 3], "init": "glorot"}, "unknown init 'glorot': choose one of he, xavier, normal"),
         ({"sizes": [4, 3], "output": "softmax", "loss": "binary_cross_entropy"}, "binary_cross_entropy needs the sigmoid output"),
         ({"sizes": [4, 3], "dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         ({"sizes": [4, 3], "dtype": "float16"}, "unsupported dtype 'float16': use 'float32' or 'float64'"),

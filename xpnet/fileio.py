@@ -1,4 +1,4 @@
-"""Writing files atomically: a leaf module (it imports only ``errors`` and ``backend`` of xpnet).
+"""Writing files atomically: a leaf module (it imports only ``errors`` of xpnet).
 
 Every file xpnet writes goes to a temporary file in the target folder, is flushed and
 fsynced, and is renamed over the target: a reader (or a crash) sees the old complete file
@@ -8,20 +8,11 @@ naming the path.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from xpnet import __version__, backend
 from xpnet.errors import OutputError
-
-MODEL_FORMAT = "xpnet-model"
-CHECKPOINT_FORMAT = "xpnet-checkpoint"
-FORMAT_VERSION = 1
-
 
 def check_writable(path) -> Path:
     """Fail with one clear line when ``path`` cannot be written; returns its folder.
@@ -64,33 +55,6 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
         raise
     _fsync_folder(folder)
     return path
-
-
-def write_npz(path, arrays: dict, meta: dict) -> Path:
-    """``arrays`` plus ``meta`` (a JSON string stored as a unicode array, readable with
-    ``allow_pickle=False``) as one ``.npz`` file, atomically."""
-    payload = dict(arrays)
-    payload["meta"] = np.array(json.dumps(meta))
-    return atomic_write(path, lambda fh: np.savez(fh, **payload))
-
-
-def model_payload(net) -> tuple[dict, dict]:
-    """``(arrays, meta)`` of a model file: ``W0, b0, W1, ...`` as NumPy arrays and the JSON meta
-    (format, version, architecture, normalizer, class names). Shared by ``MLP.save`` and the
-    checkpoints of :mod:`xpnet.io.npz`; it reads the network's attributes and imports no model code."""
-    arrays = {}
-    for l, (W, b) in enumerate(zip(net.W, net.b)):
-        arrays[f"W{l}"] = backend.to_numpy(W)
-        arrays[f"b{l}"] = backend.to_numpy(b)
-    meta = {
-        "format": MODEL_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "xpnet_version": __version__,
-        "config": net.config(),
-        "normalizer": net.normalizer.to_dict() if net.normalizer is not None else None,
-        "class_names": list(net.class_names) if net.class_names is not None else None,
-    }
-    return arrays, meta
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -47,7 +47,7 @@ def lr_find(**opts):
     from xpnet.training.lr_find import lr_find as run_lr_find
     from xpnet.nn.model import MLP
     from xpnet.data.preprocess import Normalizer, train_val_split
-    from xpnet.io.npz import atomic_write
+    from xpnet.fileio import atomic_write
 
     say = (lambda *a, **k: None) if opts["quiet"] else click.echo
     opts = resolve_recipe(opts["recipe"], {**opts, "lr": None, "schedule": None, "warmup": None, "epochs": None,

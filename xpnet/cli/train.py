@@ -70,7 +70,7 @@ def train(**opts):
     from xpnet.io.npz import load_checkpoint, save_checkpoint
     from xpnet.training.trainer import EarlyStopping, Trainer, evaluate
 
-    from xpnet.io.npz import check_writable
+    from xpnet.fileio import check_writable
 
     say = (lambda *a, **k: None) if opts["quiet"] else click.echo
     out: Path = opts["out"]
@@ -216,7 +216,7 @@ def _write_metrics(path, lines):
 
 
 def _flush_metrics(path, lines):
-    from xpnet.io.npz import atomic_write
+    from xpnet.fileio import atomic_write
 
     atomic_write(path, lambda fh: fh.write("\n".join(lines) + "\n"), mode="w")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xpnet import choices
 from xpnet.errors import ConfigError, DataError
 from xpnet.data.download import download_file
 from xpnet.data.idx import read_idx
@@ -79,6 +80,7 @@ DATASETS = {
         system_dirs=("/usr/share/datasets/fashion-mnist",),
     ),
 }
+assert tuple(DATASETS) == choices.DATASETS, "xpnet.choices.DATASETS lists the data sets registered here"
 
 
 @dataclass

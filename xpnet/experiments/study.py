@@ -189,7 +189,7 @@ def fig_recipes(recipes, path):
 # ---------------------------------------------------------------------------- report
 def write_report(results: dict, out: Path) -> list[Path]:
     """README.md (the report) + results.json + the figures into ``out``."""
-    from xpnet.io.npz import atomic_write
+    from xpnet.fileio import atomic_write
     from xpnet.experiments import plots
 
     out.mkdir(parents=True, exist_ok=True)

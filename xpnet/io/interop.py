@@ -402,9 +402,9 @@ def from_torch(source, *, activation: str | None = None, output: str | None = No
         if value is not None:
             config[key] = value
     sizes = [layers[0][0].shape[1]] + [W.shape[0] for W, _ in layers]
-    kwargs = {k: config[k] for k in ("activation", "leaky_slope", "output", "loss", "init", "seed") if k in config}
-    kwargs["dtype"] = dtype or config.get("dtype") or layers[0][0].dtype.name
-    net = MLP(sizes, device=device, **kwargs)
+    kept = {k: config[k] for k in ("activation", "leaky_slope", "output", "loss", "init", "seed") if k in config}
+    net = MLP.from_config(dict(kept, sizes=sizes), device=device,
+                          dtype=dtype or config.get("dtype") or layers[0][0].dtype.name)
     net.set_params([a for W, b in layers for a in (W, b)])
     if norm is not None:
         plain = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in norm.items()}

@@ -2,15 +2,15 @@
 
 A model file holds ``W0, b0, W1, b1, ...`` plus ``meta``: a JSON string (stored as a
 plain unicode array so ``np.load(allow_pickle=False)`` can read it) with the
-architecture, normalizer, class names and xpnet version (written by ``MLP.save`` through
-:func:`xpnet.fileio.model_payload`). A checkpoint adds the optimizer state and the training
+architecture, normalizer, data set, class names and xpnet version (:func:`model_payload`). A checkpoint adds the optimizer state and the training
 loop's position. Writes are atomic (:mod:`xpnet.fileio`).
 
 Reading trusts nothing: every array's ``.npy`` header (shape, dtype) is read and checked
 against the meta and against the bytes the zip member can really hold before the array is
 loaded; weights must be finite, the normalizer's std finite and > 0, the format version
 known. Any disagreement is a :class:`~xpnet.errors.ModelFileError` naming the file and what
-disagrees. Depends on ``model`` one way: ``model`` never imports this module.
+disagrees. The writer and the reader of the format live here together, with its one
+``FORMAT_VERSION``. Depends on ``model`` one way: ``model`` imports this module only lazily, in ``MLP.save``.
 """
 
 from __future__ import annotations
@@ -22,24 +22,46 @@ from pathlib import Path
 
 import numpy as np
 
+from xpnet import __version__
 from xpnet.errors import ModelFileError, XpnetError
-from xpnet.fileio import (  # noqa: F401 - re-exported: older call sites import them from here
-    CHECKPOINT_FORMAT,
-    FORMAT_VERSION,
-    MODEL_FORMAT,
-    atomic_write,
-    check_writable,
-    model_payload,
-    write_npz,
-)
+from xpnet.fileio import atomic_write
+
+MODEL_FORMAT = "xpnet-model"
+CHECKPOINT_FORMAT = "xpnet-checkpoint"
+FORMAT_VERSION = 1
 
 MAX_META_BYTES = 64 << 20  # the JSON meta (per-feature normalizer included) is far smaller
 DEFLATE_MAX_RATIO = 1100  # deflate cannot expand more than ~1032:1; a member claiming more lies
 
 
-def save_model(net, path) -> Path:
-    """Weights and metadata of ``net`` to ``path`` (.npz); the same as ``net.save(path)``."""
+# ---------------------------------------------------------------------------- writing
+def save(net, path) -> Path:
+    """Weights and metadata of ``net`` to ``path`` (.npz), atomically; ``xpnet.load`` reads it back."""
     return write_npz(path, *model_payload(net))
+
+
+def write_npz(path, arrays: dict, meta: dict) -> Path:
+    """``arrays`` plus ``meta`` (a JSON string stored as a unicode array, readable with
+    ``allow_pickle=False``) as one ``.npz`` file, atomically."""
+    payload = dict(arrays)
+    payload["meta"] = np.array(json.dumps(meta))
+    return atomic_write(path, lambda fh: np.savez(fh, **payload))
+
+
+def model_payload(net) -> tuple[dict, dict]:
+    """``(arrays, meta)`` of a model file: ``W0, b0, W1, ...`` (:meth:`MLP.state`) and the JSON meta
+    (format, version, architecture, normalizer, data set and class names)."""
+    arrays, config = net.state()
+    meta = {
+        "format": MODEL_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "xpnet_version": __version__,
+        "config": config,
+        "normalizer": net.normalizer.to_dict() if net.normalizer is not None else None,
+        "dataset": getattr(net, "dataset", None),
+        "class_names": list(net.class_names) if net.class_names is not None else None,
+    }
+    return arrays, meta
 
 
 # ---------------------------------------------------------------------------- reading, bounded
@@ -178,7 +200,7 @@ def _normalizer(meta, path, n_in):
 
 
 def _build_net(npz: _Npz, meta, device):
-    from xpnet.nn.model import MLP, _rebuild_kwargs  # noqa: PLC0415
+    from xpnet.nn.model import MLP  # noqa: PLC0415 - model never imports this module
 
     path = npz.path
     sizes = _sizes(meta, path)
@@ -188,7 +210,7 @@ def _build_net(npz: _Npz, meta, device):
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
         raise ModelFileError(f"{path}: class_names in the meta must be a list of strings")
     try:
-        net = MLP(sizes, device=device, **_rebuild_kwargs(meta["config"]))
+        net = MLP.from_config(dict(meta["config"], sizes=sizes), device=device)
         net.set_params(params)
     except XpnetError as exc:
         if isinstance(exc, ModelFileError) or type(exc).__name__ == "DeviceError":
@@ -196,8 +218,10 @@ def _build_net(npz: _Npz, meta, device):
         raise ModelFileError(f"{path}: incompatible model ({exc})") from None
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: incompatible model ({exc})") from None
-    net.normalizer = norm
-    net.class_names = names
+    dataset = meta.get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise ModelFileError(f"{path}: dataset in the meta must be a string")
+    net.normalizer, net.class_names, net.dataset = norm, names, dataset
     return net
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from xpnet.backend import get_array_module
+from xpnet import choices
 from xpnet.errors import ConfigError
 
 
@@ -106,7 +107,7 @@ SIGMOID = Activation("sigmoid", _sigmoid_forward, _sigmoid_backward)
 TANH = Activation("tanh", _tanh_forward, _tanh_backward)
 LINEAR = Activation("linear", _linear_forward, _linear_backward)
 
-NAMES = ("relu", "leaky_relu", "sigmoid", "tanh")
+NAMES = choices.ACTIVATIONS
 
 
 def get_activation(name: str, leaky_slope: float = 0.01) -> Activation:

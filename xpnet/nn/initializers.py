@@ -13,9 +13,10 @@ import math
 
 import numpy as np
 
+from xpnet import choices
 from xpnet.errors import ConfigError
 
-NAMES = ("normal", "xavier", "he")
+NAMES = choices.INITS
 
 
 def weight_scale(init: str, n_in: int) -> float:

@@ -56,10 +56,6 @@ class MLP:
         self.output = str(output).lower()
         self.loss_name = losses.DEFAULT_LOSS.get(self.output, "") if loss is None else str(loss).lower()
         losses.check_combination(self.output, self.loss_name)
-        if self.output == "sigmoid" and self.loss_name == "binary_cross_entropy" and self.sizes[-1] != 1:
-            self.multilabel = True
-        else:
-            self.multilabel = False
         self.init = str(init).lower()
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
@@ -76,6 +72,7 @@ class MLP:
         self.ops = get_ops(self.xp, fast_ops)
         self.normalizer = None  # set by fit()/the CLI so saved models preprocess like training
         self.class_names = None
+        self.dataset = None  # the data set's name, recorded in the model file (evaluate/predict default to it)
 
         host = init_weights(self.sizes, self.init, np.random.default_rng(self.seed), self.dtype)
         self._allocate(host)
@@ -139,9 +136,9 @@ class MLP:
 
     def to(self, device) -> "MLP":
         """This network on ``device`` (a new object sharing nothing with the old one)."""
-        clone = MLP(self.sizes, device=device, **_rebuild_kwargs(self.config()))
+        clone = MLP.from_config(self.config(), device=device)
         clone.set_params([backend.to_numpy(p) for p in self.params])
-        clone.normalizer, clone.class_names = self.normalizer, self.class_names
+        clone.normalizer, clone.class_names, clone.dataset = self.normalizer, self.class_names, self.dataset
         return clone
 
     # ------------------------------------------------------------------ input checks
@@ -378,9 +375,26 @@ class MLP:
 
     def save(self, path) -> None:
         """Write weights + JSON metadata to ``path`` (.npz), atomically (``xpnet.load`` reads it)."""
-        from xpnet.fileio import model_payload, write_npz  # noqa: PLC0415 - a leaf: no cycle with serialize
+        from xpnet.io.npz import save  # noqa: PLC0415 - the format's home imports the model, not back
 
-        write_npz(path, *model_payload(self))
+        save(self, path)
+
+    @classmethod
+    def from_config(cls, config: dict, device="cpu", **overrides) -> "MLP":
+        """A freshly initialised MLP from :meth:`config` (a model file's ``config``); weights come
+        from :meth:`set_params` or the seed."""
+        keys = ("activation", "leaky_slope", "output", "loss", "init", "dropout", "label_smoothing", "dtype", "seed")
+        kwargs = {k: config[k] for k in keys if k in config}
+        kwargs.update(overrides)
+        return cls(config["sizes"], device=device, **kwargs)
+
+    def state(self) -> tuple[dict, dict]:
+        """``({"W0": ..., "b0": ..., ...} as NumPy arrays, config())``: what a model file stores."""
+        arrays = {}
+        for l, (W, b) in enumerate(zip(self.W, self.b)):
+            arrays[f"W{l}"] = backend.to_numpy(W)
+            arrays[f"b{l}"] = backend.to_numpy(b)
+        return arrays, self.config()
 
     def __repr__(self) -> str:
         shape = "-".join(str(s) for s in self.sizes)
@@ -398,12 +412,6 @@ def _check_sizes(sizes) -> list[int]:
     if bad:
         raise ConfigError(f"layer sizes must be positive, got {sizes}")
     return sizes
-
-
-def _rebuild_kwargs(config: dict) -> dict:
-    """MLP keyword arguments from ``config()`` (minus ``sizes``)."""
-    keys = ("activation", "leaky_slope", "output", "loss", "init", "dropout", "label_smoothing", "dtype", "seed")
-    return {k: config[k] for k in keys if k in config}
 
 
 class StepCounters:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from xpnet import choices
 from xpnet.backend import get_array_module
 from xpnet.errors import ConfigError
 
@@ -257,6 +258,7 @@ def weight_slices(param_shapes) -> list[tuple[int, int]]:
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, RMSProp, Adam, AdamW)}
+assert tuple(OPTIMIZERS) == choices.OPTIMIZERS, "xpnet.choices.OPTIMIZERS lists the optimizers built here"
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.1, "rmsprop": 1e-3, "adam": 1e-3, "adamw": 1e-3}
 
 

@@ -33,9 +33,10 @@ import math
 
 import numpy as np
 
+from xpnet import choices
 from xpnet.errors import ConfigError
 
-SCHEDULE_NAMES = ("constant", "step", "exponential", "cosine", "onecycle")
+SCHEDULE_NAMES = choices.SCHEDULES
 
 
 class Schedule:
@@ -200,6 +201,7 @@ class OneCycle(Schedule):
 
 
 SCHEDULES = {cls.name: cls for cls in (Constant, Step, Exponential, Cosine, OneCycle)}
+assert tuple(SCHEDULES) == choices.SCHEDULES, "xpnet.choices.SCHEDULES lists the schedules built here"
 
 
 def from_config(config: dict | None) -> Schedule | None:

@@ -18,10 +18,10 @@ def gradcheck(net, X, y, eps: float = 1e-6, l2: float = 0.0, masks=None) -> floa
     dropout, pass fixed 0/1 keep-``masks`` (one per hidden layer) so the function is
     deterministic.
     """
-    from xpnet.nn.model import MLP, _rebuild_kwargs  # noqa: PLC0415
+    from xpnet.nn.model import MLP  # noqa: PLC0415
 
     config = dict(net.config(), dtype="float64")
-    probe = MLP(config["sizes"], device="cpu", fast_ops=False, **_rebuild_kwargs(config))
+    probe = MLP.from_config(config, device="cpu", fast_ops=False)
     probe.set_params([backend.to_numpy(p).astype(np.float64) for p in net.params])
     X = backend.to_numpy(X).astype(np.float64)
     y = backend.to_numpy(y)

@@ -193,7 +193,7 @@ def tta_table(rows: list[dict]) -> str:
 
 
 def write_tta(rows: list[dict], out: Path, meta: dict) -> list[Path]:
-    from xpnet.io.npz import atomic_write
+    from xpnet.fileio import atomic_write
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
