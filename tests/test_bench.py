@@ -28,7 +28,7 @@ def test_ratios_are_xpnet_time_over_peer_time():
 def test_bench_end_to_end(fashion_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("XPNET_DATA")  # use the system Fashion-MNIST
     out = tmp_path / "bench"
-    code = main(["bench", "--hidden", "10;16,8", "--epochs", "2", "--limit", "600", "--peers", "sklearn",
+    code = main(["bench", "--hidden", "10", "--hidden", "16,8", "--epochs", "2", "--limit", "600", "--peers", "sklearn",
                  "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -43,6 +43,6 @@ def test_bench_end_to_end(fashion_dir, tmp_path, capsys, monkeypatch):
 
 def test_bench_rejects_bad_arguments(capsys):
     assert main(["bench", "--hidden", "ten"]) == 2
-    assert "use e.g. 10,256,1024" in capsys.readouterr().err
+    assert "'ten' is not a comma-separated list of integers" in capsys.readouterr().err
     assert main(["bench", "--peers", "jax"]) == 2
     assert "unknown peer 'jax'" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The command line end to end on a tiny synthetic IDX data set, bad input included."""
 
+import datetime
 import json
 import subprocess
 import sys
@@ -24,12 +25,16 @@ def test_train_evaluate_predict(data_dir, tmp_path, capsys):
     code, out, err = _train(data_dir, tmp_path, capsys, "--metrics", tmp_path / "run.jsonl", "--lr", "0.01")
     assert code == 0, err
     assert "test accuracy" in out and (tmp_path / "m.npz").exists()
-    lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines[:-1]] == [1, 2, 3]
-    assert {"train_loss", "train_acc", "val_loss", "val_acc", "epoch_s", "samples_per_s"} <= set(lines[0])
-    final = lines[-1]
-    assert final["event"] == "test" and final["test_acc"] > 0.9 and final["config"]["hidden"] == [16]
-    assert "numpy" in final["versions"]
+    lines = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["event"] for r in lines] == ["start", "epoch", "epoch", "epoch", "test"]
+    assert all(datetime.datetime.fromisoformat(r["time"]).tzinfo is not None for r in lines)
+    start, epochs, final = lines[0], lines[1:-1], lines[-1]
+    assert start["config"]["hidden"] == [16] and start["config"]["lr"] == 0.01 and "numpy" in start["versions"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "epoch_s", "samples_per_s", "lr"} <= set(epochs[0])
+    lrs = [r["lr"] for r in epochs]  # the default recipe's one-cycle: the last epoch ends near lr/250,000
+    assert lrs[-1] < lrs[0] < 0.01 and lrs[-1] == pytest.approx(0.01 / 25 / 1e4, rel=1e-6)
+    assert final["event"] == "test" and final["test_acc"] > 0.9
 
     code, out, err = run_cli(["evaluate", tmp_path / "m.npz", "--data-dir", data_dir, "--json"], capsys)
     assert code == 0, err
@@ -193,7 +198,7 @@ def test_checksum_mismatch_through_the_cli(tmp_path, capsys, monkeypatch):
 def test_help_is_fast_and_complete():
     out = subprocess.run([sys.executable, "-m", "xpnet", "train", "--help"], capture_output=True, text=True, check=True).stdout
     for option in ("--dataset", "--hidden", "--optimizer", "--early-stopping", "--checkpoint-every", "--resume",
-                   "[default: 128; x>=1]"):
+                   "[default: (128); x>=1]", "--config", "--print-config"):
         assert option in out
     code = "import time,sys; t=time.perf_counter(); import xpnet.cli; print(time.perf_counter()-t); print('numpy' in sys.modules)"
     lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -163,7 +163,7 @@ def test_killed_worker_trial_is_failed_and_retried(pg, url, data_dir, tmp_path):
 
 
 def test_two_sweep_workers_run_each_grid_point_once(pg, url, data_dir, tmp_path):
-    args = ["sweep", "--data-dir", data_dir, "--hidden", "4;8;12", "--optimizer", "adam,sgd", "--repeats", "2",
+    args = ["sweep", "--data-dir", data_dir, "--hidden", "4", "--hidden", "8", "--hidden", "12", "--optimizer", "adam,sgd", "--repeats", "2",
             "--epochs", "1", "--batch-size", "32", "--storage", url, "--study-name", "g", "--heartbeat", "1"]
     logs = [tmp_path / f"s{i}.log" for i in range(2)]
     procs = [_start(args + ["--out", tmp_path / f"s{i}"], log) for i, log in enumerate(logs)]

@@ -29,7 +29,7 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     data = write_synthetic_idx(root / "data", n_train=300)
     sweep, init, tune, bench = root / "sweep", root / "init", root / "tune", root / "bench"
-    assert main(["sweep", "--data-dir", str(data), "--hidden", "8,32", "--optimizer", "adam,sgd", "--repeats", "2",
+    assert main(["sweep", "--data-dir", str(data), "--hidden", "8", "--hidden", "32", "--optimizer", "adam,sgd", "--repeats", "2",
                  "--epochs", "2", "--batch-size", "32", "--out", str(sweep)]) == 0
     assert main(["analyze", "init", "--data-dir", str(data), "--samples", "100", "--depth", "3", "--width", "32",
                  "--out", str(init)]) == 0

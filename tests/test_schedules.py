@@ -206,7 +206,7 @@ def test_recipe_and_flags_reach_the_run(data_dir, tmp_path, capsys):
     assert "OneCycle(total_steps=" in out and "recipe default" in out and "label smoothing 0.1" in out
     import json
 
-    config = json.loads((tmp_path / "run.jsonl").read_text().splitlines()[-1])["config"]
+    config = json.loads((tmp_path / "run.jsonl").read_text(encoding="utf-8").splitlines()[0])["config"]  # the start event
     assert config["batch_size"] == 128 and config["dropout"] == 0.1 and config["lr"] == 2e-3
     assert config["schedule_config"]["name"] == "onecycle" and config["schedule_config"]["total_steps"] == 2 * 5  # 540 train rows, batch 128
     code, out, err = _cli(["train", "--data-dir", data_dir, "--hidden", "8", "--epochs", "1", "--recipe", "plain",
@@ -221,7 +221,7 @@ def test_recipe_and_flags_reach_the_run(data_dir, tmp_path, capsys):
 
 def test_weight_decay_needs_adamw(data_dir, tmp_path, capsys):
     code, _, err = _cli(["train", "--data-dir", data_dir, "--weight-decay", "0.1", "--out", tmp_path / "m.npz"], capsys)
-    assert code == 1 and err.strip() == "error: --weight-decay is AdamW's decoupled decay: add --optimizer adamw (or use --l2)"
+    assert code == 1 and err.strip() == "error: weight decay is AdamW's decoupled decay: choose the adamw optimizer (--optimizer adamw) or use L2 (--l2)"
     code, _, err = _cli(["train", "--data-dir", data_dir, "--epochs", "2", "--warmup", "5", "--out", tmp_path / "m.npz"],
                         capsys)
     assert code == 1 and err.startswith("error: one-cycle needs a warm-up shorter than the run")

@@ -13,7 +13,7 @@ def test_study_writes_a_report_whose_captions_match_the_results(tmp_path, capsys
 
     data = write_synthetic_idx(tmp_path / "data", n_train=400)
     out = tmp_path / "study"
-    code = main(["study", "--data-dir", str(data), "--hidden", "8,16", "--seeds", "2", "--epochs", "2",
+    code = main(["study", "--data-dir", str(data), "--hidden", "8", "--hidden", "16", "--seeds", "2", "--epochs", "2",
                  "--optimizer-epochs", "2", "--batch-hidden", "8", "--batch-budget", "0.05", "--stochastic-rows", "60",
                  "--out", str(out)])
     captured = capsys.readouterr()

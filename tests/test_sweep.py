@@ -6,7 +6,6 @@ import json
 import pytest
 
 from xpnet.experiments.sweep import CSV_FIELDS, make_grid, run_id
-from xpnet.cli.options import parse_shapes
 from conftest import run_cli, write_synthetic_idx
 from xpnet.errors import ConfigError
 
@@ -16,12 +15,17 @@ def data_dir(tmp_path):
     return write_synthetic_idx(tmp_path / "data", n_train=300)
 
 
-def test_parse_shapes():
-    assert parse_shapes("10,256,1024") == [(10,), (256,), (1024,)]
-    assert parse_shapes("10;256;120,64") == [(10,), (256,), (120, 64)]
-    for bad in ("", "a,b", "10;0", "-3", ";"):
-        with pytest.raises(ConfigError):
-            parse_shapes(bad)
+def test_hidden_is_one_network_and_repeats_compare_networks(data_dir, tmp_path, capsys):
+    """`--hidden 120,64` is one two-layer network in every command; sweep compares repeated ones."""
+    out = tmp_path / "sweep"
+    code, stdout, err = run_cli(["sweep", "--data-dir", data_dir, "--hidden", "8", "--hidden", "16,8", "--epochs", "1",
+                                 "--out", out], capsys)
+    assert code == 0, err
+    with open(out / "results.csv", encoding="utf-8") as fh:
+        shapes = sorted({row["hidden"] for row in csv.DictReader(fh)})
+    assert shapes == ["16-8", "8"], shapes
+    code, _, err = run_cli(["sweep", "--data-dir", data_dir, "--hidden", "8,0", "--out", out], capsys)
+    assert code == 2 and "hidden sizes must be positive" in err
 
 
 def test_run_id_is_stable_and_distinct():
@@ -34,7 +38,7 @@ def test_run_id_is_stable_and_distinct():
 
 def test_sweep_writes_rows_and_resumes(data_dir, tmp_path, capsys):
     out = tmp_path / "sweep"
-    args = ["sweep", "--data-dir", data_dir, "--hidden", "8;16,8", "--optimizer", "adam,sgd", "--repeats", "2",
+    args = ["sweep", "--data-dir", data_dir, "--hidden", "8", "--hidden", "16,8", "--optimizer", "adam,sgd", "--repeats", "2",
             "--epochs", "2", "--batch-size", "32", "--out", out]
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
@@ -97,7 +101,7 @@ def test_sweep_needs_out_and_data(tmp_path, capsys):
 def test_sweep_storage_second_worker_skips_what_the_first_trained(data_dir, tmp_path, capsys):
     pytest.importorskip("optuna")
     storage = f"sqlite:///{tmp_path / 'sweep.db'}"
-    args = ["sweep", "--data-dir", data_dir, "--hidden", "8;16", "--repeats", "2", "--epochs", "1", "--batch-size", "64",
+    args = ["sweep", "--data-dir", data_dir, "--hidden", "8", "--hidden", "16", "--repeats", "2", "--epochs", "1", "--batch-size", "64",
             "--storage", storage, "--study-name", "g"]
     code, out, err = run_cli(args + ["--out", tmp_path / "a"], capsys)
     assert code == 0, err

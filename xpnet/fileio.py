@@ -39,7 +39,7 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
-        with os.fdopen(fd, mode) as fh:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": "\n"})) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

@@ -1,7 +1,8 @@
-"""A small progress bar on stderr: batches done, samples/s, ETA and the running loss.
+"""Progress bars through tqdm (``tqdm.auto``: a text bar in a terminal, a widget in Jupyter).
 
-Redraws at most every 0.1 s so the bar costs nothing per step, and prints nothing when
-stderr is not a terminal (logs stay clean; the per-epoch summary line still appears).
+A thin adapter so the training loop counts batches and samples without knowing tqdm: the bar
+shows batches done, samples per second and the ETA, and is silent when disabled or when stderr
+is not a terminal (logs stay clean; the per-epoch summary line still appears).
 """
 
 from __future__ import annotations
@@ -11,38 +12,37 @@ import time
 
 
 class ProgressBar:
-    def __init__(self, total: int, label: str = "", enabled: bool = True, stream=None, width: int = 28,
-                 unit: str = "samples"):
+    def __init__(self, total: int, label: str = "", enabled: bool = True, stream=None, unit: str = "samples"):
         self.total = max(int(total), 1)
-        self.label = label
         self.unit = unit
-        self.stream = stream or sys.stderr
-        self.enabled = enabled and getattr(self.stream, "isatty", lambda: False)()
-        self.width = width
         self.start = time.perf_counter()
-        self._last_draw = 0.0
         self.done = 0
         self.samples = 0
+        stream = stream or sys.stderr
+        self._bar = None
+        if enabled and (_in_notebook() or getattr(stream, "isatty", lambda: False)()):
+            from tqdm.auto import tqdm  # noqa: PLC0415 - only when a bar is drawn
+
+            self._bar = tqdm(total=self.total, desc=label, file=stream, leave=False, unit="batch",
+                             dynamic_ncols=True, mininterval=0.1)
 
     def update(self, steps: int = 1, samples: int = 0, info: str = "") -> None:
         self.done += steps
         self.samples += samples
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self._last_draw < 0.1 and self.done < self.total:
-            return
-        self._last_draw = now
-        elapsed = now - self.start
-        frac = min(self.done / self.total, 1.0)
-        filled = int(frac * self.width)
-        rate = self.samples / elapsed if elapsed > 0 else 0.0
-        eta = elapsed * (1 - frac) / frac if frac > 0 else 0.0
-        bar = "█" * filled + "·" * (self.width - filled)
-        self.stream.write(f"\r{self.label} {bar} {frac:4.0%} {self.done}/{self.total} {rate:,.0f} {self.unit}/s ETA {eta:4.1f}s {info}\033[K")
-        self.stream.flush()
+        if self._bar is not None:
+            elapsed = time.perf_counter() - self.start
+            rate = self.samples / elapsed if elapsed > 0 else 0.0
+            self._bar.set_postfix_str(f"{rate:,.0f} {self.unit}/s {info}".rstrip(), refresh=False)
+            self._bar.update(steps)
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    try:
+        return shell is not None and type(shell.get_ipython()).__name__ == "ZMQInteractiveShell"
+    except Exception:
+        return False

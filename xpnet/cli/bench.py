@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from xpnet.cli.options import DATASET_CHOICES, comma_list, shapes_option
+from xpnet.cli.options import DATASET_CHOICES, HiddenSizes, comma_list
 
 
 @click.command(context_settings={"show_default": True})
 @click.option("--device", "devices", default="cpu", callback=comma_list, help="Comma list: cpu,gpu.")
-@click.option("--hidden", default=None, callback=lambda ctx, param, value: None if value is None else shapes_option(ctx, param, value), help="Hidden shapes: ';' between networks, ',' between layers (a plain 10,256,1024 means three 1-layer nets) [default: 10;1024;120,64; with --to-accuracy 1024].")
+@click.option("--hidden", type=HiddenSizes(), multiple=True, default=None, help="One network's hidden layers (120,64); repeat to compare networks [default: --hidden 10 --hidden 1024 --hidden 120,64; with --to-accuracy 1024].")
 @click.option("--batch-size", "batch_sizes", default=None, callback=comma_list, help="Comma list of batch sizes [default: 128; with --to-accuracy the recipe's 128].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per run; the first is warm-up and excluded [default: 4; with --to-accuracy 8, the recipe's length].")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, help="Runs per case (the median epoch is over all runs).")
@@ -43,10 +43,10 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, lr, dataset, dat
     from xpnet.experiments.bench.runner import prepare_data, run_in_subprocess, unavailable_reason
 
     if target is not None:
-        return _to_accuracy(devices, hidden or [(1024,)], batch_sizes, epochs, peers or ("torch",), lr, dataset, data_dir, target, seeds,
+        return _to_accuracy(devices, list(hidden) or [(1024,)], batch_sizes, epochs, peers or ("torch",), lr, dataset, data_dir, target, seeds,
                             threads, limit, seed, out)
     epochs = 4 if epochs is None else epochs
-    hidden = hidden or [(10,), (1024,), (120, 64)]
+    hidden = list(hidden) or [(10,), (1024,), (120, 64)]
     if epochs < 2:
         raise click.BadParameter("time per epoch needs >= 2 epochs (the first is warm-up)", param_hint="--epochs")
     lr = 1e-3 if lr is None else lr

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xpnet.cli.options import DATASET_CHOICES, comma_list, shapes_option
+from xpnet.cli.options import DATASET_CHOICES, HiddenSizes, comma_list
 
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
 INITS = ("he", "xavier", "normal")
@@ -42,7 +42,7 @@ def _dataset_label(dataset, data_dir):
 
 # ---------------------------------------------------------------------------- sweep
 @click.command(context_settings={"show_default": True})
-@click.option("--hidden", default="10,256,512,1024", callback=shapes_option, help="Hidden shapes: ',' → one 1-layer net each; ';' between nets, ',' between layers (\"10;256;120,64\").")
+@click.option("--hidden", type=HiddenSizes(), multiple=True, default=["10", "256", "512", "1024"], help="One network's hidden layers (120,64); repeat to compare networks: --hidden 10 --hidden 256 --hidden 120,64.")
 @click.option("--optimizer", "optimizers", default="adam", callback=_names(OPTIMIZERS, "--optimizer"), help="Comma list: sgd,momentum,rmsprop,adam.")
 @click.option("--activation", "activations", default="relu", callback=_names(ACTIVATIONS, "--activation"), help="Comma list: relu,leaky_relu,sigmoid,tanh.")
 @click.option("--init", "inits", default="he", callback=_names(INITS, "--init"), help="Comma list: he,xavier,normal.")
@@ -69,10 +69,10 @@ def sweep(hidden, optimizers, activations, inits, devices, epochs, repeats, batc
     Re-running into the same OUT skips the runs already there.
     \b
     Example:
-      xpnet sweep --hidden 10,256,512,1024 --epochs 5 --repeats 3 --out runs/sweep
+      xpnet sweep --hidden 10 --hidden 256 --hidden 512 --hidden 1024 --epochs 5 --repeats 3 --out runs/sweep
       xpnet report runs/sweep
       # the same grid on several machines, each run once (docs/distributed.md):
-      xpnet sweep --hidden 10,256,512,1024 --repeats 3 --storage postgresql://xpnet:PW@db-host/xpnet --study-name g1 --out runs/w$HOSTNAME
+      xpnet sweep --hidden 10 --hidden 1024 --repeats 3 --storage postgresql://xpnet:PW@db-host/xpnet --study-name g1 --out runs/w$HOSTNAME
     """
     from xpnet.experiments.sweep import make_grid, run_sweep
 

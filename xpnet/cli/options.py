@@ -1,10 +1,24 @@
-"""Option parsing shared by several commands (hidden sizes, device lists)."""
+"""The command line's one vocabulary: options every training command shares, and their parsing.
+
+``@run_options`` gives a command ``--config``, ``--dataset``, ``--data-dir``, ``--recipe``, ``--seed``
+and ``--device`` with the same meaning and defaults everywhere; :func:`build_config` turns them
+(plus the command's own recipe fields) into one :class:`~xpnet.training.recipe.RunConfig`:
+the config file first, then every flag given on the command line. ``--hidden`` is always one
+network's hidden layers (``120,64``); commands that compare networks take it repeated.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import fields
+from pathlib import Path
+
 import click
 
-DATASET_CHOICES = ["mnist", "fashion-mnist"]  # the data sets every command's --dataset takes
+from xpnet import choices
+from xpnet.training.recipe import RECIPES, RunConfig, describe_recipe
+
+DATASET_CHOICES = list(choices.DATASETS)
 
 
 class HiddenSizes(click.ParamType):
@@ -26,11 +40,6 @@ class HiddenSizes(click.ParamType):
         return sizes
 
 
-def flatten_hidden(values) -> tuple[int, ...]:
-    """Repeated ``--hidden`` options (each maybe a comma list) as one tuple of widths."""
-    return tuple(size for group in values for size in group)
-
-
 def positive_float(ctx, param, value):
     if value is not None and not value > 0:
         raise click.BadParameter(f"must be > 0, got {value:g}")
@@ -44,71 +53,49 @@ def comma_list(ctx, param, value):
     return tuple(part.strip() for part in str(value).split(",") if part.strip())
 
 
-def parse_shapes(text: str) -> list[tuple[int, ...]]:
-    """Several networks' hidden layers: ``"10,256"`` → two 1-layer nets;
-    ``"10;256;120,64"`` → ``[(10,), (256,), (120, 64)]`` (``;`` between nets, ``,`` between layers)."""
-    from xpnet.errors import ConfigError
-
-    text = str(text).replace(" ", "")
-    groups = [g for g in text.split(";") if g] if ";" in text else [g for g in text.split(",") if g]
-    try:
-        shapes = [tuple(int(s) for s in g.split(",") if s) for g in groups]
-    except ValueError:
-        raise ConfigError(f"bad hidden sizes {text!r}: use e.g. 10,256,1024 or \"10;120,64\"") from None
-    if not shapes or any(not s for s in shapes) or any(v <= 0 for s in shapes for v in s):
-        raise ConfigError(f"bad hidden sizes {text!r}: give positive integers, e.g. 10,256,1024 or \"10;120,64\"")
-    return shapes
+def hidden_option(networks: bool = False, default="1024"):
+    """``--hidden``: one network's hidden layers; with ``networks=True`` repeated, one network each."""
+    if networks:
+        return click.option("--hidden", "hidden", type=HiddenSizes(), multiple=True, default=[default],
+                            show_default=str(default), help="One network's hidden layers (120,64); repeat to "
+                            "compare networks: --hidden 10 --hidden 256 --hidden 120,64.")
+    return click.option("--hidden", type=HiddenSizes(), default=None, show_default=str(default),
+                        help="Hidden layer widths of the network, e.g. 1024 or 120,64.")
 
 
-def shapes_option(ctx, param, value):
-    """Click callback for ``--hidden`` lists of networks (sweep, bench)."""
-    from xpnet.errors import ConfigError
-
-    try:
-        return parse_shapes(value)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--hidden") from None
-
-
-# The training recipes of ``xpnet train --recipe``: any option left unset on the command line
-# takes its value from the recipe (an explicit flag always wins). ``default`` was chosen by
-# measurement (docs/recipe.md); ``plain`` is the course notes' baseline (Adam 1e-3, constant,
-# no regularisation), kept for the study.
-RECIPES = {
-    "default": {"optimizer": "adam", "lr": 2e-3, "schedule": "onecycle", "warmup": None, "batch_size": 128,
-                "epochs": 20, "dropout": 0.1, "label_smoothing": 0.1, "weight_decay": None},
-    "plain": {"optimizer": "adam", "lr": None, "schedule": "constant", "warmup": None, "batch_size": 128,
-              "epochs": 20, "dropout": 0.0, "label_smoothing": 0.0, "weight_decay": None},
-}
-RECIPE_KEYS = tuple(RECIPES["default"])
-SCHEDULE_CHOICES = ["constant", "step", "exponential", "cosine", "onecycle"]
-
-
-def resolve_recipe(name: str, opts: dict) -> dict:
-    """``opts`` with every recipe key that is None filled from recipe ``name``; ``lr`` None in the
-    recipe (or for an optimizer the recipe was not tuned for) means the optimizer's default."""
-    from xpnet.errors import ConfigError
-
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}")
-    recipe = RECIPES[name]
-    out = dict(opts)
-    for key in RECIPE_KEYS:
-        if out.get(key) is None:
-            out[key] = recipe[key]
-    if opts.get("lr") is None and out["optimizer"] not in ("adam", "adamw"):
-        out["lr"] = None  # the recipe's peak lr is Adam's; SGD & co. keep their notes' default
-    return out
+def run_options(command):
+    """The options every command that trains shares, with one meaning and one default everywhere."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="A run config file (TOML or JSON, e.g. from `xpnet train --print-config`); flags given "
+                          "beside it override it."),
+        click.option("--dataset", type=click.Choice(DATASET_CHOICES), default=None, show_default="fashion-mnist",
+                     help="Data set (with --data-dir: its class names; a folder named mnist or fashion-mnist is "
+                          "recognised)."),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Folder with the four IDX files, instead of the cache / system folders / download."),
+        click.option("--recipe", type=click.Choice(list(RECIPES)), default=None, show_default="default",
+                     help="Values of the training options left unset: " + "; ".join(
+                         f"'{name}' = {describe_recipe(name)}" for name in RECIPES) + "."),
+        click.option("--seed", type=int, default=None, show_default="0",
+                     help="Seed of the split, the initial weights, shuffling and dropout."),
+        click.option("--device", default=None, show_default="cpu", help="cpu, gpu or gpu:N."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
-def describe_recipe(name: str) -> str:
-    r = RECIPES[name]
-    lr = f"lr {r['lr']:g}" if r["lr"] else "lr 1e-3"
-    parts = [f"{r['optimizer']} {lr} ({r['schedule']})", f"batch {r['batch_size']}", f"{r['epochs']} epochs"]
-    if r["dropout"]:
-        parts.append(f"dropout {r['dropout']:g}")
-    if r["label_smoothing"]:
-        parts.append(f"label smoothing {r['label_smoothing']:g}")
-    if r["weight_decay"]:
-        parts.append(f"weight decay {r['weight_decay']:g}")
-    return ", ".join(parts)
+RUN_FIELDS = tuple(f.name for f in fields(RunConfig))
+
+
+def build_config(opts: dict, **extra) -> RunConfig:
+    """The run config of a command: ``--config`` (or the defaults), then each flag given (not None),
+    then ``extra`` (the command's own values)."""
+    path = opts.get("config_path")
+    base = RunConfig.load(path) if path else RunConfig()
+    given = {k: v for k, v in {**opts, **extra}.items() if k in RUN_FIELDS and v is not None}
+    for key in ("data_dir",):
+        if isinstance(given.get(key), Path):
+            given[key] = str(given[key])
+    return dataclasses.replace(base, **given).resolve()

@@ -172,6 +172,8 @@ def load_dataset(name: str | None = "fashion-mnist", data_dir=None, download: bo
     """
     if data_dir is not None:
         folder = Path(data_dir).expanduser()
+        if name is None and folder.resolve().name in DATASETS:
+            name = folder.resolve().name  # a folder named like a registered set is that set (its class names)
         custom = name not in DATASETS
         spec = DatasetSpec(name=name or folder.resolve().name or "custom") if custom else DATASETS[name]
         if not folder.is_dir():

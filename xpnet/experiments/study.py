@@ -27,7 +27,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from xpnet.cli.options import DATASET_CHOICES, RECIPES, comma_list
+from xpnet.cli.options import DATASET_CHOICES, HiddenSizes, comma_list
+from xpnet.training.recipe import RECIPES
 
 PARTS = ("hidden", "optimizers", "batch", "recipes", "init")
 OPTIMIZER_LRS = {"sgd": 0.1, "momentum": 0.1, "rmsprop": 1e-3, "adam": 1e-3}  # the notes' (xpnet's) defaults
@@ -365,22 +366,16 @@ def run_study(dataset, data_dir, out, parts=PARTS, hiddens=((10,), (256,), (512,
     return results
 
 
-def _shapes(ctx, param, value):
-    from xpnet.cli.options import shapes_option
-
-    return shapes_option(ctx, param, value)
-
-
 @click.command(context_settings={"show_default": True})
 @click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="mnist")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder with the four IDX files (instead of looking --dataset up).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("docs/study"), help="Report folder: README.md, results.json, figures.")
 @click.option("--parts", default=",".join(PARTS), callback=comma_list, help="Comma list of parts: " + ", ".join(PARTS) + ".")
-@click.option("--hidden", default="10,256,512,1024", callback=_shapes, help="Hidden sizes of part 1 (the last one is used by parts 2 and 4).")
+@click.option("--hidden", type=HiddenSizes(), multiple=True, default=["10", "256", "512", "1024"], help="Networks of part 1, repeated (--hidden 10 --hidden 1024); the last is used by parts 2 and 4.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds 0..N-1 (parts 1 and 4).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs of parts 1 and 4 [default: the recipe's 20].")
 @click.option("--optimizer-epochs", type=click.IntRange(min=1), default=10, help="Epochs of part 2.")
-@click.option("--batch-hidden", default="256", callback=_shapes, help="Hidden size of part 3.")
+@click.option("--batch-hidden", type=HiddenSizes(), default="256", help="Hidden layers of part 3's network.")
 @click.option("--batch-budget", type=click.FloatRange(min=0, min_open=True), default=15.0, help="Training seconds per variant in part 3.")
 @click.option("--stochastic-rows", type=click.IntRange(min=10), default=6000, help="Training rows for batch size 1 in part 3.")
 @click.option("--limit", type=click.IntRange(min=20), default=None, help="Use only the first N training images (quick runs).")
@@ -403,6 +398,6 @@ def study(dataset, data_dir, out, parts, hidden, seeds, epochs, optimizer_epochs
     command = "xpnet " + " ".join(sys.argv[1:]) if sys.argv and "study" in sys.argv else "xpnet study"
     t0 = time.perf_counter()
     run_study(dataset if not data_dir else None, data_dir, out, parts=parts, hiddens=hidden, seeds=tuple(range(seeds)),
-              epochs=epochs, optimizer_epochs=optimizer_epochs, batch_hidden=batch_hidden[0], batch_budget_s=batch_budget,
+              epochs=epochs, optimizer_epochs=optimizer_epochs, batch_hidden=batch_hidden, batch_budget_s=batch_budget,
               stochastic_rows=stochastic_rows, limit=limit, command=command, say=click.echo)
     click.echo(f"wrote {out / 'README.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")

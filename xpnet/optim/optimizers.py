@@ -21,6 +21,9 @@ class Optimizer:
 
     name = "optimizer"
     state_names: tuple[str, ...] = ()
+    # True when device_step reads its step count and learning rate from device memory, so the
+    # training step that calls it can be captured once and replayed (a CUDA graph).
+    capturable = False
 
     def __init__(self, lr: float, schedule=None):
         lr = float(lr)
@@ -74,6 +77,25 @@ class Optimizer:
 
     def _update(self, params, grads, lr: float) -> None:
         raise NotImplementedError
+
+    def device_step(self, params, grads, t, lrs) -> None:
+        """The update inside the training step. ``t`` is the device step counter (already advanced
+        to this step) and ``lrs`` the run's per-step learning rates on the device
+        (:meth:`lr_table`); an optimizer that is not :attr:`capturable` ignores both and takes
+        its eager :meth:`step`, counting on the host."""
+        self.step(params, grads)
+
+    def advance(self) -> None:
+        """Count one step taken by :meth:`device_step` (a graph replay) on the host too: the trainer
+        calls it after each step of a capturable optimizer, so ``t`` is the one step count."""
+        self.t += 1
+
+    def graph_key(self) -> tuple:
+        """What a captured :meth:`device_step` bakes in (buffer addresses, scalars): a change forces
+        a recapture."""
+        from xpnet.backend import data_ptr  # noqa: PLC0415 - only graph trainers ask
+
+        return tuple(data_ptr(self.state[name]) for name in self.state_names)
 
     def hyperparams(self) -> dict:
         return self._with_schedule({"lr": self.lr})
@@ -177,6 +199,7 @@ class Adam(Optimizer):
 
     name = "adam"
     state_names = ("m", "v")
+    capturable = True
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, fast_ops: bool = True, schedule=None):
         super().__init__(lr, schedule)
@@ -199,6 +222,16 @@ class Adam(Optimizer):
     def _update(self, params, grads, lr):
         self._ops.adam_step(params, grads, self.state["m"], self.state["v"], self.t, lr, self.beta1, self.beta2, self.eps)
 
+    def device_step(self, params, grads, t, lrs) -> None:
+        """The fused Adam op reading the step ``t`` and ``lrs[t - 1]`` from device memory."""
+        self._ensure_state(params)
+        self._ops.adam_step(params, grads, self.state["m"], self.state["v"], t, lrs, self.beta1, self.beta2, self.eps)
+
+    def graph_key(self) -> tuple:
+        from xpnet.backend import data_ptr  # noqa: PLC0415
+
+        return (data_ptr(self.state["m"]), data_ptr(self.state["v"]), self.beta1, self.beta2, self.eps)
+
 
 class AdamW(Adam):
     """Adam with decoupled weight decay, exactly as ``torch.optim.AdamW``.
@@ -213,6 +246,7 @@ class AdamW(Adam):
     """
 
     name = "adamw"
+    capturable = False  # the decay pass reads the host's scheduled lr
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2,
                  decay_biases: bool = True, param_shapes=None, fast_ops: bool = True, schedule=None):
@@ -244,6 +278,9 @@ class AdamW(Adam):
                 for start, stop in self._slices:
                     params[start:stop] *= shrink
         super()._update(params, grads, lr)
+
+    def device_step(self, params, grads, t, lrs) -> None:
+        self.step(params, grads)
 
 
 def weight_slices(param_shapes) -> list[tuple[int, int]]:

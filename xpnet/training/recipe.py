@@ -1,4 +1,4 @@
-"""One training run: a :class:`RunConfig` (data, network, optimizer, schedule, regularisation, loop)
+"""One training run (NumPy-free at import, so the CLI's ``--help`` reads the recipes cheaply): a :class:`RunConfig` (data, network, optimizer, schedule, regularisation, loop)
 and :func:`run`, the one way every command and the library turn a configuration into a trained model.
 
 ``xpnet train``, ``sweep``, ``tune``, ``study``, ``bench``, ``lr-find``, ``fit(recipe=…)`` and
@@ -15,14 +15,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from xpnet import choices
 from xpnet.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # The recipes: the values of every recipe field a config leaves unset. ``lr`` None means the
 # optimizer's own default (xpnet.optim.DEFAULT_LR); a recipe's lr applies only to the optimizer
@@ -57,7 +60,7 @@ class RunConfig:
     :meth:`resolve` fills those in and validates the whole config (typed errors)."""
 
     # data
-    dataset: str | None = "fashion-mnist"
+    dataset: str | None = None  # None: fashion-mnist, or with data_dir the folder decides (load_dataset)
     data_dir: str | None = None
     val_split: float = 0.1
     limit: int | None = None  # use only the first N training images (quick runs)
@@ -102,13 +105,17 @@ class RunConfig:
 
     @classmethod
     def load(cls, path) -> "RunConfig":
-        """Read a ``.toml`` or ``.json`` run config."""
+        """Read a ``.toml`` or ``.json`` run config, or the config a ``.jsonl`` metrics log recorded."""
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read run config {path}: {exc.strerror or exc}") from None
         try:
+            if path.suffix.lower() in (".jsonl", ".ndjson"):  # a metrics log: replay the run it records
+                from xpnet.io import runlog
+
+                return cls.from_dict(runlog.run_config(runlog.read(path), path))
             if path.suffix.lower() == ".json":
                 data = json.loads(text)
             else:
@@ -145,7 +152,7 @@ class RunConfig:
                 raise ConfigError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
 
         if self.dataset is None and self.data_dir is None:
-            raise ConfigError("a run needs a dataset name or a data_dir")
+            self.dataset = "fashion-mnist"
         if self.dataset is not None and self.data_dir is None:
             one_of("dataset", self.dataset, choices.DATASETS)
         one_of("activation", self.activation, choices.ACTIVATIONS)
@@ -176,7 +183,8 @@ class RunConfig:
             if not ok:
                 raise ConfigError(f"run config: {name} must be {rule}, got {value}")
         if self.weight_decay and self.optimizer != "adamw":
-            raise ConfigError("weight_decay is AdamW's decoupled decay: use optimizer adamw (or l2)")
+            raise ConfigError("weight decay is AdamW's decoupled decay: choose the adamw optimizer (--optimizer adamw) "
+                              "or use L2 (--l2)")
 
     # ------------------------------------------------------------------ writing
     def to_dict(self) -> dict:
@@ -355,7 +363,7 @@ def run(config: RunConfig | dict | None = None, split: Split | None = None, *, c
 
 # ---------------------------------------------------------------------------- helpers
 def _hidden_tuple(value) -> tuple[int, ...]:
-    if isinstance(value, (int, np.integer)):
+    if isinstance(value, numbers.Integral):
         value = (value,)
     elif isinstance(value, str):
         value = [v for v in value.replace(" ", "").split(",") if v]

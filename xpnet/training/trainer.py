@@ -61,7 +61,7 @@ class EarlyStopping:
 
 @dataclass
 class History:
-    """Per-epoch records: ``epoch, train_loss, train_acc, val_loss, val_acc, epoch_s, samples_per_s``."""
+    """Per-epoch records: ``epoch, train_loss, train_acc, val_loss, val_acc, epoch_s, lr, samples_per_s``."""
 
     records: list = field(default_factory=list)
     best_epoch: int | None = None
@@ -163,8 +163,11 @@ class Trainer:
         self.augment = augment  # e.g. xpnet.data.augment.Augmenter: applied to each training batch
         self.history = History()
         self.stop_requested = False
-        # Resumable position: epochs done, batches done inside the current epoch, running sums.
-        self.epoch = 0
+        # Resumable position: epochs done, batches done inside the current epoch, running sums. The
+        # optimizer's step count is the one count: an optimizer that already took steps (a second
+        # fit()) continues at the epoch those steps reach, so shuffling, dropout masks and the lr
+        # schedule continue as in one longer run.
+        self.epoch = -(-opt.t // self.n_batches)
         self.batch = 0
         self._partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "elapsed": 0.0}
         self._best = {"value": None, "epoch": None, "wait": 0, "params": None}
@@ -181,10 +184,6 @@ class Trainer:
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
 
     # ------------------------------------------------------------------ the step
-    def _fused_adam(self) -> bool:
-        """Adam runs as one kernel reading ``t`` and the lr from device memory (graph-capturable)."""
-        return getattr(self.opt, "name", None) == "adam"
-
     def _device_state(self, epochs: int) -> _DeviceState:
         """The step's device-side state, allocated once (and the lr table grown to ``epochs``)."""
         S = self._dev
@@ -198,10 +197,12 @@ class Trainer:
             S.yb = xp.empty((bs, *self.y.shape[1:]), dtype=self.y.dtype)
             S.lrs = None
             self.opt._ensure_state(net.flat_params)  # optimizer buffers exist before any capture
-        if self._fused_adam() and not self._lrs_filled:
-            # Per-step learning rates of the whole run, read by the Adam kernel at lrs[t - 1]: a
-            # schedule needs no recapture. Refilled once per run() (the lr or schedule may change).
-            table = self.opt.lr_table(1, epochs * self.n_batches)
+        if self.opt.capturable and not self._lrs_filled:
+            # Per-step learning rates up to this run's last step, read by the optimizer's device step
+            # at lrs[t - 1]: a schedule needs no recapture. Refilled once per run() (the lr, the
+            # schedule or the number of epochs may change; a second fit() continues from opt.t).
+            last = self.opt.t - self.batch + (epochs - self.epoch) * self.n_batches
+            table = self.opt.lr_table(1, max(last, 1))
             if S.lrs is not None and S.lrs.size >= table.size:
                 S.lrs[: table.size] = self.net.xp.asarray(table)  # same buffer: a captured graph stays valid
             else:
@@ -223,11 +224,7 @@ class Trainer:
             self.augment(Xb, out=Xb)
         T = yb if net.loss_name == "cross_entropy" else net.targets(yb)
         net.train_step(Xb, T, S.counters, self.l2, mm=mm)
-        if self._fused_adam():
-            ops.adam_step(net.flat_params, net.flat_grads, opt.state["m"], opt.state["v"], S.counters.t, S.lrs,
-                          opt.beta1, opt.beta2, opt.eps)
-        else:
-            opt.step(net.flat_params, net.flat_grads)
+        opt.device_step(net.flat_params, net.flat_grads, S.counters.t, S.lrs)
 
     def _batch(self, S: _DeviceState, b: int, m: int) -> None:
         """The per-batch hook of the epoch loop: here, the step run eagerly."""
@@ -270,7 +267,7 @@ class Trainer:
         backend.synchronize(xp)  # earlier work (uploads, restores) is done before the clock starts
         start = time.perf_counter() - self._partial["elapsed"]
         seen = self._partial["seen"]
-        fused = self._fused_adam()
+        capturable = opt.capturable
         with self._epoch_stream(S):
             S.perm[...] = xp.asarray(self._epoch_order(self.epoch))
             S.counters.loss.fill(float(self._partial["loss_sum"]))
@@ -280,8 +277,8 @@ class Trainer:
             for b in range(self.batch, self.n_batches):
                 m = min(bs, n - b * bs)
                 self._batch(S, b, m)
-                if fused:
-                    opt.t += 1  # the host's copy of the device step count (checkpoints, lr)
+                if capturable:
+                    opt.advance()  # the device advanced its counter; opt.t is the one host count
                 seen += m
                 self.batch = b + 1
                 bar.update(1, m)
@@ -315,6 +312,7 @@ class Trainer:
             "val_loss": None,
             "val_acc": None,
             "epoch_s": elapsed,
+            "lr": self.opt.lr_at(max(self.opt.t, 1)),  # the last step's (scheduled) learning rate
             "samples_per_s": self.X.shape[0] / elapsed if elapsed > 0 else float("inf"),
         }
         if self.val is not None:
@@ -399,11 +397,11 @@ def _sigint_stops(trainer: Trainer):
 
 def fit(
     net,
-    opt,
-    X,
-    y,
-    epochs: int = 10,
-    batch_size: int = 128,
+    opt=None,
+    X=None,
+    y=None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
     val=None,
     l2: float = 0.0,
     shuffle: bool = True,
@@ -411,12 +409,55 @@ def fit(
     seed: int = 0,
     callbacks=(),
     progress: bool = False,
+    recipe=None,
+    log=None,
 ) -> History:
-    """Train ``net`` with ``opt`` on ``(X, y)``; returns the per-epoch :class:`History`.
+    """Train ``net`` on ``(X, y)``; returns the per-epoch :class:`History`.
+
+    ``opt`` is an optimizer, or None to take the optimizer, its lr schedule (laid over this call's
+    epochs × batches), the batch size and the epochs from ``recipe`` (a name in
+    ``xpnet.training.recipe.RECIPES`` or a ``RunConfig``; default ``"default"``, the measured
+    recipe). The network's own dropout and label smoothing are used: build it with
+    ``RunConfig.build_net`` to get the recipe's. Without a recipe, ``epochs`` defaults to 10 and
+    ``batch_size`` to 128.
+
+    Calling ``fit`` again with the same optimizer **continues** training: the optimizer's step count
+    carries the position, so shuffling, dropout masks and the schedule go on as in one longer run
+    (a finished one-cycle stays at its final lr). A fresh optimizer starts over.
 
     ``val`` is ``None``, ``(X_val, y_val)`` or a fraction of ``X`` to hold out (stratified).
     ``early_stopping`` is ``None``, a patience (int) or an :class:`EarlyStopping`.
     Batch sizes ``len(X)``, ``b`` and ``1`` give batch, mini-batch and stochastic GD.
+    ``log`` is a path: one JSON line per event (start, epoch, end), as ``xpnet train --metrics``.
     """
+    if X is None or y is None:
+        raise ConfigError("fit needs the training data X and y")
+    if isinstance(val, float):
+        X = X.reshape(X.shape[0], -1) if X.ndim > 2 else X
+        X, y, Xv, yv = train_val_split(X, y, val, seed=seed)
+        val = (Xv, yv)
+    cfg = None
+    if opt is None or recipe is not None:
+        from xpnet.training.recipe import RunConfig  # noqa: PLC0415 - recipe builds on this module
+
+        cfg = recipe if isinstance(recipe, RunConfig) else RunConfig(recipe=recipe or "default")
+        cfg = cfg.replace(epochs=epochs, batch_size=batch_size).resolve()
+        epochs, batch_size = cfg.epochs, cfg.batch_size
+        if opt is None:
+            opt = cfg.build_optimizer(X.shape[0])
+    epochs = 10 if epochs is None else epochs
+    batch_size = 128 if batch_size is None else batch_size
+    callbacks = list(callbacks)
+    run_log = None
+    if log is not None:
+        from xpnet.io.runlog import RunLog  # noqa: PLC0415
+
+        run_log = RunLog(log, append=opt.t > 0)
+        run_log.write("start" if opt.t == 0 else "continue", config=cfg.to_dict() if cfg is not None else None,
+                      model=repr(net), optimizer=repr(opt), batch_size=batch_size, epochs=epochs)
+        callbacks.append(run_log.epoch_callback)
     trainer = Trainer(net, opt, X, y, batch_size, val, l2, shuffle, early_stopping, seed, callbacks, progress)
-    return trainer.run(epochs)
+    history = trainer.run(trainer.epoch + int(epochs))
+    if run_log is not None:
+        run_log.write("end", epochs=len(history), best_epoch=history.best_epoch, stopped_early=history.stopped_early)
+    return history
