@@ -29,7 +29,7 @@ def _images_to_rows(net, images):
 
 @click.command(context_settings={"show_default": True})
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="fashion-mnist")
+@click.option("--dataset", type=click.Choice(DATASET_CHOICES), default=None, show_default="the data set the model was trained on")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder with the four IDX files.")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test")
 @click.option("--device", default="cpu")
@@ -39,10 +39,19 @@ def evaluate(model, dataset, data_dir, split, device, as_json):
     import numpy as np
 
     from xpnet.data import load_dataset
+    from xpnet.errors import ConfigError
     from xpnet.training.trainer import evaluate as evaluate_net
 
     net = _load_model(model, device)
-    ds = load_dataset(dataset if not data_dir else None, data_dir=data_dir)
+    if dataset is None and net.dataset in DATASET_CHOICES:
+        dataset = net.dataset
+        if not as_json:
+            click.echo(f"data set {dataset} (recorded in {model}; --dataset to choose another)")
+    if dataset is None and data_dir is None:
+        raise ConfigError(f"{model} does not record its data set: give --dataset or --data-dir")
+    ds = load_dataset(dataset, data_dir=data_dir)
+    if net.dataset in DATASET_CHOICES and ds.name in DATASET_CHOICES and ds.name != net.dataset and not as_json:
+        click.echo(f"warning: {model} was trained on {net.dataset}, evaluating on {ds.name}", err=True)
     images, labels = (ds.X_test, ds.y_test) if split == "test" else (ds.X_train, ds.y_train)
     rows = _images_to_rows(net, images)
     X = net.normalizer.transform(rows, net.dtype) if net.normalizer is not None else rows.astype(net.dtype)
@@ -95,6 +104,8 @@ def predict(model, inputs, top_k, device, as_json):
         rows = rows * (1.0 / net.normalizer.scale)
     proba = net.predict_proba(rows)
     classes = list(net.class_names or [str(i) for i in range(net.sizes[-1])])
+    if not as_json and net.dataset in DATASET_CHOICES:
+        click.echo(f"classes of {net.dataset} (recorded in {model})", err=True)
     k = min(top_k, proba.shape[1])
     for name, p in zip(names, proba):
         order = np.argsort(-p)[:k]

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from xpnet import __version__, backend
+from xpnet.compat import require
 from xpnet.errors import ConfigError, ModelFileError, ShapeError
 
 from xpnet.fileio import atomic_write
@@ -107,11 +108,7 @@ def _metadata(net, input_doc: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------------- ONNX
 def _import_onnx():
-    try:
-        import onnx  # noqa: PLC0415
-    except ImportError:
-        raise ConfigError("ONNX export needs the onnx package: pip install 'xpnet[onnx]'") from None
-    return onnx
+    return require("onnx", "ONNX export")
 
 
 def to_onnx(net, opset: int = DEFAULT_OPSET, allow_bare: bool = False):
@@ -202,10 +199,7 @@ def onnx_check(path, net, n: int = 256, seed: int = 0) -> float:
 
     Raises ConfigError when onnxruntime is not installed.
     """
-    try:
-        import onnxruntime as ort  # noqa: PLC0415
-    except ImportError:
-        raise ConfigError("checking the export needs onnxruntime: pip install 'xpnet[onnx]'") from None
+    ort = require("onnxruntime", "checking the export")
     pixels = np.random.default_rng(seed).integers(0, 256, (n, net.sizes[0])).astype(np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {INPUT_NAME: pixels})[0]
@@ -217,11 +211,7 @@ def onnx_check(path, net, n: int = 256, seed: int = 0) -> float:
 
 # ---------------------------------------------------------------------- PyTorch
 def _import_torch():
-    try:
-        import torch  # noqa: PLC0415
-    except ImportError:
-        raise ConfigError("PyTorch interop needs torch: pip install torch") from None
-    return torch
+    return require("torch", "PyTorch interop")
 
 
 def torch_payload(net) -> dict:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PLOT_HINT = "plots need matplotlib: pip install 'xpnet[plot]'"
+from xpnet.compat import hint
+
+PLOT_HINT = hint("matplotlib", "plots")
 
 
 def get_pyplot():

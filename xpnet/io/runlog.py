@@ -51,16 +51,17 @@ def run_config(events: list[dict], path="the log") -> dict:
 
 
 class RunLog:
-    """An append-only JSON-lines log; ``append=True`` keeps the events already in the file."""
+    """An append-only JSON-lines log. ``append=True`` keeps the events already in the file; with
+    ``keep_epochs`` (a resumed run) it drops what the resumed run redoes: epochs after that one,
+    and the old run's test/end events."""
 
     def __init__(self, path, append: bool = False, keep_epochs: int | None = None):
         self.path = Path(path)
         self.lines: list[str] = []
         if append and self.path.exists():
             for event in read(self.path):
-                if keep_epochs is not None and event.get("event") in ("epoch", "test", "end") and \
-                        int(event.get("epoch", 0) or 0) > keep_epochs or event.get("event") in ("test", "end"):
-                    continue  # a resumed run redoes these
+                if keep_epochs is not None and _redone(event, keep_epochs):
+                    continue
                 self.lines.append(json.dumps(event, ensure_ascii=False))
 
     def write(self, event: str, **fields) -> dict:
@@ -72,3 +73,8 @@ class RunLog:
     def epoch_callback(self, record: dict, trainer=None) -> None:
         """A Trainer callback: one ``epoch`` event per epoch."""
         self.write("epoch", **record)
+
+
+def _redone(event: dict, keep_epochs: int) -> bool:
+    kind = event.get("event")
+    return kind in ("test", "end") or (kind == "epoch" and int(event.get("epoch") or 0) > keep_epochs)
