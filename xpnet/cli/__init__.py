@@ -79,8 +79,21 @@ def cli():
     """
 
 
+def _degrade_console() -> None:
+    """On a console that cannot encode everything we print (a cp1252 Windows console, LC_ALL=C),
+    replace what it cannot show instead of dying with a UnicodeEncodeError: "→", "µ", "·" and
+    class names like "T-shirt/top" must never cost a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", "strict") == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):  # a detached or closed stream: leave it
+                pass
+
+
 def main(args=None) -> int:
     """Console entry point: usage errors become one ``error:`` line too (exit 2)."""
+    _degrade_console()
     try:
         # Without standalone mode click returns ctx.exit()'s code instead of exiting.
         result = cli.main(args=args, prog_name="xpnet", standalone_mode=False)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from xpnet import choices
+
 _SUFFIX = {"onnx": ".onnx", "torch": ".pt"}
 
 
@@ -74,7 +76,7 @@ def export(model, fmt, out, opset, allow_bare, check):
 @click.command(name="import", context_settings={"show_default": True})
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="The xpnet model to write [default: SOURCE with .npz, if no such file exists].")
-@click.option("--activation", type=click.Choice(["relu", "leaky_relu", "sigmoid", "tanh"]), default=None, help="Hidden activation of a bare state_dict [default: relu]; an xpnet export records its own.")
+@click.option("--activation", type=click.Choice(choices.ACTIVATIONS), default=None, help="Hidden activation of a bare state_dict [default: relu]; an xpnet export records its own.")
 @click.option("--leaky-slope", type=click.FloatRange(0, 1, max_open=True), default=None, help="Slope of leaky_relu for a bare state_dict [default: 0.01].")
 @click.option("--output", type=click.Choice(["softmax", "sigmoid", "linear"]), default=None, help="Output of a bare state_dict [default: softmax].")
 def import_(source, out, activation, leaky_slope, output):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from xpnet import choices
+
 
 @click.command()
 def info():
@@ -53,7 +55,7 @@ def _blas_name(np) -> str:
 
 @click.command(context_settings={"show_default": True})
 @click.option("--sizes", default="20,16,12,5", help="Layer sizes of the random network.")
-@click.option("--activation", type=click.Choice(["relu", "leaky_relu", "sigmoid", "tanh"]), default="tanh")
+@click.option("--activation", type=click.Choice(choices.ACTIVATIONS), default="tanh")
 @click.option("--samples", type=click.IntRange(min=1), default=8)
 @click.option("--l2", type=click.FloatRange(min=0), default=0.1)
 @click.option("--seed", type=int, default=0)
