@@ -98,7 +98,7 @@ def test_emulated_gemm_alpha_beta_and_leading_dimension(rng):
     np.testing.assert_allclose(C.reshape(2, 2).T, expected)
 
 
-def test_step_kernels_registered_and_constants_match():
+def test_step_kernels_registered():
     names = cuda.KERNEL_NAMES["step.cu"]
     for name in ("gather_batch_f32", "gather_batch_f64", "bias_add_f64", "step_metrics_f32", "l2_grad_f64"):
         assert name in names
@@ -106,9 +106,6 @@ def test_step_kernels_registered_and_constants_match():
     assert "#include" not in source
     for kernel in names:
         assert re.search(rf"__global__ void {kernel}\(", source), kernel
-    assert re.search(rf"#define METRICS_BLOCK {cuda.METRICS_BLOCK}\b", source)
-    assert re.search(rf"#define L2_BLOCK {cuda.L2_BLOCK}\b", source)
-    assert cuda.METRICS_BLOCK & (cuda.METRICS_BLOCK - 1) == 0  # the tree reduction needs a power of two
 
 
 def test_modules_import_without_cupy():

@@ -89,16 +89,26 @@ def _shim(cu: Path, kernels: dict[str, list[Param]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compile_kernels(cu: Path, out_dir: Path) -> tuple[ctypes.CDLL, dict[str, list[Param]]]:
-    """Compile ``cu`` with the emulator into a shared library; returns it and the signatures."""
+def kernel_defines(device_checks: bool = False) -> tuple[str, ...]:
+    """The ``-D`` options ``xpnet.ops.cuda`` gives NVRTC (the launch constants' one source)."""
+    from xpnet.ops import cuda
+
+    return cuda.compile_defines(device_checks)
+
+
+def compile_kernels(cu: Path, out_dir: Path, defines=None) -> tuple[ctypes.CDLL, dict[str, list[Param]]]:
+    """Compile ``cu`` with the emulator into a shared library; returns it and the signatures.
+
+    ``defines``: ``-D`` options, by default the ones NVRTC gets (:func:`kernel_defines`)."""
     if GXX is None:
         raise EmulatorError("g++ not found")
+    defines = kernel_defines() if defines is None else tuple(defines)
     kernels = parse_kernels(cu.read_text(encoding="utf-8"))
     shim = out_dir / f"{cu.stem}_emu.cpp"
     lib = out_dir / f"{cu.stem}_emu.so"
     shim.write_text(_shim(cu.resolve(), kernels), encoding="utf-8")
-    # -ffp-contract=off: no FMA contraction, as __fmul_rn promises; -fno-fast-math keeps NaN rules.
-    cmd = [GXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math",
+    # -ffp-contract=off: no FMA contraction, as NVRTC's --fmad=false (ops/cuda.py); -fno-fast-math keeps NaN rules.
+    cmd = [GXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", *defines,
            "-Wall", "-Wno-unused-function", "-o", str(lib), str(shim)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
@@ -198,8 +208,9 @@ class EmulatedKernel:
 class Emulator:
     """The emulated device: compiles each ``kernels/*.cu`` on first use, into ``out_dir``."""
 
-    def __init__(self, kernels_dir: Path, out_dir: Path, reverse: bool = False):
+    def __init__(self, kernels_dir: Path, out_dir: Path, reverse: bool = False, defines=None):
         self.kernels_dir, self.out_dir, self.reverse = Path(kernels_dir), Path(out_dir), reverse
+        self.defines = kernel_defines() if defines is None else tuple(defines)
         self._libs: dict[str, tuple[ctypes.CDLL, dict]] = {}
         self.lock = threading.Lock()
         self.launches: list[str] = []
@@ -214,7 +225,7 @@ class Emulator:
     def _load(self, filename: str):
         with self.lock:
             if filename not in self._libs:
-                self._libs[filename] = compile_kernels(self.kernels_dir / filename, self.out_dir)
+                self._libs[filename] = compile_kernels(self.kernels_dir / filename, self.out_dir, self.defines)
             return self._libs[filename]
 
     def build_all(self) -> None:
@@ -223,7 +234,7 @@ class Emulator:
 
         files = sorted(p.name for p in self.kernels_dir.glob("*.cu"))
         with ThreadPoolExecutor(max_workers=len(files) or 1) as pool:
-            built = list(pool.map(lambda f: compile_kernels(self.kernels_dir / f, self.out_dir), files))
+            built = list(pool.map(lambda f: compile_kernels(self.kernels_dir / f, self.out_dir, self.defines), files))
         with self.lock:
             self._libs.update(zip(files, built))
 
