@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import threading
 import types
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,7 +166,8 @@ class EmulatedKernel:
 
     def __call__(self, grid, block, args):
         if self.emulator.recording is not None:  # inside an emulated stream capture: record only
-            self.emulator.recording.append(lambda: self._launch(grid, block, args))
+            weak = weak_args(args)
+            self.emulator.recording.append(lambda: self._launch(grid, block, resolve_args(weak)))
             return
         self._launch(grid, block, args)
 
@@ -247,6 +249,39 @@ class Emulator:
 # ---- an emulated CUDA-graph capture (for GraphTrainer's epoch loop) -------------------
 
 
+class FreedMemoryError(EmulatorError):
+    """A graph replay would touch memory freed since its capture (a use-after-free on a GPU)."""
+
+
+class _WeakArray:
+    """What a CUDA graph keeps of an array: its address, not a reference. Holds the array's
+    memory owner weakly and rebuilds the same view at replay, or raises FreedMemoryError."""
+
+    def __init__(self, a: np.ndarray):
+        owner = a
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        self.ref = weakref.ref(owner)
+        self.offset = a.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+        self.shape, self.strides, self.dtype = a.shape, a.strides, a.dtype
+
+    def get(self) -> np.ndarray:
+        owner = self.ref()
+        if owner is None:
+            raise FreedMemoryError(f"a graph replay writes through freed memory (a captured {self.dtype} array "
+                                   f"of shape {self.shape} was released after the capture)")
+        return np.ndarray(self.shape, self.dtype, buffer=owner, offset=self.offset, strides=self.strides)
+
+
+def weak_args(args) -> tuple:
+    """``args`` with every array replaced by a :class:`_WeakArray` (scalars kept)."""
+    return tuple(_WeakArray(a) if isinstance(a, np.ndarray) else a for a in args)
+
+
+def resolve_args(args) -> tuple:
+    return tuple(a.get() if isinstance(a, _WeakArray) else a for a in args)
+
+
 class HostArray(np.ndarray):
     """A NumPy array with the CuPy methods GraphTrainer's epoch loop calls on device buffers."""
 
@@ -272,7 +307,10 @@ class FakeStream:
     """A stream whose capture records emulated kernel launches (and :class:`NumpyBlas` GEMMs)
     instead of running them, like ``cupy.cuda.Stream.begin_capture``. Anything else a
     captured step does (a NumPy operation, a host read) runs once at capture time and is
-    missing from every replay, so a test comparing replays with eager steps catches it."""
+    missing from every replay, so a test comparing replays with eager steps catches it.
+    Like a real graph, the recording holds its arrays' addresses only (weakly): a buffer freed
+    after the capture, by the caller or because it was a temporary allocated during it, makes
+    the next replay raise :class:`FreedMemoryError`, where a GPU would corrupt memory."""
 
     def __init__(self, emulator: Emulator):
         self.emulator = emulator
@@ -304,13 +342,12 @@ class NumpyBlas:
         self.emulator = emulator
 
     def matmul_rowmajor(self, A, B, C, trans_a=False, trans_b=False):
-        def gemm():
-            emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
-
         if self.emulator is not None and self.emulator.recording is not None:
-            self.emulator.recording.append(gemm)
+            weak = weak_args((A, B, C))
+            self.emulator.recording.append(
+                lambda: emulate_matmul_rowmajor(*resolve_args(weak), trans_a=trans_a, trans_b=trans_b))
         else:
-            gemm()
+            emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
 
     def close(self):
         pass
