@@ -56,15 +56,16 @@ def graph_supported(net, opt, augment=None) -> tuple[bool, str]:
 
 
 def capture_supported() -> tuple[bool, str]:
-    """Cheap diagnostic: CuPy sees a GPU and nvmath-python's cuBLAS bindings (used inside the capture) import."""
+    """Cheap diagnostic: CuPy sees a GPU, and nvmath-python's cuBLAS bindings (used inside the
+    capture) import and load libcublas. The reason carries the full exception text."""
     if not backend.gpu_available():
         return False, "no CuPy or no CUDA device"
     try:
         from xpnet.ops import cublas  # noqa: PLC0415
 
-        cublas.bindings()
+        cublas.library_version()
     except Exception as exc:
-        return False, str(exc)
+        return False, str(exc) if isinstance(exc, DeviceError) else f"{type(exc).__name__}: {exc}"
     return True, ""
 
 
