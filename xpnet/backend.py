@@ -17,8 +17,8 @@ from xpnet.errors import ConfigError, DeviceError
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 _INSTALL_HINT = (
-    "install CuPy for your driver's CUDA major (pip install 'xpnet[gpu-cuda12]' or 'xpnet[gpu-cuda13]') "
-    "and check that `nvidia-smi` sees a GPU"
+    "install CuPy for your driver's CUDA major (pip install 'xpnet[gpu]', the same as 'xpnet[gpu-cuda12]', "
+    "or 'xpnet[gpu-cuda13]') and check that `nvidia-smi` sees a GPU"
 )
 
 

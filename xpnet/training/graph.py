@@ -278,6 +278,6 @@ class GraphTrainer(Trainer):
         """Release the graph and the cuBLAS handle (also happens when the trainer is collected)."""
         S = self._dev
         if S is not None and getattr(S, "blas", None) is not None:
-            S.graph = None
+            S.graph, S.graph_holds = None, None
             S.blas.close()
             S.blas = None
