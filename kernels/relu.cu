@@ -34,7 +34,9 @@ __device__ __forceinline__ void relu_backward_impl(const T* dA, const T* Z, T* d
 // the BIAS_ROWS partial sums of a column are added in shared memory in a fixed order
 // (deterministic, no atomics).  Accumulates in double: exact enough for float32 too and
 // the kernel is memory-bound either way.  Launch: block (32, BIAS_ROWS), grid ceil(n/32).
-#define BIAS_ROWS 8
+#ifndef BIAS_ROWS
+#error "BIAS_ROWS is passed as -DBIAS_ROWS=... by xpnet/ops/cuda.py (KERNEL_DEFINES), its one source"
+#endif
 template <typename T>
 __device__ __forceinline__ void bias_grad_impl(const T* dZ, T* db, i64 m, i64 n) {
     __shared__ double partial[BIAS_ROWS][32];

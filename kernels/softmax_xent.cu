@@ -13,10 +13,6 @@ __device__ __forceinline__ float ex(float x) { return expf(x); }
 __device__ __forceinline__ double ex(double x) { return exp(x); }
 __device__ __forceinline__ float lg(float x) { return logf(x); }
 __device__ __forceinline__ double lg(double x) { return log(x); }
-// Round-to-nearest multiply that nvcc may not fuse into an FMA: keeps dZ bitwise close to
-// NumPy's separate multiply and subtract.
-__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
 template <typename T> __device__ __forceinline__ T qnan();
 template <> __device__ __forceinline__ float qnan<float>() { return __int_as_float(0x7fc00000); }
 template <> __device__ __forceinline__ double qnan<double>() { return __longlong_as_double(0x7ff8000000000000LL); }
@@ -61,14 +57,15 @@ __device__ __forceinline__ void softmax_xent_impl(const T* Z, const L* labels, T
         for (int off = 16; off > 0; off >>= 1) rs += __shfl_xor_sync(FULL, rs, off);
         target = keep * target + spread * (rs - (T)k * mx);
     }
-    // The shuffles above are warp barriers: every lane has read `picked` and the whole row
-    // before any lane writes below.
+    // Every lane has read `picked` and the whole row; no lane may write before all have (dZ may
+    // be Z). A shuffle is not a memory fence, so order the reads before the writes explicitly.
+    __syncwarp(FULL);
 
     const T inv = scale / s;
-    const T off_target = mul_rn(scale, spread);
-    const T on_target = mul_rn(scale, keep);
+    const T off_target = scale * spread;
+    const T on_target = scale * keep;
     for (i64 j = lane; j < k; j += 32) {
-        T d = mul_rn(ex(z[j] - mx), inv);
+        T d = ex(z[j] - mx) * inv;
         if (smoothing != T(0)) d -= off_target;
         if (j == y) d -= on_target;
         dz[j] = d;

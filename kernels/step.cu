@@ -8,25 +8,45 @@
 
 typedef long long i64;
 
-// Round-to-nearest multiply that nvcc may not fuse into an FMA (matches NumPy/CuPy's
-// separate multiply and add bit for bit).
-__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
-__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+
+template <typename T> __device__ __forceinline__ T qnan();
+template <> __device__ __forceinline__ float qnan<float>() { return __int_as_float(0x7fc00000); }
+template <> __device__ __forceinline__ double qnan<double>() { return __longlong_as_double(0x7ff8000000000000LL); }
+
+// A device-side refusal: built with -DXPNET_DEVICE_CHECKS (XPNET_CUDA_DEVICE_CHECKS=1, for
+// compute-sanitizer runs) it traps, a sticky launch failure the host sees at its next sync;
+// otherwise the caller poisons its output with NaN, which the epoch's loss check turns into
+// a DivergedError. Never an out-of-bounds access either way.
+__device__ __forceinline__ void refuse() {
+#ifdef XPNET_DEVICE_CHECKS
+    __trap();
+#endif
+}
 
 // Xb[r, :] = X[perm[offset + r], :] and yb[r] = y[perm[offset + r]] for r < bs, with
 // offset = (t - t0) * batch_size.  X: (n, nf) C-contiguous; perm: (n,) int64.
 // Flat grid-stride loop over the batch: consecutive threads copy consecutive features of
 // one row (coalesced reads and writes); the thread holding feature 0 also copies the label.
+// Bounds, where the reference raises: an offset with [offset, offset + bs) outside [0, n)
+// (a wrong t or t0, e.g. a replay past the epoch's end) refuses the whole batch, and a perm
+// entry outside [0, n) its row: those rows become NaN with label -1, nothing is read.
 template <typename T>
-__device__ __forceinline__ void gather_batch_impl(const T* X, const int* y, const i64* perm, const int* t,
+__device__ __forceinline__ void gather_batch_impl(const T* X, const int* y, const i64* perm, i64 n, const int* t,
                                                   const int* t0, i64 batch_size, T* Xb, int* yb, i64 bs, i64 nf) {
     const i64 start = ((i64)t[0] - (i64)t0[0]) * batch_size;
+    const bool in_range = start >= 0 && start <= n - bs;
     const i64 total = bs * nf;
     const i64 stride = (i64)blockDim.x * gridDim.x;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
         const i64 r = i / nf;
         const i64 j = i - r * nf;
-        const i64 src = perm[start + r];
+        const i64 src = in_range ? perm[start + r] : -1;
+        if (src < 0 || src >= n) {
+            refuse();
+            Xb[i] = qnan<T>();
+            if (j == 0) yb[r] = -1;
+            continue;
+        }
         Xb[i] = X[src * nf + j];
         if (j == 0) yb[r] = y[src];
     }
@@ -49,7 +69,10 @@ __device__ __forceinline__ void bias_add_impl(T* Z, const T* b, i64 m, i64 n) {
 // step).  argmax takes the first maximum and treats NaN as the maximum, like cupy.argmax.
 // ONE block of METRICS_BLOCK threads (a power of two): a fixed-order tree reduction in
 // shared memory, so the sums are deterministic (no atomics).  Rows are short (k classes).
-#define METRICS_BLOCK 256
+#ifndef METRICS_BLOCK
+#error "METRICS_BLOCK is passed as -DMETRICS_BLOCK=... by xpnet/ops/cuda.py (KERNEL_DEFINES), its one source"
+#endif
+static_assert(METRICS_BLOCK > 0 && (METRICS_BLOCK & (METRICS_BLOCK - 1)) == 0, "METRICS_BLOCK: a power of two");
 template <typename T>
 __device__ __forceinline__ void step_metrics_impl(const T* Z, const int* labels, const T* loss_rows, i64 m, i64 k,
                                                   double* loss_acc, i64* correct_acc, int* t) {
@@ -90,12 +113,15 @@ __device__ __forceinline__ void step_metrics_impl(const T* Z, const int* labels,
 }
 
 // L2 weight decay of one layer: dW += coef * W (coef = l2 / m, cast to T first, like
-// `dW += (l2 / m) * W` in xpnet/model.py), and loss_acc[0] += loss_coef * sum(W^2)
+// `dW += (l2 / m) * W` in xpnet/ops/reference.py), and loss_acc[0] += loss_coef * sum(W^2)
 // (loss_coef = l2 / 2: the per-step contribution m * l2/(2m) * ||W||^2 to the epoch's loss
 // sum).  The sum of squares is reduced per block in shared memory, then added with one
 // double atomicAdd per block: the reported loss may differ in the last bits from run to run,
 // the weights never do.  Launch with L2_BLOCK threads per block.
-#define L2_BLOCK 256
+#ifndef L2_BLOCK
+#error "L2_BLOCK is passed as -DL2_BLOCK=... by xpnet/ops/cuda.py (KERNEL_DEFINES), its one source"
+#endif
+static_assert(L2_BLOCK > 0 && (L2_BLOCK & (L2_BLOCK - 1)) == 0, "L2_BLOCK: a power of two");
 template <typename T>
 __device__ __forceinline__ void l2_grad_impl(T* dW, const T* W, i64 n, double coef, double* loss_acc,
                                              double loss_coef) {
@@ -105,7 +131,7 @@ __device__ __forceinline__ void l2_grad_impl(T* dW, const T* W, i64 n, double co
     const i64 stride = (i64)blockDim.x * gridDim.x;
     for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         const T w = W[i];
-        dW[i] = dW[i] + mul_rn(c, w);
+        dW[i] = dW[i] + c * w;
         acc += (double)w * (double)w;
     }
     part[threadIdx.x] = acc;
@@ -119,13 +145,13 @@ __device__ __forceinline__ void l2_grad_impl(T* dW, const T* W, i64 n, double co
 
 extern "C" {
 
-__global__ void gather_batch_f32(const float* X, const int* y, const i64* perm, const int* t, const int* t0,
+__global__ void gather_batch_f32(const float* X, const int* y, const i64* perm, i64 n, const int* t, const int* t0,
                                  i64 batch_size, float* Xb, int* yb, i64 bs, i64 nf) {
-    gather_batch_impl<float>(X, y, perm, t, t0, batch_size, Xb, yb, bs, nf);
+    gather_batch_impl<float>(X, y, perm, n, t, t0, batch_size, Xb, yb, bs, nf);
 }
-__global__ void gather_batch_f64(const double* X, const int* y, const i64* perm, const int* t, const int* t0,
+__global__ void gather_batch_f64(const double* X, const int* y, const i64* perm, i64 n, const int* t, const int* t0,
                                  i64 batch_size, double* Xb, int* yb, i64 bs, i64 nf) {
-    gather_batch_impl<double>(X, y, perm, t, t0, batch_size, Xb, yb, bs, nf);
+    gather_batch_impl<double>(X, y, perm, n, t, t0, batch_size, Xb, yb, bs, nf);
 }
 
 __global__ void bias_add_f32(float* Z, const float* b, i64 m, i64 n) { bias_add_impl<float>(Z, b, m, n); }

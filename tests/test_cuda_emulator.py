@@ -1,8 +1,9 @@
 """The CPU emulator that lets CI run kernels/*.cu (tools/cuda_emulator/) catches what it claims to.
 
 Each deliberately broken kernel below must be refused: an out-of-bounds write, a race that
-only shows when threads run in another order, a __syncthreads not every thread reaches, a
-shuffle naming a lane that exited, and arguments of the wrong type. Correct kernels must
+only shows when threads run in another order (also between the lanes of a warp, which
+__syncwarp orders), a __syncthreads not every thread reaches, a shuffle naming a lane that
+exited, a __trap, and arguments of the wrong type. Correct kernels must
 give the known answers (a warp butterfly sum, a block tree reduction, 2-D thread indices).
 """
 
@@ -71,6 +72,18 @@ __global__ void divergent_sync(int* out) {
 __global__ void shuffle_after_exit(float* out) {
     if (threadIdx.x >= 16) return;
     out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+
+// each lane reads what the mirrored lane wrote: ordered by __syncwarp when sync != 0
+__global__ void warp_publish(int* buf, int* out, int sync) {
+    buf[threadIdx.x] = (int)threadIdx.x + 1;
+    if (sync) __syncwarp();
+    out[threadIdx.x] = buf[31 - threadIdx.x];
+}
+
+__global__ void trap_if(int* out, int bad) {
+    if (bad && threadIdx.x == 3) __trap();
+    out[threadIdx.x] = 1;
 }
 
 __global__ void scale(float* x, float a, i64 n) {
@@ -169,3 +182,24 @@ def test_argument_types_must_match_the_kernel(emulator):
         kernel((1,), (32,), (x, np.float32(3)))
     with pytest.raises(EmulatorError, match="1..1024"):
         kernel((1,), (2048,), (x, np.float32(3), np.int64(5)))
+
+
+def test_syncwarp_orders_the_lanes_of_a_warp(emulator):
+    results = {}
+    for sync in (0, 1):
+        for reverse in (False, True):
+            emulator.reverse = reverse
+            buf, out = np.zeros(32, np.int32), np.zeros(32, np.int32)
+            emulator.kernel("probe.cu", "warp_publish")((1,), (32,), (buf, out, np.int32(sync)))
+            results[sync, reverse] = out.tolist()
+    emulator.reverse = False
+    assert results[1, False] == results[1, True] == list(range(32, 0, -1))
+    assert results[0, False] != results[0, True]  # without it, the lane order shows
+
+
+def test_trap_fails_the_launch(emulator):
+    out = np.zeros(32, np.int32)
+    emulator.kernel("probe.cu", "trap_if")((1,), (32,), (out, np.int32(0)))
+    assert (out == 1).all()
+    with pytest.raises(EmulatorError, match=r"__trap\(\) at block \(0,0,0\) thread 3"):
+        emulator.kernel("probe.cu", "trap_if")((1,), (32,), (out, np.int32(1)))

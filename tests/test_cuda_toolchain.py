@@ -34,7 +34,7 @@ def nvrtc():
     try:
         from cuda.bindings import nvrtc
     except ImportError as exc:
-        pytest.skip(f"cuda-bindings not installed ({exc}): pip install cuda-bindings nvidia-cuda-nvrtc")
+        pytest.skip(f"cuda-bindings not installed ({exc}): pip install -e '.[dev]' (cuda-bindings, nvidia-cuda-nvrtc)")
     try:
         _ok(nvrtc, nvrtc.nvrtcVersion())
     except Exception as exc:  # the bindings import, but libnvrtc is nowhere to be found
@@ -108,6 +108,22 @@ def test_nvrtc_compiles_kernel_file(nvrtc, filename, arch, how):
         found = {k for k in cuda.KERNEL_NAMES[filename] if b".text." + k.encode() + b"\0" in out}
     missing = set(cuda.KERNEL_NAMES[filename]) - found
     assert not missing, f"{filename} ({how}, {arch}): kernels {sorted(missing)} missing"
+
+
+def test_nvrtc_options_forbid_fma_contraction(nvrtc):
+    """With NVRTC's default --fmad=true, l2_grad's double sum of squares (and softmax's smoothing
+    term) compile to fused multiply-adds, which round once where NumPy and the emulator round
+    twice. ops/cuda.py's options turn that off: step.cu (no math-library calls, whose own FMAs
+    are deliberate) then holds no fma instruction at all."""
+    arch = f"--gpu-architecture=compute_{ARCHS[0]}"
+    source = cuda.kernel_source("step.cu")
+    default = tuple(o for o in cuda.NVRTC_OPTIONS if not o.startswith("--fmad"))
+    ok, log, ptx = _compile(nvrtc, source, "step.cu", (*default, arch))
+    assert ok, log
+    assert re.search(rb"\bfma\.rn\.f64\b", ptx), "NVRTC no longer contracts by default: update this test"
+    ok, log, ptx = _compile(nvrtc, source, "step.cu", (*cuda.NVRTC_OPTIONS, arch))
+    assert ok, log
+    assert not re.search(rb"\bfma\.rn", ptx), "a*b + c fused into an FMA despite NVRTC_OPTIONS"
 
 
 # ---- CuPy ---------------------------------------------------------------------------
@@ -212,3 +228,56 @@ def test_nvmath_cublas_has_what_ops_cublas_calls():
         assert len(params) == n, doc
     assert int(lib.Math.DEFAULT_MATH) == 0 and int(lib.PointerMode.HOST) == 0
     assert int(lib.Operation.N) == cublas.CUBLAS_OP_N and int(lib.Operation.T) == cublas.CUBLAS_OP_T
+
+
+# ---- what `xpnet info` says about the GPU stack -----------------------------------------------
+
+
+def test_info_without_cupy_names_the_gpu_stack_and_why_the_graph_is_off():
+    """No CuPy (as on CI): `xpnet info` says so, with the per-CUDA-major extras, says whether
+    nvmath is there, and why the CUDA-graph step is unavailable."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; sys.modules['cupy'] = None; sys.modules['cupy_backends'] = None\n"
+            "from xpnet.cli import main; sys.exit(main(['info']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
+    assert "not installed" in lines["cupy"] and "xpnet[gpu-cuda12]" in lines["cupy"] and "gpu-cuda13" in lines["cupy"]
+    assert lines["nvmath"].startswith("nvmath  ")
+    assert lines["graph"] == "graph   CUDA-graph training step unavailable: no CuPy or no CUDA device"
+
+
+def test_graph_unavailable_reason_carries_the_full_exception(monkeypatch):
+    """With a GPU but no importable nvmath-python, the reason names the exception type and text
+    (what `xpnet info`, `xpnet train` and the bench print), not a bare 'unavailable'."""
+    import sys
+
+    from xpnet import backend
+    from xpnet.training.graph import capture_supported
+
+    monkeypatch.setattr(backend, "gpu_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "nvmath", None)
+    monkeypatch.setitem(sys.modules, "nvmath.bindings", None)
+    ok, reason = capture_supported()
+    assert not ok
+    assert "nvmath-python" in reason and "ModuleNotFoundError: import of nvmath" in reason and "gpu-cuda12" in reason
+
+
+def test_gpu_extras_one_per_cuda_major():
+    """pyproject: a GPU extra per CUDA major with the matching CuPy and nvmath's matching extra
+    (which brings libcublas), `gpu` an alias of the CUDA 12 one; [dev] brings NVRTC."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = project["project"]["optional-dependencies"]
+    assert extras["gpu"] == ["xpnet[gpu-cuda12]"]
+    for major in ("12", "13"):
+        deps = extras[f"gpu-cuda{major}"]
+        assert any(d.startswith(f"cupy-cuda{major}x") for d in deps), deps
+        assert any(d.startswith(f"nvmath-python[cu{major}]") for d in deps), deps
+    assert any(d.startswith("cuda-bindings") for d in extras["dev"]) and any(d.startswith("nvidia-cuda-nvrtc") for d in extras["dev"])

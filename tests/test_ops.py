@@ -20,7 +20,7 @@ import pytest
 from conftest import has_cuda
 
 from xpnet.backend import to_numpy
-from xpnet.errors import DataError
+from xpnet.errors import ConfigError, DataError
 from xpnet.ops import reference
 
 DTYPES = [np.float32, np.float64]
@@ -250,6 +250,50 @@ def test_gather_batch_offset_from_the_step_count(impl, rng, dtype, bs, nf):
     np.testing.assert_array_equal(to_numpy(tail_X), X[perm[3 * bs:]])
 
 
+def _refused(impl) -> bool:
+    """True for the implementations that can raise (host code); a kernel refuses in its output."""
+    return impl.ops is reference or impl.name == "cpu"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("t, t0", [(40, 41), (42, 40), (43, 40), (10**6, 0)])
+def test_gather_batch_refuses_rows_outside_the_permutation(impl, rng, dtype, t, t0):
+    """A wrong t or t0 (e.g. graph replays past the epoch's end without resetting t0): the
+    reference raises, and a kernel reads nothing outside perm: every row NaN, every label -1,
+    not a partial batch (t - t0 = 2 here leaves 2 of 5 rows in range)."""
+    xp = impl.xp
+    bs, nf, n = 5, 3, 12
+    X = rng.standard_normal((n, nf)).astype(dtype)
+    y = rng.integers(0, 10, n).astype(np.int32)
+    perm = rng.permutation(n).astype(np.int64)
+    args = (xp.array(X), xp.array(y), xp.array(perm), xp.array(np.array([t], np.int32)),
+            xp.array(np.array([t0], np.int32)), bs)
+    Xb, yb = xp.full((bs, nf), 7.0, dtype), xp.full(bs, 7, np.int32)
+    if _refused(impl):
+        with pytest.raises(ConfigError, match="t or t0 is wrong"):
+            impl.ops.gather_batch(*args, Xb, yb)
+        return
+    impl.ops.gather_batch(*args, Xb, yb)
+    assert np.isnan(to_numpy(Xb)).all() and (to_numpy(yb) == -1).all()
+
+
+def test_gather_batch_refuses_a_row_index_outside_x(impl, rng):
+    xp = impl.xp
+    X = rng.standard_normal((6, 4))
+    y = np.arange(6, dtype=np.int32)
+    perm = np.array([2, 6, 0, 1, 3, 4], np.int64)  # 6 is not a row of X
+    Xb, yb = xp.full((3, 4), 7.0), xp.full(3, 7, np.int32)
+    zero = xp.array(np.zeros(1, np.int32))
+    args = (xp.array(X), xp.array(y), xp.array(perm), zero, zero, 3, Xb, yb)
+    if _refused(impl):
+        with pytest.raises(ConfigError, match="outside"):
+            impl.ops.gather_batch(*args)
+        return
+    impl.ops.gather_batch(*args)
+    np.testing.assert_array_equal(to_numpy(Xb)[[0, 2]], X[[2, 0]])
+    assert np.isnan(to_numpy(Xb)[1]).all() and to_numpy(yb).tolist() == [2, -1, 0]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m, k", [(1, 1), (5, 10), (300, 10), (64, 3)])
 def test_step_metrics(impl, rng, dtype, m, k):
@@ -341,6 +385,39 @@ def test_adam_reads_t_and_an_lr_schedule_from_device_memory(impl, rng, dtype):
         close(got, want, dtype, scale=10)
 
 
+@pytest.mark.parametrize("device_t", [False, True])
+def test_adam_refuses_a_step_count_below_one(impl, device_t):
+    """t = 0 would divide by 1 - beta^0 = 0 and read lrs[-1]: the host code raises; the kernel
+    (device t) leaves m and v alone, reads no lr, and sets p to NaN so the run stops."""
+    xp = impl.xp
+    p, g, m, v = xp.ones(8), xp.full(8, 0.5), xp.full(8, 0.25), xp.full(8, 0.125)
+    table = xp.array(np.array([1e-2, 1e-3]))
+    t = xp.array(np.zeros(1, np.int32)) if device_t else 0
+    if _refused(impl) or not device_t:
+        with pytest.raises(ConfigError, match="t >= 1"):
+            impl.ops.adam_step(p, g, m, v, t, table, **ADAM)
+        return
+    impl.ops.adam_step(p, g, m, v, t, table, **ADAM)
+    assert np.isnan(to_numpy(p)).all()
+    assert (to_numpy(m) == 0.25).all() and (to_numpy(v) == 0.125).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_past_the_lr_table_holds_its_last_rate(impl, rng, dtype):
+    """A replay past the table's end (t > len(lrs)) uses the last rate in every implementation."""
+    xp = impl.xp
+    n = 300
+    p0 = rng.standard_normal(n).astype(dtype)
+    g = (rng.standard_normal(n) * 0.1).astype(dtype)
+    lrs = np.array([1e-2, 3e-3, 5e-4])
+    p, m, v = xp.array(p0), xp.zeros(n, dtype), xp.zeros(n, dtype)
+    impl.ops.adam_step(p, xp.array(g), m, v, xp.array(np.array([5], np.int32)), xp.array(lrs), **ADAM)
+    bc1, bc2 = 1 - ADAM["beta1"] ** 5, 1 - ADAM["beta2"] ** 5
+    m1, v1 = (1 - ADAM["beta1"]) * g.astype(np.float64), (1 - ADAM["beta2"]) * g.astype(np.float64) ** 2
+    expected = p0 - 5e-4 / bc1 * m1 / (np.sqrt(v1) / math.sqrt(bc2) + ADAM["eps"])
+    close(p, expected, dtype, scale=10)
+
+
 # ---- one policy: what has no kernel falls back to the reference ---------------------------
 
 
@@ -373,7 +450,7 @@ def test_ops_modules_import_without_their_library(blocked, module):
         f"from xpnet.ops import {module} as impl, get_ops, reference\n"
         "names = [n for n, f in vars(reference).items() if getattr(f, '__module__', '') == reference.__name__\n"
         "         and callable(f) and not n.startswith('_')\n"
-        "         and n not in ('check_labels', 'dropout_stream', 'dropout_threshold')]\n"
+        "         and n not in ('check_labels', 'check_step', 'step_lr', 'dropout_stream', 'dropout_threshold')]\n"
         "assert len(names) == 12 and not [n for n in names if not hasattr(impl, n)], names\n"
     )
     if module == "cpu":

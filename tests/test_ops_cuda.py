@@ -43,12 +43,71 @@ def test_rows_per_block_and_row_grid():
         cuda._rows_per_block(100)
 
 
-def test_bias_grad_launch_matches_kernel_constant():
+def test_bias_grad_launch():
     assert cuda._bias_grad_launch(10) == ((1,), (32, cuda.BIAS_ROWS))
     assert cuda._bias_grad_launch(1024) == ((32,), (32, cuda.BIAS_ROWS))
     assert cuda._bias_grad_launch(1025)[0] == (33,)
-    source = (KERNELS / "relu.cu").read_text()
-    assert re.search(rf"#define BIAS_ROWS {cuda.BIAS_ROWS}\b", source)
+
+
+def test_kernel_constants_have_one_source():
+    """BIAS_ROWS, METRICS_BLOCK, L2_BLOCK live in ops/cuda.py only: NVRTC and the emulator's g++
+    get them as -D options, and no .cu file defines them (a second copy could drift)."""
+    sources = {name: cuda.kernel_source(name) for name in cuda.KERNEL_NAMES}
+    for const, value in cuda.KERNEL_DEFINES.items():
+        assert getattr(cuda, const) == value
+        assert f"-D{const}={value}" in cuda.NVRTC_OPTIONS
+        for name, text in sources.items():
+            assert not re.search(rf"#\s*define\s+{const}\b", text), f"{name} defines {const} itself"
+        assert any(re.search(rf"#\s*error\b.*\b{const}\b", text) for text in sources.values()), const
+    from tools.cuda_emulator.emulator import kernel_defines
+
+    assert set(kernel_defines()) == {o for o in cuda.NVRTC_OPTIONS if o.startswith("-D")}
+    assert cuda.METRICS_BLOCK & (cuda.METRICS_BLOCK - 1) == 0 and cuda.L2_BLOCK & (cuda.L2_BLOCK - 1) == 0
+
+
+def test_no_fma_contraction_anywhere():
+    """One rounding rule for GPU and emulator: NVRTC with --fmad=false, g++ with
+    -ffp-contract=off, so no kernel needs __fmul_rn to keep a product out of an FMA."""
+    assert "--fmad=false" in cuda.NVRTC_OPTIONS
+    import inspect
+
+    from tools.cuda_emulator import emulator
+
+    assert "-ffp-contract=off" in inspect.getsource(emulator.compile_kernels)
+    for name in cuda.KERNEL_NAMES:
+        assert not re.search(r"__[fd]mul_rn|mul_rn\(", cuda.kernel_source(name)), name
+
+
+def test_in_place_softmax_syncs_the_warp_between_reads_and_writes():
+    """dZ may be Z: a shuffle is no memory fence, so a __syncwarp must separate the last read of
+    the row from the first write of dZ."""
+    text = cuda.kernel_source("softmax_xent.cu")
+    body = text[text.index("softmax_xent_impl"):text.index('extern "C"')]
+    last_shuffle = body.rindex("__shfl_xor_sync")
+    first_write = body.index("dz[j] =")
+    sync = body.find("__syncwarp(", last_shuffle)
+    assert last_shuffle < sync < first_write, "no __syncwarp between the row's reads and dZ's writes"
+
+
+def test_device_checks_trap_instead_of_writing_nan(cuda_emulator, tmp_path, monkeypatch):
+    """XPNET_CUDA_DEVICE_CHECKS=1 adds -DXPNET_DEVICE_CHECKS: a refused gather or Adam step traps
+    (here on the emulator, compiled with that define)."""
+    from tools.cuda_emulator import Emulator, EmulatorError, install
+
+    monkeypatch.setenv(cuda.DEVICE_CHECKS_ENV, "1")
+    assert cuda.nvrtc_options() == (*cuda.NVRTC_OPTIONS, "-DXPNET_DEVICE_CHECKS")
+    monkeypatch.setenv(cuda.DEVICE_CHECKS_ENV, "0")
+    assert cuda.nvrtc_options() == cuda.NVRTC_OPTIONS
+    emulator = Emulator(KERNELS, tmp_path, defines=cuda.compile_defines(device_checks=True))
+    install(monkeypatch, emulator)
+    X, y, perm = np.zeros((4, 3)), np.zeros(4, np.int32), np.arange(4, dtype=np.int64)
+    t, t0 = np.array([3], np.int32), np.array([0], np.int32)
+    with pytest.raises(EmulatorError, match="__trap"):
+        cuda.gather_batch(X, y, perm, t, t0, 2, np.empty((2, 3)), np.empty(2, np.int32))
+    p = np.ones(4)
+    with pytest.raises(EmulatorError, match="__trap"):
+        cuda.adam_step(p, p.copy(), np.zeros(4), np.zeros(4), np.zeros(1, np.int32), 1e-3, **ADAM)
+    cuda.gather_batch(X, y, perm, t0, t0, 2, np.empty((2, 3)), np.empty(2, np.int32))  # in range: runs
 
 
 def test_kernel_names_cover_every_source_file():

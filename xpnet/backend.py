@@ -17,8 +17,8 @@ from xpnet.errors import ConfigError, DeviceError
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 _INSTALL_HINT = (
-    "install CuPy for your CUDA version (pip install 'xpnet[gpu]' or "
-    "pip install cupy-cuda12x / cupy-cuda13x) and check that `nvidia-smi` sees a GPU"
+    "install CuPy for your driver's CUDA major (pip install 'xpnet[gpu]', the same as 'xpnet[gpu-cuda12]', "
+    "or 'xpnet[gpu-cuda13]') and check that `nvidia-smi` sees a GPU"
 )
 
 
@@ -179,15 +179,25 @@ def gpu_info() -> dict | None:
         return None
     info = {"cupy": cupy.__version__}
     try:
-        info["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
-        info["cuda_driver"] = cupy.cuda.runtime.driverGetVersion()
+        info["nvrtc"] = ".".join(str(v) for v in cupy.cuda.nvrtc.getVersion())
+    except Exception as exc:  # libnvrtc missing: every kernel compile would fail
+        info["nvrtc"] = f"not loadable ({type(exc).__name__}: {exc})"
+    try:
+        info["cuda_runtime"] = cuda_version(cupy.cuda.runtime.runtimeGetVersion())
+        info["cuda_driver"] = cuda_version(cupy.cuda.runtime.driverGetVersion())
         info["devices"] = [device_name(f"gpu:{i}") for i in range(_cupy_device_count(cupy))]
         if not info["devices"]:  # say why --device gpu will fail (`xpnet info` prints it)
-            no_driver = " (no NVIDIA driver: its version reads 0)" if info["cuda_driver"] == 0 else ""
+            no_driver = " (no NVIDIA driver: its version reads 0)" if info["cuda_driver"] == "0.0" else ""
             info["error"] = f"CuPy sees no CUDA device{no_driver}"
     except Exception as exc:
-        info["error"] = str(exc)
+        info["error"] = f"{type(exc).__name__}: {exc}"
     return info
+
+
+def cuda_version(code: int) -> str:
+    """CUDA's integer version (12040) as text ("12.4")."""
+    code = int(code)
+    return f"{code // 1000}.{code % 1000 // 10}"
 
 
 def data_ptr(x) -> int:

@@ -4,6 +4,7 @@ from .emulator import (  # noqa: F401
     Emulator,
     EmulatorError,
     FakeStream,
+    FreedMemoryError,
     NumpyBlas,
     emulate_colmajor_gemm,
     emulate_matmul_rowmajor,

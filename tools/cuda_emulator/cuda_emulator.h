@@ -283,6 +283,16 @@ inline T shfl_xor(unsigned mask, T value, int lane_mask, int width) {
 
 inline void __syncthreads() { emu::block_barrier(); }
 
+// A warp barrier over the lanes of `mask` (all 32 by default): every named lane must reach it,
+// as for a shuffle (a lane that exited or does not exist is an error).
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    if (!(mask >> (emu::active->current->linear & 31) & 1u)) emu::fail("__syncwarp by a lane not in its own mask at " + emu::where(*emu::active->current));
+    emu::warp_barrier(mask);
+}
+
+// Stops the launch with an error (on a GPU: a sticky "unspecified launch failure").
+[[noreturn]] inline void __trap() { emu::fail("__trap() at " + emu::where(*emu::active->current)); }
+
 template <typename T>
 inline T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
     return emu::shfl_xor(mask, value, lane_mask, width);
@@ -295,8 +305,8 @@ inline T atomicAdd(T* address, T value) {
     return old;
 }
 
-// Round-to-nearest multiplies: the header is compiled with -ffp-contract=off, so a plain
-// product is never fused into an FMA.
+// Round-to-nearest multiplies. The emulator compiles with -ffp-contract=off, as ops/cuda.py has
+// NVRTC compile with --fmad=false: a plain a*b+c is never fused into an FMA on either.
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline double __dmul_rn(double a, double b) { return a * b; }
 inline float __int_as_float(int x) {

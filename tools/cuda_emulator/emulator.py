@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import threading
 import types
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,16 +90,26 @@ def _shim(cu: Path, kernels: dict[str, list[Param]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compile_kernels(cu: Path, out_dir: Path) -> tuple[ctypes.CDLL, dict[str, list[Param]]]:
-    """Compile ``cu`` with the emulator into a shared library; returns it and the signatures."""
+def kernel_defines(device_checks: bool = False) -> tuple[str, ...]:
+    """The ``-D`` options ``xpnet.ops.cuda`` gives NVRTC (the launch constants' one source)."""
+    from xpnet.ops import cuda
+
+    return cuda.compile_defines(device_checks)
+
+
+def compile_kernels(cu: Path, out_dir: Path, defines=None) -> tuple[ctypes.CDLL, dict[str, list[Param]]]:
+    """Compile ``cu`` with the emulator into a shared library; returns it and the signatures.
+
+    ``defines``: ``-D`` options, by default the ones NVRTC gets (:func:`kernel_defines`)."""
     if GXX is None:
         raise EmulatorError("g++ not found")
+    defines = kernel_defines() if defines is None else tuple(defines)
     kernels = parse_kernels(cu.read_text(encoding="utf-8"))
     shim = out_dir / f"{cu.stem}_emu.cpp"
     lib = out_dir / f"{cu.stem}_emu.so"
     shim.write_text(_shim(cu.resolve(), kernels), encoding="utf-8")
-    # -ffp-contract=off: no FMA contraction, as __fmul_rn promises; -fno-fast-math keeps NaN rules.
-    cmd = [GXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math",
+    # -ffp-contract=off: no FMA contraction, as NVRTC's --fmad=false (ops/cuda.py); -fno-fast-math keeps NaN rules.
+    cmd = [GXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", *defines,
            "-Wall", "-Wno-unused-function", "-o", str(lib), str(shim)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
@@ -155,7 +166,8 @@ class EmulatedKernel:
 
     def __call__(self, grid, block, args):
         if self.emulator.recording is not None:  # inside an emulated stream capture: record only
-            self.emulator.recording.append(lambda: self._launch(grid, block, args))
+            weak = weak_args(args)
+            self.emulator.recording.append(lambda: self._launch(grid, block, resolve_args(weak)))
             return
         self._launch(grid, block, args)
 
@@ -198,8 +210,9 @@ class EmulatedKernel:
 class Emulator:
     """The emulated device: compiles each ``kernels/*.cu`` on first use, into ``out_dir``."""
 
-    def __init__(self, kernels_dir: Path, out_dir: Path, reverse: bool = False):
+    def __init__(self, kernels_dir: Path, out_dir: Path, reverse: bool = False, defines=None):
         self.kernels_dir, self.out_dir, self.reverse = Path(kernels_dir), Path(out_dir), reverse
+        self.defines = kernel_defines() if defines is None else tuple(defines)
         self._libs: dict[str, tuple[ctypes.CDLL, dict]] = {}
         self.lock = threading.Lock()
         self.launches: list[str] = []
@@ -214,7 +227,7 @@ class Emulator:
     def _load(self, filename: str):
         with self.lock:
             if filename not in self._libs:
-                self._libs[filename] = compile_kernels(self.kernels_dir / filename, self.out_dir)
+                self._libs[filename] = compile_kernels(self.kernels_dir / filename, self.out_dir, self.defines)
             return self._libs[filename]
 
     def build_all(self) -> None:
@@ -223,7 +236,7 @@ class Emulator:
 
         files = sorted(p.name for p in self.kernels_dir.glob("*.cu"))
         with ThreadPoolExecutor(max_workers=len(files) or 1) as pool:
-            built = list(pool.map(lambda f: compile_kernels(self.kernels_dir / f, self.out_dir), files))
+            built = list(pool.map(lambda f: compile_kernels(self.kernels_dir / f, self.out_dir, self.defines), files))
         with self.lock:
             self._libs.update(zip(files, built))
 
@@ -234,6 +247,39 @@ class Emulator:
 
 
 # ---- an emulated CUDA-graph capture (for GraphTrainer's epoch loop) -------------------
+
+
+class FreedMemoryError(EmulatorError):
+    """A graph replay would touch memory freed since its capture (a use-after-free on a GPU)."""
+
+
+class _WeakArray:
+    """What a CUDA graph keeps of an array: its address, not a reference. Holds the array's
+    memory owner weakly and rebuilds the same view at replay, or raises FreedMemoryError."""
+
+    def __init__(self, a: np.ndarray):
+        owner = a
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        self.ref = weakref.ref(owner)
+        self.offset = a.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+        self.shape, self.strides, self.dtype = a.shape, a.strides, a.dtype
+
+    def get(self) -> np.ndarray:
+        owner = self.ref()
+        if owner is None:
+            raise FreedMemoryError(f"a graph replay writes through freed memory (a captured {self.dtype} array "
+                                   f"of shape {self.shape} was released after the capture)")
+        return np.ndarray(self.shape, self.dtype, buffer=owner, offset=self.offset, strides=self.strides)
+
+
+def weak_args(args) -> tuple:
+    """``args`` with every array replaced by a :class:`_WeakArray` (scalars kept)."""
+    return tuple(_WeakArray(a) if isinstance(a, np.ndarray) else a for a in args)
+
+
+def resolve_args(args) -> tuple:
+    return tuple(a.get() if isinstance(a, _WeakArray) else a for a in args)
 
 
 class HostArray(np.ndarray):
@@ -261,7 +307,10 @@ class FakeStream:
     """A stream whose capture records emulated kernel launches (and :class:`NumpyBlas` GEMMs)
     instead of running them, like ``cupy.cuda.Stream.begin_capture``. Anything else a
     captured step does (a NumPy operation, a host read) runs once at capture time and is
-    missing from every replay, so a test comparing replays with eager steps catches it."""
+    missing from every replay, so a test comparing replays with eager steps catches it.
+    Like a real graph, the recording holds its arrays' addresses only (weakly): a buffer freed
+    after the capture, by the caller or because it was a temporary allocated during it, makes
+    the next replay raise :class:`FreedMemoryError`, where a GPU would corrupt memory."""
 
     def __init__(self, emulator: Emulator):
         self.emulator = emulator
@@ -293,13 +342,12 @@ class NumpyBlas:
         self.emulator = emulator
 
     def matmul_rowmajor(self, A, B, C, trans_a=False, trans_b=False):
-        def gemm():
-            emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
-
         if self.emulator is not None and self.emulator.recording is not None:
-            self.emulator.recording.append(gemm)
+            weak = weak_args((A, B, C))
+            self.emulator.recording.append(
+                lambda: emulate_matmul_rowmajor(*resolve_args(weak), trans_a=trans_a, trans_b=trans_b))
         else:
-            gemm()
+            emulate_matmul_rowmajor(A, B, C, trans_a=trans_a, trans_b=trans_b)
 
     def close(self):
         pass

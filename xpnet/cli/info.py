@@ -9,7 +9,7 @@ from xpnet import choices
 
 @click.command()
 def info():
-    """Versions of xpnet, Python, NumPy (and its BLAS), CuPy/CUDA, the GPUs, and the data cache."""
+    """Versions of xpnet, Python, NumPy (and its BLAS), the GPU stack (CuPy, CUDA, NVRTC, cuBLAS, nvmath), the GPUs, and the data cache."""
     import platform
 
     import numpy as np
@@ -27,21 +27,46 @@ def info():
         click.echo(f"numba   {numba.__version__} (fused CPU optimizer kernels on)")
     except ImportError:
         click.echo("numba   not installed (pip install 'xpnet[fast]' for the fused CPU Adam)")
-    gpu = backend.gpu_info()
-    if gpu is None:
-        click.echo("cupy    not installed (pip install 'xpnet[gpu]' for --device gpu)")
-    else:
-        click.echo(f"cupy    {gpu.get('cupy')} (CUDA runtime {gpu.get('cuda_runtime')}, driver {gpu.get('cuda_driver')})")
-        for i, name in enumerate(gpu.get("devices", [])):
-            click.echo(f"gpu:{i}   {name}")
-        if "error" in gpu:
-            click.echo(f"gpu     error: {gpu['error']}")
+    _gpu_stack()
     click.echo(f"data    cache {cache_dir()} (set XPNET_DATA to move it)")
     found = cached_datasets()
     if not found:
         click.echo("        no data sets found yet")
     for name, path in found.items():
         click.echo(f"        {name}: {path}")
+
+
+def _gpu_stack() -> None:
+    """CuPy, CUDA runtime and driver, NVRTC, cuBLAS and nvmath versions, the GPUs, and whether
+    the CUDA-graph step can run, with the full reason when not."""
+    from importlib import metadata
+
+    from xpnet import backend
+    from xpnet.ops import cublas
+    from xpnet.training.graph import capture_supported
+
+    gpu = backend.gpu_info()
+    if gpu is None:
+        click.echo("cupy    not installed (pip install 'xpnet[gpu-cuda12]' or 'xpnet[gpu-cuda13]', "
+                   "matching your driver's CUDA major, for --device gpu)")
+    else:
+        click.echo(f"cupy    {gpu.get('cupy')} (CUDA runtime {gpu.get('cuda_runtime')}, driver {gpu.get('cuda_driver')})")
+        click.echo(f"nvrtc   {gpu.get('nvrtc')}")
+        for i, name in enumerate(gpu.get("devices", [])):
+            click.echo(f"gpu:{i}   {name}")
+        if "error" in gpu:
+            click.echo(f"gpu     error: {gpu['error']}")
+    try:
+        nvmath = metadata.version("nvmath-python")
+    except metadata.PackageNotFoundError:
+        click.echo("nvmath  not installed (the CUDA-graph step calls cuBLAS through it)")
+    else:
+        try:
+            click.echo(f"nvmath  {nvmath} (cuBLAS {cublas.library_version()})")
+        except Exception as exc:
+            click.echo(f"nvmath  {nvmath} (cuBLAS: {exc})")
+    ok, reason = capture_supported()
+    click.echo("graph   CUDA-graph training step available" if ok else f"graph   CUDA-graph training step unavailable: {reason}")
 
 
 def _blas_name(np) -> str:

@@ -192,22 +192,22 @@ class MLP:
         so prediction-only batch sizes never pay for them.
         """
         key = (m, train)
+        xp, dt = self.xp, self.dtype
+        hidden = self.sizes[1:-1]
         bufs = self._buffers.get(key)
         if bufs is not None:
             self._buffers.move_to_end(key)
-            return bufs
-        xp, dt = self.xp, self.dtype
-        hidden = self.sizes[1:-1]
-        bufs = {
-            "Z": [xp.empty((m, n), dtype=dt) for n in self.sizes[1:]],
-            "H": [xp.empty((m, n), dtype=dt) for n in hidden],
-        }
-        if train and self.dropout > 0:
+        else:
+            bufs = {
+                "Z": [xp.empty((m, n), dtype=dt) for n in self.sizes[1:]],
+                "H": [xp.empty((m, n), dtype=dt) for n in hidden],
+            }
+            self._buffers[key] = bufs
+            while len(self._buffers) > _MAX_CACHED_BATCH_SHAPES:
+                self._buffers.popitem(last=False)
+        if train and self.dropout > 0 and "D" not in bufs:  # also when dropout is switched on between runs
             bufs["D"] = [xp.empty((m, n), dtype=dt) for n in hidden]
             bufs["U"] = [xp.empty((m, n), dtype=dt) for n in hidden]
-        self._buffers[key] = bufs
-        while len(self._buffers) > _MAX_CACHED_BATCH_SHAPES:
-            self._buffers.popitem(last=False)
         return bufs
 
     # ------------------------------------------------------------------ the training step
@@ -306,7 +306,7 @@ class MLP:
                 break
             dA = bufs["dA"][l - 1]
             mm(dZ, W, dA)  # dA = dZ @ W
-            if "U" in bufs:
+            if self.dropout > 0 and "U" in bufs:  # not a mask left from a run before dropout was switched off
                 ops.dropout_backward(dA, bufs["U"][l - 1], dA)
             if self.activation.is_relu:
                 ops.relu_backward(dA, bufs["Z"][l - 1], dA)

@@ -236,9 +236,8 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     """
     if not (_fast(p, g, m, v) and p.ndim == 1 and p.shape == g.shape == m.shape == v.shape):
         return reference.adam_step(p, g, m, v, t, lr, beta1, beta2, eps)
-    t = reference._count(t)
-    if hasattr(lr, "shape"):
-        lr = float(lr[t - 1])
+    t = reference.check_step(t)
+    lr = reference.step_lr(lr, t)
     bc1 = 1.0 - beta1**t
     bc2 = 1.0 - beta2**t
     dt = p.dtype.type

@@ -4,8 +4,9 @@ Why not ``cupy.matmul``: CuPy's cuBLAS wrappers call ``setStream`` first, which 
 the stream is capturing (cupy/cupy#6290). Why ``nvmath.bindings.cublas`` rather than our own
 ctypes declarations: NVIDIA keeps those bindings in step with every cuBLAS release and finds
 libcublas itself (the ``nvidia-cublas`` wheel or a toolkit, via cuda-pathfinder); they are
-thin calls with no capture guard. It costs a 5.5 MB wheel plus ``cuda-bindings`` and ~0.3 s
-of import, paid only when a graph is set up (imported lazily; in the ``gpu`` extra).
+thin calls with no capture guard. It costs a 5.5 MB wheel plus ``cuda-bindings``/``cuda-core`` and
+an import of a second or more, paid only when a graph is set up (imported lazily; in the
+``gpu-cuda12``/``gpu-cuda13`` extras, whose nvmath ``cu12``/``cu13`` extra brings libcublas).
 
 NVIDIA's rules for capturing cuBLAS: bind the handle to the capture stream and give it a
 workspace *before* capturing, so it never allocates inside. Alpha/beta are host scalars
@@ -59,14 +60,27 @@ def gemm_args(a_shape, b_shape, trans_a: bool = False, trans_b: bool = False) ->
                     N, M, K, max(1, cb), max(1, ca), max(1, N))
 
 
+INSTALL_HINT = "pip install 'xpnet[gpu-cuda12]' or 'xpnet[gpu-cuda13]' (nvmath-python with its cu12/cu13 extra)"
+
+
 def bindings():
-    """``nvmath.bindings.cublas``, or a DeviceError saying how to get it."""
+    """``nvmath.bindings.cublas``, or a DeviceError with the import's full error and how to fix it."""
     try:
-        from nvmath.bindings import cublas  # noqa: PLC0415 - optional, and 0.3 s to import
-    except ImportError as exc:
-        raise DeviceError(f"the CUDA-graph step needs nvmath-python for cuBLAS inside a capture ({exc}); "
-                          "pip install 'xpnet[gpu]' or nvmath-python") from None
+        from nvmath.bindings import cublas  # noqa: PLC0415 - optional, and slow to import
+    except Exception as exc:  # ImportError, or a mismatched cuda-core / cuda-bindings failing inside nvmath
+        raise DeviceError(f"the CUDA-graph step needs nvmath-python for cuBLAS inside a capture "
+                          f"({type(exc).__name__}: {exc}); {INSTALL_HINT}") from None
     return cublas
+
+
+def library_version() -> str:
+    """The cuBLAS version, read through nvmath (loads libcublas; needs no device), or a
+    DeviceError with the full reason libcublas cannot be loaded."""
+    lib = bindings()
+    try:
+        return ".".join(str(lib.get_property(k)) for k in (0, 1, 2))  # libraryPropertyType MAJOR, MINOR, PATCH
+    except Exception as exc:
+        raise DeviceError(f"nvmath-python cannot load libcublas ({type(exc).__name__}: {exc}); {INSTALL_HINT}") from None
 
 
 class Cublas:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import os
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +45,36 @@ KERNEL_NAMES = {
         "l2_grad_f32", "l2_grad_f64",
     ),
 }
-NVRTC_OPTIONS = ("--std=c++17",)
-
 BLOCK = 256  # element-wise kernels: 8 warps, enough to hide latency at any occupancy
 MAX_BLOCKS = 4096  # grid-stride loops cover the rest; ~4 waves on a 132-SM H100
 SOFTMAX_BLOCK = 256  # one warp per row, so 8 rows per block
-BIAS_ROWS = 8  # must match BIAS_ROWS in relu.cu: block (32, BIAS_ROWS)
-METRICS_BLOCK = 256  # must match METRICS_BLOCK in step.cu: one block, power of two
-L2_BLOCK = 256  # must match L2_BLOCK in step.cu
+BIAS_ROWS = 8  # bias_grad's block is (32, BIAS_ROWS)
+METRICS_BLOCK = 256  # step_metrics: one block, a power of two (its tree reduction)
+L2_BLOCK = 256  # l2_grad's block, a power of two
+# The constants the kernels are compiled with: their one source. They reach the .cu files as
+# -D options (NVRTC here, g++ in tools/cuda_emulator), which define them nowhere else.
+KERNEL_DEFINES = {"BIAS_ROWS": BIAS_ROWS, "METRICS_BLOCK": METRICS_BLOCK, "L2_BLOCK": L2_BLOCK}
+# Set to 1 to compile kernels that __trap() on a refused input (a bad t/t0) instead of writing
+# NaN: for compute-sanitizer and debugging runs.
+DEVICE_CHECKS_ENV = "XPNET_CUDA_DEVICE_CHECKS"
+
+
+def compile_defines(device_checks: bool = False) -> tuple[str, ...]:
+    """``-D`` options of every kernel compile (NVRTC and the emulator's g++ alike)."""
+    return (*(f"-D{k}={v}" for k, v in KERNEL_DEFINES.items()), *(("-DXPNET_DEVICE_CHECKS",) if device_checks else ()))
+
+
+# --fmad=false: NVRTC contracts a*b + c into one FMA by default (one rounding instead of two), so
+# a kernel would round differently from NumPy and from the emulator (g++ -ffp-contract=off). The
+# kernels are memory-bound: exact parity costs nothing measurable. (CuPy adds -ftz=true itself.)
+NVRTC_OPTIONS = ("--std=c++17", "--fmad=false", *compile_defines())
+
+
+def nvrtc_options() -> tuple[str, ...]:
+    """:data:`NVRTC_OPTIONS`, plus ``-DXPNET_DEVICE_CHECKS`` when :data:`DEVICE_CHECKS_ENV` is set."""
+    if os.environ.get(DEVICE_CHECKS_ENV, "").strip() not in ("", "0"):
+        return (*NVRTC_OPTIONS, "-DXPNET_DEVICE_CHECKS")
+    return NVRTC_OPTIONS
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 _LABEL_SUFFIX = {np.dtype(np.int32): "i32", np.dtype(np.int64): "i64"}
@@ -130,36 +153,38 @@ def _check_2d(name: str, a) -> tuple[int, int]:
 
 
 def kernel_source(filename: str) -> str:
-    """The CUDA C text of ``filename``: from the installed package, else the source checkout."""
+    """The CUDA C text of ``filename``: from the source checkout this module lies in, else the
+    installed package (an editable install's ``xpnet._cuda_src`` may map to another checkout)."""
+    checkout = Path(__file__).resolve().parents[2]
+    path = checkout / "kernels" / filename
+    if (checkout / "pyproject.toml").is_file() and path.is_file():
+        return path.read_text(encoding="utf-8")
     try:
         res = importlib.resources.files("xpnet._cuda_src") / filename
         if res.is_file():
             return res.read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
         pass
-    path = Path(__file__).resolve().parents[2] / "kernels" / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"CUDA source {filename} not found in xpnet._cuda_src nor {path.parent}")
-    return path.read_text(encoding="utf-8")
+    raise FileNotFoundError(f"CUDA source {filename} not found in xpnet._cuda_src nor {path.parent}")
 
 
 @functools.lru_cache(maxsize=None)
-def _module(filename: str, device_id: int):
+def _module(filename: str, device_id: int, options: tuple[str, ...]):
     cupy = _import_cupy()
-    return cupy.RawModule(code=kernel_source(filename), options=NVRTC_OPTIONS)
+    return cupy.RawModule(code=kernel_source(filename), options=options)
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel_on(filename: str, name: str, device_id: int):
+def _kernel_on(filename: str, name: str, device_id: int, options: tuple[str, ...]):
     if name not in KERNEL_NAMES[filename]:
         raise KeyError(f"{name} is not a kernel of {filename}")
-    return _module(filename, device_id).get_function(name)
+    return _module(filename, device_id, options).get_function(name)
 
 
 def _kernel(filename: str, name: str):
     """The compiled kernel for the current device (compiled on first use, then cached)."""
     cupy = _import_cupy()
-    return _kernel_on(filename, name, cupy.cuda.runtime.getDevice())
+    return _kernel_on(filename, name, cupy.cuda.runtime.getDevice(), nvrtc_options())
 
 
 def load_all() -> None:
@@ -175,7 +200,11 @@ matmul = reference.matmul  # cupy.matmul (cuBLAS); inside a capture the trainer 
 
 
 def gather_batch(X, y, perm, t, t0, batch_size, Xb, yb):
-    """``Xb[r] = X[perm[o + r]]``, ``yb[r] = y[perm[o + r]]``, ``o = (t - t0) * batch_size`` read on the device."""
+    """``Xb[r] = X[perm[o + r]]``, ``yb[r] = y[perm[o + r]]``, ``o = (t - t0) * batch_size`` read on the device.
+
+    What the reference refuses with an error (rows outside ``perm`` or ``X``), the kernel, which
+    cannot raise, refuses by writing NaN rows with label -1 (a NaN loss, so DivergedError at the
+    epoch's end); with :data:`DEVICE_CHECKS_ENV` set it traps."""
     n, nf = _check_2d("X", X)
     bs, _ = _check_2d("Xb", Xb)
     _expect("Xb", Xb, (bs, nf))
@@ -191,7 +220,8 @@ def gather_batch(X, y, perm, t, t0, batch_size, Xb, yb):
         return reference.gather_batch(X, y, perm, t, t0, batch_size, Xb, yb)
     if Xb.size:
         _kernel("step.cu", f"gather_batch_{sfx}")(
-            _grid_1d(Xb.size), (BLOCK,), (X, y, perm, t, t0, np.int64(batch_size), Xb, yb, np.int64(bs), np.int64(nf))
+            _grid_1d(Xb.size), (BLOCK,),
+            (X, y, perm, np.int64(n), t, t0, np.int64(batch_size), Xb, yb, np.int64(bs), np.int64(nf)),
         )
     return Xb
 
@@ -354,7 +384,9 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     """One fused Adam step over flat buffers, in place.
 
     ``t``: an int, or a device int32[1] the kernel reads (so one captured graph serves every
-    step); ``lr``: a float, or a device float64 table read at ``lr[t - 1]`` (a schedule).
+    step); ``lr``: a float, or a device float64 table read at ``lr[min(t, len) - 1]`` (a
+    schedule). A host ``t < 1`` raises ConfigError like the reference; a device one makes the
+    kernel skip the update and set ``p`` to NaN (or trap, with :data:`DEVICE_CHECKS_ENV`).
     """
     if p.ndim != 1:
         raise ShapeError(f"adam_step works on flat buffers, got p of shape {tuple(p.shape)}")
@@ -369,9 +401,7 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
         return reference.adam_step(p, g, m, v, t, lr, beta1, beta2, eps)
     t_buf, lr_buf = _scalar_buffers(_import_cupy().cuda.runtime.getDevice())
     if not device_t:
-        step = reference._count(t)
-        if step < 1:
-            raise ConfigError(f"adam_step needs t >= 1 (the step count of this update), got {step}")
+        step = reference.check_step(t)
         t_buf.fill(step)  # a tiny async kernel: no host sync
         t = t_buf
     lrs, n_lrs, lr = (lr, lr.size, 0.0) if table else (lr_buf, 0, float(lr))

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from xpnet.backend import get_array_module, take_rows
-from xpnet.errors import DataError
+from xpnet.errors import ConfigError, DataError
 
 _GOLDEN = 0x9E3779B97F4A7C15
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
@@ -58,10 +58,17 @@ def gather_batch(X, y, perm, t, t0, batch_size, Xb, yb):
     """``Xb[r] = X[perm[o + r]]``, ``yb[r] = y[perm[o + r]]`` with ``o = (t - t0) * batch_size``.
 
     The mini-batch gather of the training loop; ``len(Xb)`` may be less than ``batch_size``
-    (the epoch's last batch). The caller keeps ``o + len(Xb) <= len(perm)``.
+    (the epoch's last batch). Rows outside ``perm`` (a wrong ``t`` or ``t0``) or ``X`` raise
+    ConfigError; the CUDA kernel, which cannot raise, writes NaN rows with label -1 instead.
     """
+    n, m = perm.shape[0], Xb.shape[0]
     offset = (_count(t) - _count(t0)) * int(batch_size)
-    idx = perm[offset : offset + Xb.shape[0]]
+    if not 0 <= offset <= n - m:
+        raise ConfigError(f"gather_batch: rows {offset}..{offset + m - 1} of a {n}-row permutation "
+                          f"(t - t0 = {_count(t) - _count(t0)}, batch size {int(batch_size)}): t or t0 is wrong")
+    idx = perm[offset : offset + m]
+    if m and (int(idx.min()) < 0 or int(idx.max()) >= X.shape[0]):
+        raise ConfigError(f"gather_batch: perm holds row indices outside [0, {X.shape[0] - 1}]")
     take_rows(X, idx, Xb)
     take_rows(y, idx, yb)
     return Xb
@@ -199,18 +206,33 @@ def l2_grad(dW, W, coef, loss_acc, loss_coef):
     return dW
 
 
+def check_step(t) -> int:
+    """Adam's step count ``t`` as a host int; ConfigError below 1 (``1 - β^0`` is 0)."""
+    step = _count(t)
+    if step < 1:
+        raise ConfigError(f"adam_step needs t >= 1 (the step count of this update), got {step}")
+    return step
+
+
+def step_lr(lr, t: int) -> float:
+    """The learning rate of step ``t``: ``lr``, or a table's ``lr[min(t, len) - 1]`` (past its end,
+    the last rate holds, as in the CUDA kernel)."""
+    if hasattr(lr, "shape"):
+        return float(lr[min(t, lr.shape[0]) - 1])
+    return float(lr)
+
+
 def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     """One Adam update over flat buffers, in place (PyTorch's formulation).
 
-    ``t`` is the 1-based step count of this update: an int or a 1-element integer array.
-    ``lr`` is a float, or a 1-D table of per-step learning rates read at ``lr[t - 1]`` (a
-    schedule that a captured CUDA graph follows without recapture).
+    ``t`` is the 1-based step count of this update: an int or a 1-element integer array
+    (below 1: ConfigError). ``lr`` is a float, or a 1-D table of per-step learning rates read
+    at ``lr[min(t, len) - 1]`` (a schedule that a captured CUDA graph follows without recapture).
     ``p -= lr/(1-β1^t) · m / (√v/√(1-β2^t) + ε)``.
     """
     xp = get_array_module(p)
-    t = _count(t)
-    if hasattr(lr, "shape"):
-        lr = float(lr[t - 1])
+    t = check_step(t)
+    lr = step_lr(lr, t)
     m *= beta1
     m += (1.0 - beta1) * g
     v *= beta2
