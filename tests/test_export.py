@@ -298,8 +298,8 @@ def test_missing_packages_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx → ImportError
     monkeypatch.setitem(sys.modules, "torch", None)
     for args, words in ((["export", tmp_path / "m.npz"], "pip install 'xpnet[onnx]'"),
-                        (["export", tmp_path / "m.npz", "--format", "torch"], "needs torch"),
-                        (["import", tmp_path / "m.npz", "--out", tmp_path / "x.npz"], "needs torch")):
+                        (["export", tmp_path / "m.npz", "--format", "torch"], "torch is not installed"),
+                        (["import", tmp_path / "m.npz", "--out", tmp_path / "x.npz"], "torch is not installed")):
         code, out, err = run_cli(args, capsys)
         assert code == 1 and words in err and err.count("\n") == 1, (args, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]

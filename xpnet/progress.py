@@ -23,13 +23,16 @@ class ProgressBar:
         if enabled and (_in_notebook() or getattr(stream, "isatty", lambda: False)()):
             from tqdm.auto import tqdm  # noqa: PLC0415 - only when a bar is drawn
 
-            self._bar = tqdm(total=self.total, desc=label, file=stream, leave=False, unit="batch",
-                             dynamic_ncols=True, mininterval=0.1)
+            counts = {"unit": "B", "unit_scale": True, "unit_divisor": 1024} if unit == "bytes" else {"unit": "batch"}
+            self._bar = tqdm(total=self.total, desc=label, file=stream, leave=False, dynamic_ncols=True,
+                             mininterval=0.1, **counts)
 
     def update(self, steps: int = 1, samples: int = 0, info: str = "") -> None:
         self.done += steps
         self.samples += samples
-        if self._bar is not None:
+        if self._bar is not None and self.unit == "bytes":
+            self._bar.update(steps)
+        elif self._bar is not None:
             elapsed = time.perf_counter() - self.start
             rate = self.samples / elapsed if elapsed > 0 else 0.0
             self._bar.set_postfix_str(f"{rate:,.0f} {self.unit}/s {info}".rstrip(), refresh=False)
@@ -37,6 +40,7 @@ class ProgressBar:
 
     def close(self) -> None:
         if self._bar is not None:
+            self._bar.refresh()  # the final state (100 % when done) is drawn once before the bar is cleared
             self._bar.close()
 
 
