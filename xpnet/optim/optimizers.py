@@ -78,12 +78,12 @@ class Optimizer:
     def _update(self, params, grads, lr: float) -> None:
         raise NotImplementedError
 
-    def device_step(self, params, grads, t, lrs) -> None:
-        """The update inside the training step. ``t`` is the device step counter (already advanced
-        to this step) and ``lrs`` the run's per-step learning rates on the device
-        (:meth:`lr_table`); an optimizer that is not :attr:`capturable` ignores both and takes
-        its eager :meth:`step`, counting on the host."""
-        self.step(params, grads)
+    def device_step(self, params, grads, t, lrs, ops) -> None:
+        """The update of a :attr:`capturable` optimizer inside the training step: ``t`` is the device
+        step counter (already advanced to this step), ``lrs`` the run's per-step learning rates on
+        the device (:meth:`lr_table`), ``ops`` the network's ops (the implementation the step is
+        captured with). Others update with :meth:`step`, counting on the host."""
+        raise NotImplementedError(f"{type(self).__name__} is not capturable: use step()")
 
     def advance(self) -> None:
         """Count one step taken by :meth:`device_step` (a graph replay) on the host too: the trainer
@@ -222,10 +222,10 @@ class Adam(Optimizer):
     def _update(self, params, grads, lr):
         self._ops.adam_step(params, grads, self.state["m"], self.state["v"], self.t, lr, self.beta1, self.beta2, self.eps)
 
-    def device_step(self, params, grads, t, lrs) -> None:
+    def device_step(self, params, grads, t, lrs, ops) -> None:
         """The fused Adam op reading the step ``t`` and ``lrs[t - 1]`` from device memory."""
         self._ensure_state(params)
-        self._ops.adam_step(params, grads, self.state["m"], self.state["v"], t, lrs, self.beta1, self.beta2, self.eps)
+        ops.adam_step(params, grads, self.state["m"], self.state["v"], t, lrs, self.beta1, self.beta2, self.eps)
 
     def graph_key(self) -> tuple:
         from xpnet.backend import data_ptr  # noqa: PLC0415
@@ -279,8 +279,6 @@ class AdamW(Adam):
                     params[start:stop] *= shrink
         super()._update(params, grads, lr)
 
-    def device_step(self, params, grads, t, lrs) -> None:
-        self.step(params, grads)
 
 
 def weight_slices(param_shapes) -> list[tuple[int, int]]:

@@ -44,8 +44,9 @@ def graph_supported(net, opt, augment=None) -> tuple[bool, str]:
     """
     if augment is not None:
         return False, "data augmentation runs per batch outside the graph step"
-    if getattr(opt, "name", None) != "adam":
-        return False, f"the graph step implements Adam only, not {getattr(opt, 'name', type(opt).__name__)!r}"
+    if not getattr(opt, "capturable", False):
+        return False, (f"the graph step needs a capturable optimizer (Adam), not "
+                       f"{getattr(opt, 'name', type(opt).__name__)!r}, which updates on the host")
     if net.n_layers > 1 and net.activation_name != "relu":
         return False, f"the graph step implements ReLU hidden layers only, not {net.activation_name!r}"
     if net.output != "softmax" or net.loss_name != "cross_entropy":
@@ -134,12 +135,12 @@ class GraphTrainer(Trainer):
 
     def _graph_key(self, S) -> tuple:
         """What the captured graph baked in (addresses, and every scalar passed as a kernel
-        argument: Adam's hyperparameters, L2, label smoothing, the dropout rate and seed); a
+        argument: the optimizer's (its graph_key), L2, label smoothing, the dropout rate and seed); a
         change forces a recapture. The activation buffers are not in it: the graph holds them."""
         net, opt, ptr = self.net, self.opt, backend.data_ptr
         return (
-            ptr(net.flat_params), ptr(net.flat_grads), ptr(opt.state["m"]), ptr(opt.state["v"]), ptr(S.lrs),
-            opt.beta1, opt.beta2, opt.eps, self.l2, net.label_smoothing, net.dropout, net.dropout_seed,
+            ptr(net.flat_params), ptr(net.flat_grads), ptr(S.lrs), *opt.graph_key(),
+            self.l2, net.label_smoothing, net.dropout, net.dropout_seed,
         )  # fmt: skip
 
     def _capture(self, S):
@@ -163,7 +164,7 @@ class GraphTrainer(Trainer):
     def _step_state(self, S) -> dict:
         """Everything a step changes: parameters, gradients, Adam's moments, the device counters."""
         net, opt, c = self.net, self.opt, S.counters
-        return {"params": net.flat_params, "grads": net.flat_grads, "m": opt.state["m"], "v": opt.state["v"],
+        return {"params": net.flat_params, "grads": net.flat_grads, **{k: opt.state[k] for k in opt.state_names},
                 "loss": c.loss, "correct": c.correct, "t": c.t}
 
     def _check_capture(self, S, graph) -> str:

@@ -33,7 +33,7 @@ from xpnet.progress import ProgressBar
 class _DeviceState:
     """The training step's device-side buffers: the epoch's order ``perm``, the batch ``Xb``/``yb``,
     the :class:`~xpnet.nn.model.StepCounters`, ``t0`` (the step count at the epoch's batch 0) and
-    ``lrs`` (per-step learning rates, fused Adam only); the graph trainer adds its own."""
+    ``lrs`` (per-step learning rates, for a capturable optimizer's device step); the graph trainer adds its own."""
 
 
 @dataclass
@@ -224,7 +224,10 @@ class Trainer:
             self.augment(Xb, out=Xb)
         T = yb if net.loss_name == "cross_entropy" else net.targets(yb)
         net.train_step(Xb, T, S.counters, self.l2, mm=mm)
-        opt.device_step(net.flat_params, net.flat_grads, S.counters.t, S.lrs)
+        if opt.capturable:  # reads t and lrs[t - 1] on the device: the same step replays as a graph
+            opt.device_step(net.flat_params, net.flat_grads, S.counters.t, S.lrs, ops)
+        else:
+            opt.step(net.flat_params, net.flat_grads)
 
     def _batch(self, S: _DeviceState, b: int, m: int) -> None:
         """The per-batch hook of the epoch loop: here, the step run eagerly."""
