@@ -8,6 +8,7 @@ NumPy-style code once. CuPy is imported lazily, only when a GPU is asked for, so
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,3 +227,12 @@ def take_rows(X, idx, out):
     if is_gpu_array(X):
         return X.take(idx, axis=0, out=out)
     return np.take(X, idx, axis=0, out=out, mode="clip")
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the OS has none (Windows): results record how busy
+    the machine was without making any command POSIX-only."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
