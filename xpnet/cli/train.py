@@ -117,10 +117,11 @@ def train(**opts):
         say(f"resumed from {opts['resume']} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
     if log is not None:
         if state is None:
-            log.write("start", config=dict(cfg.to_dict(), schedule_config=run_dict["schedule_config"]), model=repr(net), optimizer=repr(opt),
+            log.write("start", lr=opt.lr_at(1), config=dict(cfg.to_dict(), schedule_config=run_dict["schedule_config"]), model=repr(net), optimizer=repr(opt),
                       device=backend.device_name(net.device), versions=_versions(), out=str(out))
         else:
-            log.write("resume", checkpoint=str(opts["resume"]), epoch=trainer.epoch, batch=trainer.batch)
+            log.write("resume", lr=opt.lr_at(opt.t + 1), checkpoint=str(opts["resume"]), epoch=trainer.epoch,
+                      batch=trainer.batch)
     if net.device.is_gpu:
         reason = getattr(trainer, "graph_reason", "disabled (--no-graph)")
         say(f"GPU loop: {'eager, ' + reason if reason else 'one CUDA graph replayed per batch'}")
@@ -142,7 +143,7 @@ def train(**opts):
     epoch_s = [r["epoch_s"] for r in history.records]
     median_epoch = sorted(epoch_s)[len(epoch_s) // 2] if epoch_s else float("nan")
     if log is not None:
-        log.write("test", test_loss=scores["loss"], test_acc=scores["accuracy"], median_epoch_s=median_epoch,
+        log.write("test", lr=opt.lr_at(max(opt.t, 1)), test_loss=scores["loss"], test_acc=scores["accuracy"], median_epoch_s=median_epoch,
                   model=str(out))
     click.echo(f"test accuracy {scores['accuracy'] * 100:.2f}% (loss {scores['loss']:.4f}) · "
                f"median epoch {median_epoch:.2f}s · model saved to {out}")

@@ -1,4 +1,5 @@
-"""The metrics log of a run: one JSON object per line, each with an ``event`` and a UTC ``time``.
+"""The metrics log of a run: one JSON object per line, each with an ``event``, a UTC ``time`` and the
+learning rate ``lr`` at that point.
 
 Events: ``start`` (the resolved run config, model, device, versions), ``epoch`` (the History
 record: losses, accuracies, learning rate, seconds), ``resume`` (a run continued from a

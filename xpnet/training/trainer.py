@@ -456,11 +456,11 @@ def fit(
         from xpnet.io.runlog import RunLog  # noqa: PLC0415
 
         run_log = RunLog(log, append=opt.t > 0)
-        run_log.write("start" if opt.t == 0 else "continue", config=cfg.to_dict() if cfg is not None else None,
+        run_log.write("start" if opt.t == 0 else "continue", lr=opt.lr_at(opt.t + 1), config=cfg.to_dict() if cfg is not None else None,
                       model=repr(net), optimizer=repr(opt), batch_size=batch_size, epochs=epochs)
         callbacks.append(run_log.epoch_callback)
     trainer = Trainer(net, opt, X, y, batch_size, val, l2, shuffle, early_stopping, seed, callbacks, progress)
     history = trainer.run(trainer.epoch + int(epochs))
     if run_log is not None:
-        run_log.write("end", epochs=len(history), best_epoch=history.best_epoch, stopped_early=history.stopped_early)
+        run_log.write("end", lr=opt.lr_at(max(opt.t, 1)), epochs=len(history), best_epoch=history.best_epoch, stopped_early=history.stopped_early)
     return history
