@@ -71,7 +71,7 @@ env_report() {
   "$py" -m pip list 2>/dev/null | grep -Ei '^(cupy|cuda|nvidia-(cublas|cuda-nvrtc|cuda-runtime)|nvmath|numpy|numba|torch |pytest|click|tqdm)' ||
     true
   env | grep -E '^(CUPY_|CUBLAS_|CUDA_|NVIDIA_TF32|TORCH_|NUMBA_|OMP_|XPNET_)' || echo "no numerics variables set"
-  ls -la .whl .data/mnist 2>&1
+  ls -la .whl .data/mnist 2>&1 || echo "(nothing carried: run bench/device_prep.sh)"
 }
 stage env 15 env.txt env_report
 
