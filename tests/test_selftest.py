@@ -171,13 +171,13 @@ def test_graph_census_and_expected_launches():
             return ('digraph dot {\nsubgraph cluster_1 {\n'
                     '"graph_1_node_0"[style="solid" shape="rectangle" label="0\nKERNEL\nbias_add_f32\n"];\n'
                     '"graph_1_node_1"[style="solid" shape="rectangle" label="1\nKERNEL\nsm90_xmma_gemm\n"];\n'
-                    '"graph_1_node_2"[style="solid" shape="rectangle" label="2\nMEMSET\n"];\n}\n}\n')
+                    '"graph_1_node_2"[style="solid" shape="rectangle" label="2\nMEMCPY\n"];\n}\n}\n')
 
     census = selftest.graph_census(Dot())
-    assert census["nodes"] == 3 and census["types"] == {"KERNEL": 2, "MEMSET": 1}
+    assert census["nodes"] == 3 and census["types"] == {"KERNEL": 2, "MEMCPY": 1}
     assert census["xpnet_kernels"] == {"bias_add_f32": 1}
     row = selftest._census_row(census, 1, 1, "float32")
-    assert row.status == "FAIL" and "MEMSET" in row.detail
+    assert row.status == "FAIL" and "MEMCPY" in row.detail  # a host copy inside the step
 
 
 def test_count_allocations_on_numpy():

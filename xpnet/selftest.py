@@ -343,6 +343,9 @@ def check_ops(target: Target, quick: bool, report: Report) -> list:
                     rows += op(target, rng, dtype, shape, gemms)
                 except Exception as exc:
                     rows.append(Check("ops", f"{op.__name__[4:]} {dtype.name} {shape}", FAIL, detail=_exc_line(exc)))
+    for _, _, owner in gemms:
+        if hasattr(owner, "close"):  # the GraphTrainer that holds the cuBLAS handle
+            owner.close()
     return rows
 
 
@@ -823,10 +826,14 @@ def check_graph(target: Target, quick: bool, report: Report) -> list:
                           f"{sum(allocations)} bytes" if allocations else "counting allocator around the capture"))
         S = g._dev
         if getattr(S, "graph", None) is not None:
-            census = graph_census(S.graph)
             kernels, gemms = expected_launches(len(sizes) - 1, dropout > 0, l2 > 0)
-            rows.append(_census_row(census, kernels, gemms, dtype))
-            report.environment.setdefault("graph_census", {})[dtype] = census
+            try:
+                census = graph_census(S.graph)
+            except Exception as exc:  # a reading problem, not a fault of the graph
+                rows.append(Check("graph", f"graph node census, {dtype}", INFO, detail=f"not read: {_exc_line(exc)}"))
+            else:
+                rows.append(_census_row(census, kernels, gemms, dtype))
+                report.environment.setdefault("graph_census", {})[dtype] = census
         for trainer in (g, e):
             trainer.close()
     return rows
@@ -853,9 +860,13 @@ def _census_row(census, kernels, gemms, dtype) -> Check:
         return Check("graph", f"graph node census, {dtype}", PASS if ok else FAIL, detail=detail)
     if not census["nodes"]:
         return Check("graph", f"graph node census, {dtype}", INFO, detail=f"DOT not parsed: {census['dot_head']!r}")
+    # Only strong evidence fails: host copies, host callbacks or allocations inside the step, or a
+    # count of xpnet's kernels (when the DOT names them) or of all kernels below what was launched.
+    # cuBLAS may add its own kernels (split-K) or memsets: reported, not judged.
     named = census["xpnet_kernels"] or {}
-    foreign = {k: v for k, v in types.items() if k not in ("KERNEL", "EMPTY", "UNKNOWN")}
-    ok = not foreign and sum(named.values()) in (0, kernels) and types.get("KERNEL", 0) >= kernels + gemms
+    foreign = {k: v for k, v in types.items() if k in ("MEMCPY", "HOST", "MEM_ALLOC", "MEM_FREE")}
+    too_few = 0 < types.get("KERNEL", 0) < kernels + gemms
+    ok = not foreign and sum(named.values()) in (0, kernels) and not too_few
     detail += f"; xpnet kernels named: {sum(named.values())}" + (f"; unexpected nodes {foreign}" if foreign else "")
     return Check("graph", f"graph node census, {dtype}", PASS if ok else FAIL, detail=detail)
 
