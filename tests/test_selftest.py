@@ -266,3 +266,11 @@ def test_gpu_selftest_catches_a_value_baked_into_the_graph(emulated_gpu, monkeyp
     rows = selftest.check_graph(target, True, selftest.Report("gpu:0", True))
     params = [r for r in rows if r.name.startswith("parameters bitwise")]
     assert params and all(r.status == "FAIL" and r.error > 0 for r in params)
+
+
+def test_bad_input_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XPNET_NO_GPU", "1")
+    code, _, err = run_cli(["selftest", "--device", "tpu"], capsys)
+    assert code == 1 and err.strip() == "error: unknown device 'tpu': use 'cpu', 'gpu' or 'gpu:N'"
+    code, _, err = run_cli(["selftest", "--json", tmp_path / "missing" / "r.json"], capsys)
+    assert code == 1 and err.startswith("error: cannot write") and "Traceback" not in err
