@@ -117,6 +117,17 @@ class Report:
         return "\n\n".join(parts)
 
 
+def _strict(v):
+    """Strict JSON has no Infinity/NaN: a non-finite number is written as the string "inf"/"nan"."""
+    if isinstance(v, dict):
+        return {k: _strict(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_strict(x) for x in v]
+    if isinstance(v, (float, np.floating)) and not math.isfinite(v):
+        return str(float(v))
+    return v
+
+
 def _num(x: float) -> str:
     if x == 0:
         return "0"
@@ -129,7 +140,7 @@ def write_json(report: Report, path) -> None:
     """The whole report as UTF-8 JSON, written atomically."""
     from xpnet.fileio import atomic_write  # noqa: PLC0415
 
-    text = json.dumps(report.to_dict(), indent=1, default=_jsonable, allow_nan=True)
+    text = json.dumps(_strict(report.to_dict()), indent=1, default=_jsonable, allow_nan=False)
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
@@ -722,9 +733,14 @@ def graph_census(graph) -> dict:
     dot = graph.debug_dot_str(1)  # cudaGraphDebugDotFlagsVerbose
     types: dict = {}
     named: dict = {}
-    nodes = re.findall(r'"(graph_\d+_node_\d+)"\s*\[(.*?)\];?\s*$', dot, flags=re.S | re.M)
+    # Node statements only: a quoted id at the start of a line, then its attribute block (edges,
+    # '"a" -> "b" [...]', do not start that way). The type is the first type keyword in the block:
+    # the printer writes it at the head of the label ('label="{KERNEL | {ID | 0 ... | name<<<...>>>}').
+    nodes = re.findall(r'^"(graph_\d+_node_\d+)"\s*\[(.*?)\];?[ \t]*$', dot, flags=re.S | re.M)
+    keyword = re.compile(r"\b(" + "|".join(sorted(NODE_TYPES, key=len, reverse=True)) + r")\b")
     for _, attrs in nodes:
-        kind = next((t for t in sorted(NODE_TYPES, key=len, reverse=True) if re.search(rf"\b{t}\b", attrs)), "UNKNOWN")
+        first = keyword.search(attrs)
+        kind = first.group(1) if first else "UNKNOWN"
         types[kind] = types.get(kind, 0) + 1
         hit = next((n for n in ours if re.search(rf"\b{n}\b", attrs)), None)
         if hit:
