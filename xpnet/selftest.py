@@ -227,8 +227,10 @@ def check_environment(target: Target, quick: bool, report: Report) -> list:
             env.setdefault("packages", {})[dist] = version
     env["numerics_env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith(NUMERICS_PREFIXES)}
     env["ops"] = target.ops.__name__
-    rows = [Check("environment", "xpnet / python / numpy", INFO, detail=f"{__version__} / {env['python']} / {np.__version__}"),
-            Check("environment", "packages", INFO, detail=", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())),
+    packages = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
+    rows = [Check("environment", "xpnet / python / numpy", INFO,
+                  detail=f"{__version__} / {env['python']} / {np.__version__}"),
+            Check("environment", "packages", INFO, detail=packages),
             Check("environment", "numerics variables", INFO,
                   detail=", ".join(f"{k}={v}" for k, v in env["numerics_env"].items()) or "none set")]
     if target.is_gpu:
@@ -239,14 +241,14 @@ def check_environment(target: Target, quick: bool, report: Report) -> list:
 
         ok, reason = capture_supported()
         env["graph_path"] = {"available": ok, "reason": reason}
-        rows.append(Check("environment", "CUDA-graph path", INFO if ok else SKIP,
-                          detail="available (nvmath-python cuBLAS inside the capture)" if ok else f"unavailable: {reason}"))
+        detail = "available (nvmath-python's cuBLAS inside the capture)" if ok else f"unavailable: {reason}"
+        rows.append(Check("environment", "CUDA-graph path", INFO if ok else SKIP, detail=detail))
     else:
         from xpnet.ops import cpu  # noqa: PLC0415
 
         env["device_summary"] = env["cpu"]
-        rows.append(Check("environment", "device", INFO, detail=f"{env['cpu']}; ops: "
-                          + ("the Numba kernels (xpnet.ops.cpu)" if cpu.AVAILABLE else "numba not installed: the reference")))
+        ops = "the Numba kernels (xpnet.ops.cpu)" if cpu.AVAILABLE else "numba not installed: the reference"
+        rows.append(Check("environment", "device", INFO, detail=f"{env['cpu']}; ops: {ops}"))
         env["graph_path"] = {"available": False, "reason": "not applicable on CPU"}
         rows.append(Check("environment", "CUDA-graph path", SKIP, detail="not applicable on CPU"))
     return rows
@@ -450,8 +452,10 @@ def _op_softmax_xent(target, rng, dt, shape, gemms):
         target.ops.softmax_xent(Zd, _dev(target, y), dZ, loss, scale, smoothing, validate=True)
         loss_scale = 1 + np.abs(want_loss) + np.abs(Z).max(axis=1)
         name = f"softmax_xent {dt.name} {shape} smoothing {smoothing:g}" + (" in place" if in_place else "")
-        rows.append(_row("ops", name + " loss", _measure(loss, want_loss, loss_scale, _u(dt)), tol, "u·(1+|loss|+max|z|)"))
-        rows.append(_row("ops", name + " dZ", _measure(dZ, want_dZ, pq * np.longdouble(scale), _u(dt)), tol, "u·scale·(p+q)"))
+        rows.append(_row("ops", name + " loss", _measure(loss, want_loss, loss_scale, _u(dt)), tol,
+                         "u·(1+|loss|+max|z|)"))
+        rows.append(_row("ops", name + " dZ", _measure(dZ, want_dZ, pq * np.longdouble(scale), _u(dt)), tol,
+                         "u·scale·(p+q)"))
     return rows
 
 
@@ -577,7 +581,6 @@ def _gemm_routes(target) -> list:
 
 def _graph_trainer_for_gemm(target):
     """A tiny GraphTrainer whose setup made the cuBLAS handle exactly as training does, or (None, why)."""
-    from xpnet.nn.model import MLP  # noqa: PLC0415
     from xpnet.optim.optimizers import Adam  # noqa: PLC0415
     from xpnet.training.graph import GraphTrainer, capture_supported  # noqa: PLC0415
 
@@ -819,7 +822,8 @@ def check_graph(target: Target, quick: bool, report: Report) -> list:
             rows.append(Check("graph", f"capture and replay, {dtype}", FAIL,
                               detail=f"fell back to the eager loop: {g.fallback_reason or e.fallback_reason}"))
             continue
-        rows.append(Check("graph", f"capture and replay, {dtype}", PASS if g.graph_captures == 1 and g.graph_replays > 0 else FAIL,
+        once = g.graph_captures == 1 and g.graph_replays > 0  # one capture serves both epochs and the lr table
+        rows.append(Check("graph", f"capture and replay, {dtype}", PASS if once else FAIL,
                           detail=f"{g.graph_captures} capture(s), {g.graph_replays} replays over {epochs} epochs; {tag}"))
         for epoch, (a, b) in enumerate(zip(runs["graph"], runs["eager"]), start=1):
             where = "after epoch 1" if epoch == 1 else f"after epoch {epoch} (replays after t0 reset)"
@@ -911,7 +915,8 @@ def check_training(target: Target, quick: bool, report: Report) -> list:
     losses = history["train_loss"]
     test = evaluate(net, Xt, yt)
     good = losses[-1] < 0.5 * losses[0] and history["train_acc"][-1] >= 0.9 and test["accuracy"] >= 0.9
-    rows.append(Check("training", "synthetic clusters: loss falls, accuracy high", PASS if good and not fallback else FAIL,
+    status = PASS if good and not fallback else FAIL
+    rows.append(Check("training", "synthetic clusters: loss falls, accuracy high", status,
                       detail=f"{nf}-128-{k} float32, {epochs} epochs on {n} rows, {loop}"
                              + (f", FELL BACK: {fallback}" if fallback else "")
                              + f"; loss {losses[0]:.3f} → {losses[-1]:.3f}, train acc {history['train_acc'][-1]:.3f}, "
@@ -943,7 +948,8 @@ def _one_epoch_against_cpu(target, make_trainer, Trainer) -> Check:
             net = _net(target, sizes, "float64", **kw)
             trainer = make_trainer(net, Adam(1e-3, schedule=OneCycle(total_steps=steps)), X, y, batch_size=bs, l2=1e-3,
                                    seed=6)
-            what = type(trainer).__name__ + (f" ({trainer.graph_reason})" if getattr(trainer, "graph_reason", "") else "")
+            reason = getattr(trainer, "graph_reason", "")
+            what = type(trainer).__name__ + (f" ({reason})" if reason else "")
         else:
             fast = target.is_gpu  # on the CPU: the Numba ops against the reference ops
             net = MLP(sizes, dtype="float64", fast_ops=fast, **kw)
@@ -1002,20 +1008,10 @@ TIMING_BATCH = 128
 
 def check_timings(target: Target, quick: bool, report: Report) -> list:
     """Per-op and per-step µs against the device's measured copy bandwidth and GEMM FLOP rate."""
-    xp = target.xp
     reps = 3 if quick else 50
     rows, out = [], report.timings
-    emulated = target.is_gpu and xp is np
-    # Floors: a large device-to-device copy (bytes read + written) and a large float32 GEMM.
-    nbytes = (16 if quick or not target.is_gpu else 256) * 2**20
-    src = xp.zeros(nbytes // 4, np.float32)
-    dst = xp.empty_like(src)
-    bw = 2 * nbytes / _best(target, lambda: xp.copyto(dst, src), 5)
-    side = 512 if (quick or not target.is_gpu) else 4096
-    A, B = xp.ones((side, side), np.float32), xp.ones((side, side), np.float32)
-    C = xp.empty((side, side), np.float32)
-    flops = 2 * side**3 / _best(target, lambda: xp.matmul(A, B, out=C), 3 if quick else 5)
-    del src, dst, A, B, C
+    emulated = target.is_gpu and target.xp is np
+    bw, flops, side = _floors(target, quick)
     out["floors"] = {"copy_bytes_per_s": bw, "gemm_float32_flop_per_s": flops}
     rows.append(Check("timings", "device floors", INFO,
                       detail=f"copy {bw / 1e9:.1f} GB/s (read + write), float32 GEMM {flops / 1e12:.2f} TFLOP/s "
@@ -1025,6 +1021,20 @@ def check_timings(target: Target, quick: bool, report: Report) -> list:
     return rows
 
 
+def _floors(target, quick) -> tuple[float, float, int]:
+    """(bytes/s of a large device-to-device copy, read + written; FLOP/s of a large float32 GEMM; its side)."""
+    xp = target.xp
+    nbytes = (16 if quick or not target.is_gpu else 256) * 2**20
+    src = xp.zeros(nbytes // 4, np.float32)
+    dst = xp.empty_like(src)
+    bw = 2 * nbytes / _best(target, lambda: xp.copyto(dst, src), 5)
+    side = 512 if (quick or not target.is_gpu) else 4096
+    A, B = xp.ones((side, side), np.float32), xp.ones((side, side), np.float32)
+    C = xp.empty((side, side), np.float32)
+    flops = 2 * side**3 / _best(target, lambda: xp.matmul(A, B, out=C), 3 if quick else 5)
+    return bw, flops, side
+
+
 def _time_ops(target, reps, bw, flops, out) -> list:
     xp, ops, dt = target.xp, target.ops, np.dtype(np.float32)
     rng = np.random.default_rng(0)
@@ -1032,12 +1042,14 @@ def _time_ops(target, reps, bw, flops, out) -> list:
     m, n_params = TIMING_BATCH, k * n + n + n * c + c
     Z, dA = _dev(target, rng.standard_normal((m, n)).astype(dt)), _dev(target, rng.standard_normal((m, n)).astype(dt))
     b, A = _dev(target, rng.standard_normal(n).astype(dt)), xp.empty((m, n), dt)
-    logits, labels = _dev(target, rng.standard_normal((m, c)).astype(dt)), _dev(target, rng.integers(0, c, m).astype(np.int32))
+    logits = _dev(target, rng.standard_normal((m, c)).astype(dt))
+    labels = _dev(target, rng.integers(0, c, m).astype(np.int32))
     G, rows_ = xp.empty((m, c), dt), xp.empty(m, dt)
     db = xp.empty(n, dt)
-    p, g = _dev(target, rng.standard_normal(n_params).astype(dt)), _dev(target, rng.standard_normal(n_params).astype(dt))
+    p, g = (_dev(target, rng.standard_normal(n_params).astype(dt)) for _ in range(2))
     mm, vv, t = xp.zeros(n_params, dt), xp.zeros(n_params, dt), xp.ones(1, np.int32)
-    X, W, Zk = _dev(target, rng.standard_normal((m, k)).astype(dt)), _dev(target, rng.standard_normal((n, k)).astype(dt)), xp.empty((m, n), dt)
+    X, W = _dev(target, rng.standard_normal((m, k)).astype(dt)), _dev(target, rng.standard_normal((n, k)).astype(dt))
+    Zk = xp.empty((m, n), dt)
     D, U = xp.empty((m, n), dt), xp.empty((m, n), dt)
     e = dt.itemsize
     cases = [  # name, call, bytes moved, FLOPs
@@ -1047,7 +1059,8 @@ def _time_ops(target, reps, bw, flops, out) -> list:
         (f"dropout {m}x{n}", lambda: ops.dropout(Z, D, U, 0.1, 1, t, 0), 3 * m * n * e, 0),
         (f"softmax_xent {m}x{c}", lambda: ops.softmax_xent(logits, labels, G, rows_, 1 / m, 0.1, validate=False),
          3 * m * c * e, 0),
-        (f"adam_step {n_params:,} params", lambda: ops.adam_step(p, g, mm, vv, t, 1e-9, 0.9, 0.999, 1e-8), 7 * n_params * e, 0),
+        (f"adam_step {n_params:,} params", lambda: ops.adam_step(p, g, mm, vv, t, 1e-9, 0.9, 0.999, 1e-8),
+         7 * n_params * e, 0),
         (f"matmul {m}x{k} @ {k}x{n}ᵀ", lambda: ops.matmul(X, W, Zk, trans_b=True), (m * k + n * k + m * n) * e,
          2 * m * n * k),
     ]
@@ -1116,7 +1129,7 @@ def _time_steps(target, quick, bw, flops, out) -> list:
 
     sec = _time(target, replays, 1 if quick else 20) / (nb - 1)
     out["step_us"]["graph"] = sec * 1e6
-    rows.append(Check("timings", f"graph replay {shape}", INFO, sec * 1e6, floor * 1e6,
-                      "µs / floor µs", f"eager/graph {out['step_us']['eager'] / (sec * 1e6):.1f}x" if sec > 0 else ""))
+    ratio = f"eager/graph {out['step_us']['eager'] / (sec * 1e6):.1f}x" if sec > 0 else ""
+    rows.append(Check("timings", f"graph replay {shape}", INFO, sec * 1e6, floor * 1e6, "µs / floor µs", ratio))
     graph.close()
     return rows
