@@ -804,7 +804,7 @@ def check_graph(target: Target, quick: bool, report: Report) -> list:
     n = 5 * bs + 13  # 5 full batches (replays) and a tail of 13 rows (eager) per epoch
     for dtype in ("float64", "float32"):
         X, y = _synthetic(n, sizes[0], sizes[-1], 11, dtype, spread=1.0)
-        runs, allocations = {}, []
+        runs, allocations = {}, [0]  # [captures watched, then the size of each allocation]
         trainers = {}
         for kind, cls in (("graph", GraphTrainer), ("eager", _eager_twin_class())):
             net = _net(target, sizes, dtype, seed=5, dropout=dropout, label_smoothing=smoothing)
@@ -841,9 +841,13 @@ def check_graph(target: Target, quick: bool, report: Report) -> list:
             rel = abs(a["loss"] - b["loss"]) / max(abs(b["loss"]), 1e-300)
             rows.append(Check("graph", f"epoch loss, {dtype}, {where}", PASS if rel <= 1e-12 else FAIL, rel, 1e-12,
                               "relative"))
-        rows.append(Check("graph", f"allocations during the capture, {dtype}", PASS if not allocations else FAIL,
-                          float(len(allocations)), 0, "count",
-                          f"{sum(allocations)} bytes" if allocations else "counting allocator around the capture"))
+        counted = allocations.pop(0)  # how many captures the counting allocator watched
+        if not counted:
+            rows.append(Check("graph", f"allocations during the capture, {dtype}", FAIL, detail="no capture was watched"))
+        else:
+            rows.append(Check("graph", f"allocations during the capture, {dtype}", PASS if not allocations else FAIL,
+                              float(len(allocations)), 0, "count",
+                              f"{sum(allocations)} bytes" if allocations else "counting allocator around the capture"))
         S = g._dev
         if getattr(S, "graph", None) is not None:
             kernels, gemms = expected_launches(len(sizes) - 1, dropout > 0, l2 > 0)
@@ -860,11 +864,14 @@ def check_graph(target: Target, quick: bool, report: Report) -> list:
 
 
 def _counting_capture(trainer, xp, allocations):
+    """``trainer._capture`` with every allocation inside it appended to ``allocations`` (whose
+    first entry counts the captures watched)."""
     capture = trainer._capture
 
     def counted(S):
         with count_allocations(xp) as calls:
             graph = capture(S)
+        allocations[0] += 1
         allocations.extend(calls)
         return graph
 
