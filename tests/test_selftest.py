@@ -295,3 +295,24 @@ def test_bad_input_is_one_error_line(tmp_path, capsys, monkeypatch):
     assert code == 1 and err.strip() == "error: unknown device 'tpu': use 'cpu', 'gpu' or 'gpu:N'"
     code, _, err = run_cli(["selftest", "--json", tmp_path / "missing" / "r.json"], capsys)
     assert code == 1 and err.startswith("error: cannot write") and "Traceback" not in err
+
+
+def test_a_broken_cuda_kernel_fails_on_the_emulator(emulated_gpu, monkeypatch, tmp_path, capsys):
+    """The CUDA wrappers' results are what is checked: one element left unwritten by the
+    (emulated) relu_backward kernel fails its rows and the exit status."""
+    from xpnet.ops import cuda
+
+    real = cuda.relu_backward
+
+    def leaves_one(dA, Z, dZ):
+        keep = dZ.reshape(-1)[-1].copy() if dZ is not dA else None
+        real(dA, Z, dZ)
+        if keep is not None:
+            dZ.reshape(-1)[-1] = keep  # the NaN the selftest filled in
+        return dZ
+
+    monkeypatch.setattr(cuda, "relu_backward", leaves_one)
+    _only_ops(monkeypatch)
+    code, out, err = run_cli(["selftest", "--device", "gpu", "--quick"], capsys)
+    assert code == 1 and "check(s) failed: relu_backward float32 (1, 1)" in err
+    assert "FAIL  relu_backward float64 (128, 1024) " in out and "1 of 131072 elements not finite" in out
