@@ -689,12 +689,12 @@ def count_allocations(xp):
     """
     calls: list = []
     if xp is not np:
-        pool = xp.get_default_memory_pool()
-        xp.cuda.set_allocator(lambda nbytes: (calls.append(int(nbytes)), pool.malloc(nbytes))[1])
+        previous = xp.cuda.memory.get_allocator()  # the pool, or plain cudaMalloc (device_check's memcheck)
+        xp.cuda.set_allocator(lambda nbytes: (calls.append(int(nbytes)), previous(nbytes))[1])
         try:
             yield calls
         finally:
-            xp.cuda.set_allocator(pool.malloc)
+            xp.cuda.set_allocator(previous)
         return
     names = ("empty", "zeros", "ones", "full", "empty_like", "zeros_like", "ones_like", "full_like")
     saved = {name: getattr(np, name) for name in names}
