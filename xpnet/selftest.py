@@ -97,7 +97,9 @@ class Report:
 
     def format_section(self, name: str) -> str:
         rows = self.section(name)
-        lines = [f"== {SECTIONS[name]} · {self.device} =="]
+        counts = ", ".join(f"{sum(c.status == s for c in rows)} {s.lower()}" for s in (PASS, FAIL, SKIP)
+                           if any(c.status == s for c in rows))
+        lines = [f"== {SECTIONS[name]} · {self.device} ==" + (f" {counts}" if counts else "")]
         width = max([len(c.name) for c in rows] + [20])
         for c in rows:
             err = "" if c.error is None else _num(c.error)
