@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": ("xpnet.cli.evaluate", "evaluate", "Loss, accuracy, per-class accuracy and confusion matrix of a model."),
     "predict": ("xpnet.cli.evaluate", "predict", "Classify PNG/JPEG images or an IDX file with a saved model."),
     "info": ("xpnet.cli.info", "info", "Versions, BLAS, GPU and data cache of this installation."),
+    "selftest": ("xpnet.cli.selftest", "selftest", "Check the ops, the CUDA graph and training against the NumPy reference."),
     "gradcheck": ("xpnet.cli.info", "gradcheck", "Finite-difference check of backprop on a small random network."),
     "bench": ("xpnet.cli.bench", "bench", "Time xpnet on CPU/GPU against PyTorch and scikit-learn."),
     "sweep": ("xpnet.cli.experiments", "sweep", "Train a grid of configurations (hidden sizes, optimizers...)."),
