@@ -244,3 +244,10 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     denom += eps
     p -= (lr / bc1) * (m / denom)
     return p
+
+
+# The contract: the ops every implementation (reference, Numba, CUDA) offers with these signatures.
+# The other public names here (check_labels, check_step, step_lr, dropout_stream, dropout_threshold)
+# are the shared checks and formulas the implementations call.
+OPS = ("matmul", "gather_batch", "bias_add", "bias_relu_forward", "relu_backward", "bias_grad", "softmax_xent",
+       "step_metrics", "dropout", "dropout_backward", "l2_grad", "adam_step")
