@@ -7,7 +7,6 @@ import pytest
 
 from xpnet.experiments.sweep import CSV_FIELDS, make_grid, run_id
 from conftest import run_cli, write_synthetic_idx
-from xpnet.errors import ConfigError
 
 
 @pytest.fixture

@@ -172,3 +172,22 @@ def test_two_workers_share_one_sqlite_study(data_dir, tmp_path):
     # each worker lists the study as it was when it stopped (>= 4 finished); a 5th trial started by the other
     # worker at that instant may be missing from the first one's list, so together they list the whole study
     assert all(len(w) >= 4 and w <= set(numbers) for w in listed) and set().union(*listed) == set(numbers)
+
+
+def test_grid_on_a_shared_storage_is_a_gridsampler_study(data_dir, tmp_path):
+    """`--method grid --storage`: two workers share the grid (Optuna's GridSampler); every point is finished."""
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    cmd = [sys.executable, "-m", "xpnet", "tune", "--method", "grid", "--storage", storage, "--study-name", "g",
+           "--epochs", "1", "--hidden", "8", "--hidden", "16", "--lr", "0.01,0.1", "--dropout", "0",
+           "--data-dir", str(data_dir)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    trials = optuna.load_study(study_name="g", storage=storage).trials
+    done = {(t.params["lr"], t.params["hidden"]) for t in trials if t.state.name == "COMPLETE"}
+    assert done == {(lr, h) for lr in (0.01, 0.1) for h in ("8", "16")}
+    assert len(trials) <= 4 + 1  # a point run twice only when both workers drew it at the same instant

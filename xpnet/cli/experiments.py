@@ -57,7 +57,7 @@ _HEARTBEAT_HELP = ("With --storage: seconds between a worker's heartbeats; a wor
 # ---------------------------------------------------------------------------- sweep
 @click.command(context_settings={"show_default": True})
 @run_options
-@click.option("--hidden", type=HiddenSizes(), multiple=True, default=["10", "256", "512", "1024"], help="One network's hidden layers (120,64); repeat to compare networks: --hidden 10 --hidden 256 --hidden 120,64.")
+@click.option("--hidden", type=HiddenSizes(), multiple=True, default=(), show_default="the run config's (1024)", help="One network's hidden layers (120,64); repeat to compare networks: --hidden 10 --hidden 256 --hidden 120,64.")
 @click.option("--optimizer", "optimizers", default=None, callback=_names(choices.OPTIMIZERS, "--optimizer"), show_default="the recipe's (adam)", help="Comma list: " + ",".join(choices.OPTIMIZERS) + ".")
 @click.option("--activation", "activations", default=None, callback=_names(choices.ACTIVATIONS, "--activation"), show_default="relu", help="Comma list: " + ",".join(choices.ACTIVATIONS) + ".")
 @click.option("--init", "inits", default=None, callback=_names(choices.INITS, "--init"), show_default="he", help="Comma list: " + ",".join(choices.INITS) + ".")
@@ -97,7 +97,7 @@ def sweep(hidden, optimizers, activations, inits, epochs, repeats, batch_size, l
     configs = make_grid(base, hidden, optimizers, activations, inits, devices, repeats)
     base = base.resolve()
     n = lambda axis: len(axis) if axis else 1  # noqa: E731
-    click.echo(f"sweep: {len(configs)} run(s) = {len(hidden)} shape(s) × {n(optimizers)} optimizer(s) × "
+    click.echo(f"sweep: {len(configs)} run(s) = {n(hidden)} network(s) × {n(optimizers)} optimizer(s) × "
                f"{n(activations)} activation(s) × {n(inits)} init(s) × {n(devices)} device(s) × {repeats} seed(s); "
                f"{base.describe()}")
     run_sweep(configs, out, say=click.echo, storage=storage, study_name=study_name, heartbeat=heartbeat, timeout=timeout)

@@ -16,7 +16,6 @@ With ``storage`` the workers share one Optuna study over the grid (:mod:`xpnet.e
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import itertools
