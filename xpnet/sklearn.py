@@ -145,7 +145,7 @@ class Classifier(ClassifierMixin, BaseEstimator):
         from xpnet.training.recipe import Split, run
 
         if backend.is_gpu_array(X):
-            X, y = self._check_gpu(X, y, reset=True)
+            X, y = self._check_gpu(X, y if hasattr(y, "ndim") else np.asarray(y), reset=True)
             y_host = backend.to_numpy(y)
         else:
             X, y_host = _validate_data(self, X, y, accept_sparse=False, dtype="numeric", y_numeric=False,
@@ -159,7 +159,8 @@ class Classifier(ClassifierMixin, BaseEstimator):
             X = backend.to_numpy(X)
         seed = _seed(self.random_state)
         cfg = self._run_config(device, seed)
-        split = Split.from_arrays(X, y_index.astype(np.int64), cfg, validation=bool(self.early_stopping),
+        y_index = backend.get_array_module(X).asarray(y_index.astype(np.int64))  # beside X (the split indexes both)
+        split = Split.from_arrays(X, y_index, cfg, validation=bool(self.early_stopping),
                                   class_names=[str(c) for c in self.classes_],
                                   normalizer=Normalizer(per_feature=self.normalize == "per_feature"))
         result = run(cfg, split=split, progress=bool(self.verbose), evaluate_test=False)
