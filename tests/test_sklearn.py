@@ -97,11 +97,18 @@ def test_mlpclassifier_names_mean_the_same(digits):
     ({"hidden_layer_sizes": (0,)}, "hidden"),
     ({"device": "tpu"}, "tpu"),
     ({"normalize": "minmax"}, "normalize"),
+    ({"recipe": "handwriting"}, "square images"),
 ])
 def test_bad_parameters_are_config_errors(params, words):
     X, y = np.random.default_rng(0).normal(size=(40, 3)), np.arange(40) % 2
     with pytest.raises(ConfigError, match=words):
         Classifier(**params).fit(X, y)
+
+
+def test_handwriting_recipe_augments_square_images(digits):
+    Xtr, Xte, ytr, yte = digits  # 8×8 digits
+    clf = Classifier(hidden_layer_sizes=(64,), recipe="handwriting", random_state=0).fit(Xtr, ytr)
+    assert clf.config_.augment and clf.score(Xte, yte) > 0.4  # chance is 0.1; 2-pixel shifts are large on 8×8
 
 
 def test_random_state_none_draws_a_seed_and_an_int_is_the_seed():

@@ -160,8 +160,15 @@ class Classifier(ClassifierMixin, BaseEstimator):
         seed = _seed(self.random_state)
         cfg = self._run_config(device, seed)
         y_index = backend.get_array_module(X).asarray(y_index.astype(np.int64))  # beside X (the split indexes both)
+        image_shape = None
+        if cfg.augment:  # the handwriting recipe shifts and rotates images: rows must be square images
+            side = int(round(X.shape[1] ** 0.5))
+            if side * side != X.shape[1]:
+                raise ConfigError(f"augmentation (recipe {cfg.recipe!r}) needs square images as rows; "
+                                  f"{X.shape[1]} features are not one")
+            image_shape = (side, side)
         split = Split.from_arrays(X, y_index, cfg, validation=bool(self.early_stopping),
-                                  class_names=[str(c) for c in self.classes_],
+                                  class_names=[str(c) for c in self.classes_], image_shape=image_shape,
                                   normalizer=Normalizer(per_feature=self.normalize == "per_feature"))
         result = run(cfg, split=split, progress=bool(self.verbose), evaluate_test=False)
         self.net_, self.history_, self.config_ = result.net, result.history, result.config
