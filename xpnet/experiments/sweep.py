@@ -66,25 +66,28 @@ def run_id(cfg) -> str:
 def make_grid(base, hidden=None, optimizers=None, activations=None, inits=None, devices=None,
               repeats: int = 1) -> list:
     """Every combination × ``repeats`` seeds (``base.seed, base.seed+1, ...``) as resolved
-    :class:`RunConfig` s, in a stable order; an axis left None is the base config's value."""
+    :class:`RunConfig` s, in a stable order, seed by seed (the split depends on the seed: one is
+    prepared at a time, and an interrupted sweep has whole comparisons); an axis left None is the
+    base config's value."""
     from xpnet.training.recipe import RunConfig
 
     base = base if isinstance(base, RunConfig) else RunConfig.from_dict(dict(base))
     axes = [list(hidden or [base.hidden]), list(optimizers or [base.optimizer]), list(activations or [base.activation]),
-            list(inits or [base.init]), list(devices or [base.device]), range(int(repeats))]
+            list(inits or [base.init]), list(devices or [base.device])]
     configs = []
-    for shape, opt, act, init, device, r in itertools.product(*axes):
+    for r, shape, opt, act, init, device in itertools.product(range(int(repeats)), *axes):
         configs.append(base.replace(hidden=tuple(int(h) for h in shape), optimizer=opt, activation=act, init=init,
                                     device=device, seed=int(base.seed) + r).resolve())
     return configs
 
 
 class _Splits:
-    """The prepared data of each (data, split seed): loaded once per data set, split per seed as ``xpnet train`` does."""
+    """The prepared data of a run: the data set loaded once, split as ``xpnet train`` splits it (by the
+    run's seed); the last split is kept (the grid runs seed by seed), so memory holds one."""
 
     def __init__(self):
         self.datasets: dict = {}
-        self.splits: dict = {}
+        self.last = (None, None)
 
     def get(self, cfg):
         from xpnet.data import load_dataset
@@ -92,12 +95,12 @@ class _Splits:
 
         ds_key = (cfg.dataset, cfg.data_dir)
         key = (ds_key, cfg.limit, cfg.val_split, cfg.seed, cfg.dtype)
-        if key not in self.splits:
+        if self.last[0] != key:
             if ds_key not in self.datasets:
                 self.datasets[ds_key] = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
-            self.splits = {k: v for k, v in self.splits.items() if k[0] == ds_key and k[1:3] == key[1:3]}  # bounded
-            self.splits[key] = prepare_split(cfg, dataset=self.datasets[ds_key])
-        return self.splits[key]
+            self.last = (None, None)  # free the old split before making the new one
+            self.last = (key, prepare_split(cfg, dataset=self.datasets[ds_key]))
+        return self.last[1]
 
 
 def prepare_data(dataset: str | None, data_dir=None, limit: int | None = None) -> dict:
