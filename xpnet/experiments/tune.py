@@ -1,17 +1,21 @@
 """``xpnet tune``: hyperparameter search by grid, random sampling or Optuna (TPE + median pruning).
 
-Searched: learning rate (log scale), hidden size (one layer), batch size, L2 strength,
-dropout and optimizer. The objective is the validation accuracy after the last epoch
-(higher is better). ``grid`` enumerates the Cartesian product of ``DEFAULT_GRID`` (or of
-the values given); ``random`` draws ``trials`` configurations inside ``DEFAULT_SPACE`` (or
-the bounds given) from a seeded generator; ``bayes`` lets Optuna's TPE sampler choose and
-its MedianPruner stop trials whose per-epoch validation accuracy is below the median of
-earlier trials at the same epoch. With ``storage`` (``sqlite:///study.db`` on one machine,
-``postgresql://user:pw@host/db`` across machines) and a ``study_name`` any number of workers
-work on one study of ``trials`` trials in all (random or bayes); see docs/distributed.md.
+Searched: learning rate (log scale), the network (one label per network: ``"512"``, ``"120-64"``),
+batch size, L2 strength, dropout and optimizer. A trial is the command's run config (recipe,
+``--config``, seed, epochs) with the trial's values laid over it, trained by
+:func:`xpnet.training.recipe.run` on a split prepared once: what is not searched keeps the recipe's
+value, and the best trial's config (``best.toml``) retrains to the same weights with ``xpnet train``.
+The objective is the validation accuracy after the last epoch (higher is better). ``grid``
+enumerates the Cartesian product of ``DEFAULT_GRID`` (or of the values given); ``random`` draws
+``trials`` configurations inside ``DEFAULT_SPACE`` (or the bounds given) from a seeded generator;
+``bayes`` lets Optuna's TPE sampler choose and its MedianPruner stop trials whose per-epoch
+validation accuracy is below the median of earlier trials at the same epoch. With ``storage``
+(``sqlite:///study.db`` on one machine, ``postgresql://user:pw@host/db`` across machines) and a
+``study_name`` any number of workers work on one study (:mod:`xpnet.experiments.distributed`;
+a grid is then Optuna's ``GridSampler``); see docs/distributed.md.
 
 Outputs in ``out``: ``trials.json``/``trials.csv`` (every trial of this process, or of the
-whole study for bayes), ``best.json`` (best configuration and score) and
+whole study), ``best.json`` (best configuration and score), ``best.toml`` (its run config) and
 ``best_model.npz`` (its trained network).
 """
 
