@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -55,8 +54,10 @@ class PgServer:
         self.port = _free_port()
         self.user = "xpnet"
         self.proc = None
-        self._as_postgres = os.geteuid() == 0
+        self._as_postgres = getattr(os, "geteuid", lambda: 1)() == 0
         if self._as_postgres:
+            import pwd  # POSIX only, and only needed as root: not at import (Windows runs the skip)
+
             pw = pwd.getpwnam("postgres")
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
             self._uid, self._gid = pw.pw_uid, pw.pw_gid

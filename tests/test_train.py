@@ -155,9 +155,9 @@ def test_normalizer_uses_train_statistics_only():
 def test_classifier_sklearn_style():
     X, y = _toy(n=400)
     labels = np.array(["cat", "dog", "eel", "fox"])[y]
-    clf = xpnet.Classifier(hidden=(32,), epochs=15, lr=1e-2, batch_size=32)
+    clf = xpnet.Classifier(hidden_layer_sizes=(32,), max_iter=15, learning_rate_init=1e-2, batch_size=32, random_state=0)
     assert clf.fit(X, labels) is clf
     assert set(clf.predict(X)) <= set(labels)
     assert clf.predict_proba(X).shape == (400, 4)
     assert clf.score(X, labels) > 0.8
-    assert clf.get_params()["hidden"] == (32,)
+    assert clf.get_params()["hidden_layer_sizes"] == (32,)

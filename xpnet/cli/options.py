@@ -89,13 +89,15 @@ def run_options(command):
 RUN_FIELDS = tuple(f.name for f in fields(RunConfig))
 
 
-def build_config(opts: dict, **extra) -> RunConfig:
+def build_config(opts: dict, resolve: bool = True, **extra) -> RunConfig:
     """The run config of a command: ``--config`` (or the defaults), then each flag given (not None),
-    then ``extra`` (the command's own values)."""
+    then ``extra`` (the command's own values); resolved, or with ``resolve=False`` as given (a sweep
+    lays its grid over it before the recipe fills the rest)."""
     path = opts.get("config_path")
     base = RunConfig.load(path) if path else RunConfig()
     given = {k: v for k, v in {**opts, **extra}.items() if k in RUN_FIELDS and v is not None}
     for key in ("data_dir",):
         if isinstance(given.get(key), Path):
             given[key] = str(given[key])
-    return dataclasses.replace(base, **given).resolve()
+    cfg = dataclasses.replace(base, **given)
+    return cfg.resolve() if resolve else cfg

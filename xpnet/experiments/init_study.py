@@ -44,7 +44,7 @@ def load_batch(n_samples: int = 1000, dataset: str | None = "fashion-mnist", dat
 
 def init_study(X=None, y=None, depth: int = 5, width: int = 256, inits=INITS, activations=ACTIVATIONS,
                n_samples: int = 1000, dataset: str | None = "fashion-mnist", data_dir=None, n_classes=None,
-               seed: int = 0, keep_values: bool = False) -> dict:
+               seed: int = 0, keep_values: bool = False, device="cpu") -> dict:
     """Run the study; returns ``{"config": ..., "rows": [...], "hist": {...}}``.
 
     ``rows`` has one dict per (init, activation, layer) with the fields in ``FIELDS``.
@@ -53,6 +53,7 @@ def init_study(X=None, y=None, depth: int = 5, width: int = 256, inits=INITS, ac
     use your own batch; otherwise the first ``n_samples`` training images of ``dataset``.
     ``keep_values=True`` adds the raw activation/gradient arrays under ``values``.
     """
+    from xpnet import backend
     from xpnet.nn.model import MLP
 
     if int(depth) < 1 or int(width) < 1:
@@ -73,11 +74,11 @@ def init_study(X=None, y=None, depth: int = 5, width: int = 256, inits=INITS, ac
     rows, hist, values = [], {}, {}
     for init in inits:
         for act in activations:
-            net = MLP(sizes, activation=act, init=init, seed=seed)
-            net.loss_and_grad(X, y)
+            net = MLP(sizes, activation=act, init=init, seed=seed, device=device)
+            net.loss_and_grad(net.xp.asarray(X), net.xp.asarray(y))
             bufs, _ = net._cache
-            H = [np.array(h, copy=True) for h in bufs["H"]]
-            dW = [np.array(g, copy=True) for g in net.grads[0::2]]
+            H = [np.array(backend.to_numpy(h), copy=True) for h in bufs["H"]]
+            dW = [np.array(backend.to_numpy(g), copy=True) for g in net.grads[0::2]]
             key = f"{init}/{act}"
             hist[key] = {"act": [], "grad": []}
             for l in range(net.n_layers):

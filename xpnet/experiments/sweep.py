@@ -1,12 +1,16 @@
-"""``xpnet sweep``: train a grid of configurations and keep one row per run.
+"""``xpnet sweep``: train a grid of run configurations and keep one row per run.
 
-A run is one configuration (hidden shape, optimizer, learning rate, activation, init,
-device, epochs, batch size, data) with one seed. Its id is a readable slug plus a short
-hash of the whole configuration, so re-running a sweep into the same folder skips the
-runs already there (a crashed or interrupted sweep resumes where it stopped). Every run
-rewrites ``results.json``/``results.csv`` atomically and writes its per-epoch history to
-``curves/<run_id>.json``; the model with the best test accuracy so far is kept as
-``best_model.npz`` (for the report's confusion matrix).
+A run is one :class:`~xpnet.training.recipe.RunConfig` (the command's config with one hidden
+shape, optimizer, activation, init, device and seed of the grid) trained by
+:func:`xpnet.training.recipe.run`, exactly as ``xpnet train`` with the same options would train it:
+the same split (the run's seed), recipe, schedule and loop (the CUDA-graph loop on a GPU), so
+the same weights. Its id is a readable slug plus a short hash of the whole configuration, so
+re-running a sweep into the same folder skips the runs already there (a crashed or interrupted
+sweep resumes where it stopped). Every run rewrites ``results.json``/``results.csv`` atomically
+and writes its per-epoch history to ``curves/<run_id>.json``; the model with the best test
+accuracy so far is kept as ``best_model.npz`` (for the report's confusion matrix).
+
+With ``storage`` the workers share one Optuna study over the grid (:mod:`xpnet.experiments.distributed`).
 """
 
 from __future__ import annotations
@@ -20,104 +24,115 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-
 from xpnet.errors import ConfigError, DataError
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 BEST_MODEL = "best_model.npz"
 KIND = "sweep"
-VAL_FRACTION = 0.1
-SPLIT_SEED = 0  # one validation split for every run, so runs differ only in their own seed
 
-CSV_FIELDS = ["run_id", "hidden", "optimizer", "lr", "activation", "init", "device", "epochs", "batch_size", "seed",
-              "dataset", "limit", "augment", "params", "final_val_acc", "best_val_acc", "best_epoch", "test_acc",
-              "test_loss", "median_epoch_s", "total_s", "device_name"]
+CSV_FIELDS = ["run_id", "hidden", "recipe", "optimizer", "lr", "schedule", "activation", "init", "device", "epochs",
+              "batch_size", "dropout", "label_smoothing", "l2", "seed", "dataset", "limit", "augment", "params",
+              "final_val_acc", "best_val_acc", "best_epoch", "test_acc", "test_loss", "median_epoch_s", "total_s",
+              "device_name"]
+GRID_KEYS = ("hidden", "optimizer", "activation", "init", "device", "seed")  # what a sweep varies
 
 
 def hidden_label(hidden) -> str:
     return "-".join(str(int(h)) for h in hidden)
 
 
-def run_id(config: dict) -> str:
-    """A stable, readable id: ``h1024_adam_relu_he_cpu_s0-1a2b3c4d`` (hash over the whole config)."""
-    key = json.dumps({k: config[k] for k in sorted(config)}, sort_keys=True, default=str)
+def dataset_label(cfg) -> str:
+    """The data set as every worker names it: its name, or ``dir:<folder name>`` (paths differ between machines)."""
+    return f"dir:{Path(cfg.data_dir).resolve().name}" if cfg.data_dir else str(cfg.dataset)
+
+
+def run_key(cfg) -> dict:
+    """The resolved config as the run id hashes it (the data folder by name, not path)."""
+    key = cfg.to_dict()
+    key["data_dir"] = None
+    key["dataset"] = dataset_label(cfg)
+    return key
+
+
+def run_id(cfg) -> str:
+    """A stable, readable id: ``h1024_adam_relu_he_cpu_s0-1a2b3c4d`` (hash over the whole resolved config)."""
+    key = json.dumps(run_key(cfg), sort_keys=True, default=str)
     digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-    device = str(config["device"]).replace(":", "")
-    return f"h{hidden_label(config['hidden'])}_{config['optimizer']}_{config['activation']}_{config['init']}_{device}_s{config['seed']}-{digest}"
+    device = str(cfg.device).replace(":", "")
+    return f"h{hidden_label(cfg.hidden)}_{cfg.optimizer}_{cfg.activation}_{cfg.init}_{device}_s{cfg.seed}-{digest}"
 
 
-def make_grid(shapes, optimizers, activations, inits, devices, repeats: int, epochs: int, batch_size: int,
-              lr=None, dataset="fashion-mnist", limit=None, augment=False, seed: int = 0) -> list[dict]:
-    """Every combination × ``repeats`` seeds (``seed, seed+1, ...``), in a stable order."""
-    from xpnet.optim.optimizers import DEFAULT_LR, OPTIMIZERS
+def make_grid(base, hidden=None, optimizers=None, activations=None, inits=None, devices=None,
+              repeats: int = 1) -> list:
+    """Every combination × ``repeats`` seeds (``base.seed, base.seed+1, ...``) as resolved
+    :class:`RunConfig` s, in a stable order, seed by seed (the split depends on the seed: one is
+    prepared at a time, and an interrupted sweep has whole comparisons); an axis left None is the
+    base config's value."""
+    from xpnet.training.recipe import RunConfig
 
-    for name in optimizers:
-        if name not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {name!r}: choose from {', '.join(OPTIMIZERS)}")
+    base = base if isinstance(base, RunConfig) else RunConfig.from_dict(dict(base))
+    axes = [list(hidden or [base.hidden]), list(optimizers or [base.optimizer]), list(activations or [base.activation]),
+            list(inits or [base.init]), list(devices or [base.device])]
     configs = []
-    for shape, opt, act, init, device, r in itertools.product(shapes, optimizers, activations, inits, devices, range(repeats)):
-        configs.append({
-            "hidden": [int(h) for h in shape], "optimizer": opt, "lr": float(lr if lr is not None else DEFAULT_LR[opt]),
-            "activation": act, "init": init, "device": device, "epochs": int(epochs), "batch_size": int(batch_size),
-            "seed": int(seed + r), "dataset": dataset, "limit": limit, "augment": bool(augment),
-        })
+    for r, shape, opt, act, init, device in itertools.product(range(int(repeats)), *axes):
+        configs.append(base.replace(hidden=tuple(int(h) for h in shape), optimizer=opt, activation=act, init=init,
+                                    device=device, seed=int(base.seed) + r).resolve())
     return configs
 
 
+class _Splits:
+    """The prepared data of a run: the data set loaded once, split as ``xpnet train`` splits it (by the
+    run's seed); the last split is kept (the grid runs seed by seed), so memory holds one."""
+
+    def __init__(self):
+        self.datasets: dict = {}
+        self.last = (None, None)
+
+    def get(self, cfg):
+        from xpnet.data import load_dataset
+        from xpnet.training.recipe import prepare_split
+
+        ds_key = (cfg.dataset, cfg.data_dir)
+        key = (ds_key, cfg.limit, cfg.val_split, cfg.seed, cfg.dtype)
+        if self.last[0] != key:
+            if ds_key not in self.datasets:
+                self.datasets[ds_key] = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
+            self.last = (None, None)  # free the old split before making the new one
+            self.last = (key, prepare_split(cfg, dataset=self.datasets[ds_key]))
+        return self.last[1]
+
+
 def prepare_data(dataset: str | None, data_dir=None, limit: int | None = None) -> dict:
-    """Load, cut to ``limit`` training images, split off validation, normalise on the train part."""
-    from xpnet.data import load_dataset
-    from xpnet.data.preprocess import Normalizer, train_val_split
+    """study.py's data (the old dict) from :func:`prepare_split`, until study trains through the recipe
+    (branch ``figures`` moves it there; then delete this)."""
+    from xpnet.training.recipe import RunConfig, prepare_split
 
-    ds = load_dataset(dataset if not data_dir else None, data_dir=data_dir)
-    X, y = ds.X_train.reshape(len(ds.X_train), -1), ds.y_train
-    if limit:
-        if limit < 20:
-            raise ConfigError(f"--limit {limit} is too small to split off a validation set (use >= 20)")
-        X, y = X[:limit], y[:limit]
-    Xtr, ytr, Xv, yv = train_val_split(X, y, VAL_FRACTION, seed=SPLIT_SEED)
-    norm = Normalizer().fit(Xtr)
-    return {
-        "name": ds.name, "source": str(ds.source), "class_names": list(ds.class_names), "image_shape": ds.image_shape,
-        "normalizer": norm, "Xtr": norm.transform(Xtr), "ytr": ytr, "Xv": norm.transform(Xv), "yv": yv,
-        "Xte": norm.transform(ds.X_test.reshape(len(ds.X_test), -1)), "yte": ds.y_test,
-        "data_dir": str(data_dir) if data_dir else None,
-    }
+    split = prepare_split(RunConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, limit=limit))
+    return {"name": split.name, "source": split.source, "class_names": list(split.class_names),
+            "image_shape": split.image_shape, "normalizer": split.normalizer, "Xtr": split.X_train, "ytr": split.y_train,
+            "Xv": split.X_val, "yv": split.y_val, "Xte": split.X_test, "yte": split.y_test,
+            "data_dir": str(data_dir) if data_dir else None}
 
 
-def train_one(config: dict, data: dict, callbacks=()):
-    """Train one configuration; returns ``(net, history, row)``."""
+def train_one(cfg, split, callbacks=()):
+    """Train one configuration through the recipe; returns ``(net, history, row)``."""
     from xpnet import backend
-    from xpnet.nn.model import MLP
-    from xpnet.optim.optimizers import get_optimizer
-    from xpnet.training.trainer import Trainer, evaluate
+    from xpnet.training.recipe import run
 
     t0 = time.perf_counter()
-    sizes = [data["Xtr"].shape[1], *config["hidden"], len(data["class_names"])]
-    net = MLP(sizes, activation=config["activation"], init=config["init"], dropout=config.get("dropout", 0.0),
-              device=config["device"], seed=config["seed"])
-    net.normalizer, net.class_names = data["normalizer"], list(data["class_names"])
-    augment = None
-    if config.get("augment"):
-        from xpnet.data.augment import Augmenter
-
-        augment = Augmenter(image_shape=data["image_shape"], seed=config["seed"])
-    opt = get_optimizer(config["optimizer"], config["lr"])
-    trainer = Trainer(net, opt, data["Xtr"], data["ytr"], batch_size=config["batch_size"], val=(data["Xv"], data["yv"]),
-                      l2=config.get("l2", 0.0), seed=config["seed"], callbacks=list(callbacks), augment=augment)
-    history = trainer.run(config["epochs"])
-    scores = evaluate(net, data["Xte"], data["yte"])
+    result = run(cfg, split=split, callbacks=callbacks)
+    net, history, scores = result.net, result.history, result.scores
     vals = [r["val_acc"] for r in history.records]
-    best = int(np.argmax(vals))
-    row = dict(config)
+    best = max(range(len(vals)), key=lambda i: (vals[i], -i))
+    row = {k: v for k, v in run_key(cfg).items() if k in CSV_FIELDS or k in ("val_split", "warmup", "weight_decay")}
     row.update({
-        "run_id": run_id(config), "hidden": hidden_label(config["hidden"]), "hidden_sizes": list(config["hidden"]),
-        "params": net.n_params, "final_val_acc": vals[-1], "best_val_acc": vals[best], "best_epoch": best + 1,
-        "test_acc": scores["accuracy"], "test_loss": scores["loss"],
+        "run_id": run_id(cfg), "hidden": hidden_label(cfg.hidden), "hidden_sizes": list(cfg.hidden),
+        "lr": float(result.trainer.opt.lr), "params": net.n_params, "final_val_acc": vals[-1],
+        "best_val_acc": vals[best], "best_epoch": best + 1, "test_acc": scores["accuracy"], "test_loss": scores["loss"],
         "median_epoch_s": statistics.median(r["epoch_s"] for r in history.records),
-        "total_s": time.perf_counter() - t0, "device_name": backend.device_name(config["device"]),
+        "total_s": time.perf_counter() - t0, "device_name": backend.device_name(cfg.device),
+        "config": cfg.to_dict(),
     })
     return net, history, row
 
@@ -128,7 +143,7 @@ def load_results(out: Path) -> dict:
     if not path.exists():
         return {"meta": {"kind": KIND}, "results": []}
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
@@ -154,167 +169,133 @@ def write_results(out: Path, data: dict) -> None:
     atomic_write(out / RESULTS_CSV, lambda fh: fh.write(csv_text(data["results"])), mode="w")
 
 
-def run_sweep(configs: list[dict], out, data_dir=None, say=print, storage: str | None = None,
-              study_name: str | None = None, heartbeat: float | None = None) -> dict:
-    """Train every config not already in ``out``; returns the results dict (``meta``, ``results``).
+def run_sweep(configs: list, out, say=print, storage: str | None = None, study_name: str | None = None,
+              heartbeat: float | None = None, timeout: float | None = None) -> dict:
+    """Train every config (resolved :class:`RunConfig` s) not already in ``out``; returns the results
+    dict (``meta``, ``results``).
 
-    ``say`` gets one progress line per run (``run``/``skip``) and a summary. With ``storage``
-    (an RDB URL) and ``study_name``, any number of workers share the grid: each run is claimed
-    in the database before it is trained, so every grid point × seed runs exactly once across
-    all workers; each worker writes only its own runs to its own ``out``. A worker that stops
-    sending heartbeats loses its claim and another worker trains that run again.
+    ``say`` gets one progress line per run (``run``/``skip``) and a summary. With ``storage`` (an RDB
+    URL) and ``study_name``, any number of workers share the grid as one Optuna study whose
+    ``GridSampler`` hands each worker a run no other worker has started; each worker writes only its
+    own runs to its own ``out``. A run is trained *at least* once: a worker that stops sending
+    heartbeats has its run retried by another, and two workers asking at the same instant can draw
+    the same run (both rows are kept, with the same ``run_id``; ``xpnet report`` counts it once).
     """
     from xpnet import backend
-    from xpnet.fileio import atomic_write
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "curves").mkdir(exist_ok=True)
-    for device in sorted({c["device"] for c in configs}):
+    for device in sorted({c.device for c in configs}):
         backend.get_xp(device)  # unknown or unavailable device: fail before any training
-    data_all = load_results(out)
-    done = {r["run_id"] for r in data_all["results"]}
-    todo = [c for c in configs if run_id(c) not in done]
-    skipped = len(configs) - len(todo)
-    datasets: dict = {}
-    best_acc = max((r["test_acc"] for r in data_all["results"] if "test_acc" in r), default=-1.0)
-    if not (out / BEST_MODEL).exists():
-        best_acc = -1.0
+    state = _State(out, say)
+    ids = [run_id(c) for c in configs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("the sweep's grid lists a configuration twice")
     t_start = time.perf_counter()
-    claims = _Claims(storage, study_name, heartbeat, say) if storage else None
-    by_others = 0
-    if claims is not None:
-        data_all.setdefault("meta", {}).update(study=study_name, worker=claims.worker)
-    queue = list(enumerate(configs, 1))
-    while queue:
-        i, config = queue.pop(0)
-        rid = run_id(config)
-        prefix = f"[{i}/{len(configs)}]"
-        if rid in done:
-            say(f"{prefix} skip {rid} (already in {out})")
-            continue
-        key = (config["dataset"], config["limit"])
-        if claims is not None:
-            state = claims.claim(rid)
-            if state == "done":
-                say(f"{prefix} skip {rid} (trained by another worker)")
-                by_others += 1
-                todo = [c for c in todo if run_id(c) != rid]
+    if storage:
+        trained, by_others = _run_shared(dict(zip(ids, configs)), state, storage, study_name, heartbeat, timeout, say)
+        others = f", {by_others} trained by other workers"
+    else:
+        trained, others = 0, ""
+        for i, (rid, cfg) in enumerate(zip(ids, configs), 1):
+            if rid in state.done:
+                say(f"[{i}/{len(configs)}] skip {rid} (already in {out})")
                 continue
-            if state == "busy":  # another worker trains it: come back to it (it may die)
-                queue.append((i, config))
-                if all(run_id(c) in claims.busy for _, c in queue):
-                    time.sleep(claims.poll)
-                continue
-        if key not in datasets:
-            datasets[key] = prepare_data(config["dataset"], data_dir, config["limit"])
-        data = datasets[key]
-        if claims is not None:
-            net, history, row = claims.run(rid, lambda: train_one(config, data))
-        else:
-            net, history, row = train_one(config, data)
-        atomic_write(out / "curves" / f"{rid}.json",
-                     lambda fh: json.dump({"run_id": rid, "config": config, "records": history.records}, fh, indent=1), mode="w")
-        data_all["results"].append(row)
-        done.add(rid)
-        meta = data_all.setdefault("meta", {})
-        meta.update({"kind": KIND, "dataset": data["name"], "data_dir": data["data_dir"], "source": data["source"],
-                     "class_names": data["class_names"], "n_train": int(len(data["Xtr"])), "n_val": int(len(data["Xv"])),
-                     "n_test": int(len(data["Xte"])), "val_fraction": VAL_FRACTION})
-        if row["test_acc"] > best_acc:
-            best_acc = row["test_acc"]
-            net.save(out / BEST_MODEL)
-            meta["best_run"] = rid
-        write_results(out, data_all)
-        say(f"{prefix} run  {rid}: {row['hidden']} hidden, {row['optimizer']} lr {row['lr']:g}, {row['device']} · "
-            f"val {row['final_val_acc'] * 100:.2f}% · test {row['test_acc'] * 100:.2f}% · "
-            f"{row['median_epoch_s']:.2f} s/epoch · {row['total_s']:.1f} s")
-    if not todo and data_all["results"] and not (out / RESULTS_CSV).exists():
-        write_results(out, data_all)  # results.json was there but the CSV was lost
-    others = f", {by_others} trained by other workers" if claims is not None else ""
-    say(f"{len(todo)} run(s) trained, {skipped} skipped (already in {out}){others} in {time.perf_counter() - t_start:.1f} s; "
+            if timeout is not None and time.perf_counter() - t_start > timeout:
+                say(f"timeout after {time.perf_counter() - t_start:.0f} s: {len(configs) - i + 1} run(s) not started")
+                break
+            state.train(rid, cfg, f"[{i}/{len(configs)}]")
+            trained += 1
+    if state.data["results"] and not (out / RESULTS_CSV).exists():
+        write_results(out, state.data)  # results.json was there but the CSV was lost
+    skipped = sum(rid in state.done_before for rid in ids)
+    say(f"{trained} run(s) trained, {skipped} skipped (already in {out}){others} in {time.perf_counter() - t_start:.1f} s; "
         f"results in {out / RESULTS_CSV}")
-    return data_all
+    return state.data
 
 
-class _Claims:
-    """Exactly-once runs across workers, on Optuna's RDB storage.
+class _State:
+    """One worker's results folder: the rows, the curves, the best model."""
 
-    A run is claimed by creating the study ``NAME:RUN_ID#k`` (study names are unique in the
-    database, so exactly one worker's create succeeds) and trained inside that study's single
-    trial, whose heartbeat tells the other workers it is alive. A claim whose trial went stale
-    is marked FAIL and the run is claimed again as ``#k+1``; a COMPLETE trial means done."""
+    def __init__(self, out: Path, say):
+        self.out, self.say = out, say
+        self.data = load_results(out)
+        self.done = {r["run_id"] for r in self.data["results"]}
+        self.done_before = set(self.done)
+        self.best_acc = max((r["test_acc"] for r in self.data["results"] if "test_acc" in r), default=-1.0)
+        if not (out / BEST_MODEL).exists():
+            self.best_acc = -1.0
+        self.splits = _Splits()
 
-    MAX_ATTEMPTS = 4
+    def train(self, rid, cfg, prefix):
+        from xpnet.fileio import atomic_write
 
-    def __init__(self, storage, study_name, heartbeat, say):
-        import os
-        import socket
+        split = self.splits.get(cfg)
+        net, history, row = train_one(cfg, split)
+        atomic_write(self.out / "curves" / f"{rid}.json", lambda fh: json.dump(
+            {"run_id": rid, "config": cfg.to_dict(), "records": history.records}, fh, indent=1), mode="w")
+        self.data["results"].append(row)
+        self.done.add(rid)
+        meta = self.data.setdefault("meta", {})
+        meta.update({"kind": KIND, "dataset": split.name, "data_dir": cfg.data_dir, "source": split.source,
+                     "class_names": list(split.class_names), "n_train": int(len(split.X_train)),
+                     "n_val": int(len(split.X_val)), "n_test": int(len(split.X_test)), "val_fraction": cfg.val_split})
+        if row["test_acc"] > self.best_acc:
+            self.best_acc = row["test_acc"]
+            net.save(self.out / BEST_MODEL)
+            meta["best_run"] = rid
+        write_results(self.out, self.data)
+        self.say(f"{prefix} run  {rid}: {row['hidden']} hidden, {row['optimizer']} lr {row['lr']:g}, {row['device']} · "
+                 f"val {row['final_val_acc'] * 100:.2f}% · test {row['test_acc'] * 100:.2f}% · "
+                 f"{row['median_epoch_s']:.2f} s/epoch · {row['total_s']:.1f} s")
+        return row
 
-        from xpnet.experiments.tune import DEFAULT_HEARTBEAT, import_optuna, open_storage
 
-        if not study_name:
-            raise ConfigError("--storage needs --study-name (the sweep the workers share)")
-        self.optuna = import_optuna()
-        self.optuna.logging.set_verbosity(self.optuna.logging.WARNING)
-        heartbeat = DEFAULT_HEARTBEAT if heartbeat is None else heartbeat
-        self.rdb = open_storage(self.optuna, storage, heartbeat, retry=False)
-        self.name, self.say = study_name, say
-        self.poll = min(1.0, heartbeat / 2) if heartbeat else 1.0
-        self.grace = 2 * max(1, round(heartbeat)) if heartbeat else None
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.busy: set = set()
-        self.seeded: set = set()
-        self.empty_since: dict = {}
-        self.mine: dict = {}
+def _run_shared(by_id: dict, state: _State, storage, study_name, heartbeat, timeout, say):
+    """The grid as one Optuna study (``GridSampler`` over the run ids) shared by every worker."""
+    from xpnet.experiments import distributed
 
-    def _study(self, rid, k, create):
-        name = f"{self.name}:{rid}#{k}"
-        if create:
-            return self.optuna.create_study(storage=self.rdb, study_name=name, direction="maximize")
-        return self.optuna.load_study(storage=self.rdb, study_name=name)
+    if not study_name:
+        raise ConfigError("--storage needs --study-name (the sweep the workers share)")
+    optuna = distributed.import_optuna()
+    heartbeat = distributed.DEFAULT_HEARTBEAT if heartbeat is None else heartbeat
+    rdb = distributed.open_storage(optuna, storage, heartbeat)
+    ids = list(by_id)
+    sampler = optuna.samplers.GridSampler({"run_id": ids})  # unseeded: workers draw different open runs
+    study = distributed.open_study(optuna, sampler, optuna.pruners.NopPruner(), rdb, study_name, storage)
+    worker = distributed.worker_id()
+    state.data.setdefault("meta", {}).update(study=study_name, worker=worker)
+    trained = []
 
-    def claim(self, rid) -> str:
-        """``"mine"`` (train it now), ``"done"`` (another worker finished it) or ``"busy"``."""
-        DuplicatedStudyError = self.optuna.exceptions.DuplicatedStudyError
-        for k in range(self.MAX_ATTEMPTS):
-            try:
-                self.mine[rid] = self._study(rid, k, create=True)
-                self.busy.discard(rid)
-                return "mine"
-            except DuplicatedStudyError:
-                pass
-            study = self._study(rid, k, create=False)
-            from xpnet.experiments.tune import seed_heartbeats
+    def complete_elsewhere(rid, number):
+        return any(t.state.name == "COMPLETE" and t.params.get("run_id") == rid and t.number != number
+                   for t in study.get_trials(deepcopy=False))
 
-            seed_heartbeats(study, self.seeded, self.grace)  # a worker killed before its first beat
-            self.optuna.storages.fail_stale_trials(study)
-            states = {t.state.name for t in study.get_trials(deepcopy=False)}
-            if "COMPLETE" in states:
-                self.busy.discard(rid)
-                return "done"
-            if "RUNNING" in states or (not states and not self._empty_too_long(rid, k)):
-                self.busy.add(rid)
-                return "busy"
-            if k + 1 < self.MAX_ATTEMPTS:
-                self.say(f"run {rid}: attempt {k + 1} failed (its worker died or the run failed); claiming it again")
-        raise ConfigError(f"run {rid} failed {self.MAX_ATTEMPTS} times in study {self.name!r}; giving up")
+    def objective(trial):
+        rid = trial.suggest_categorical("run_id", ids)
+        prefix = f"[{ids.index(rid) + 1}/{len(ids)}]"
+        again = distributed.retried_from(optuna, distributed.frozen(study, trial))
+        if again is not None:
+            say(f"{prefix} run {rid}: retries trial {again} (its worker stopped sending heartbeats)")
+        if rid in state.done:  # trained into this --out before (a resumed worker): the study learns its result
+            trial.set_user_attr("from_folder", True)
+            return next(r["test_acc"] for r in state.data["results"] if r["run_id"] == rid)
+        if complete_elsewhere(rid, trial.number):  # a retry or a draw racing a finished run
+            trial.set_user_attr("duplicate", True)
+            raise optuna.TrialPruned()
+        trial.set_user_attr("worker", worker)
+        row = state.train(rid, by_id[rid], prefix)
+        trained.append(rid)
+        return row["test_acc"]
 
-    def _empty_too_long(self, rid, k) -> bool:
-        """A claim with no trial yet: its worker is between two calls, or died there."""
-        if self.grace is None:
-            return False
-        first = self.empty_since.setdefault((rid, k), time.monotonic())
-        return time.monotonic() - first > 3 * self.grace
-
-    def run(self, rid, train):
-        study, result = self.mine.pop(rid), {}
-
-        def objective(trial):
-            trial.set_user_attr("worker", self.worker)
-            result["out"] = train()
-            trial.set_user_attr("test_acc", result["out"][2]["test_acc"])
-            return result["out"][2]["test_acc"]
-
-        study.optimize(objective, n_trials=1, catch=())
-        return result["out"]
+    distributed.work(optuna, study, objective, distributed.grid_plan(ids), timeout, heartbeat, say)
+    complete = {t.params.get("run_id") for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"}
+    by_others = 0
+    for i, rid in enumerate(ids, 1):
+        if rid in complete and rid not in state.done:
+            say(f"[{i}/{len(ids)}] skip {rid} (trained by another worker)")
+            by_others += 1
+        elif rid in state.done_before:
+            say(f"[{i}/{len(ids)}] skip {rid} (already in {state.out})")
+    return len(trained), by_others

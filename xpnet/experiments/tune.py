@@ -1,17 +1,21 @@
 """``xpnet tune``: hyperparameter search by grid, random sampling or Optuna (TPE + median pruning).
 
-Searched: learning rate (log scale), hidden size (one layer), batch size, L2 strength,
-dropout and optimizer. The objective is the validation accuracy after the last epoch
-(higher is better). ``grid`` enumerates the Cartesian product of ``DEFAULT_GRID`` (or of
-the values given); ``random`` draws ``trials`` configurations inside ``DEFAULT_SPACE`` (or
-the bounds given) from a seeded generator; ``bayes`` lets Optuna's TPE sampler choose and
-its MedianPruner stop trials whose per-epoch validation accuracy is below the median of
-earlier trials at the same epoch. With ``storage`` (``sqlite:///study.db`` on one machine,
-``postgresql://user:pw@host/db`` across machines) and a ``study_name`` any number of workers
-work on one study of ``trials`` trials in all (random or bayes); see docs/distributed.md.
+Searched: learning rate (log scale), the network (one label per network: ``"512"``, ``"120-64"``),
+batch size, L2 strength, dropout and optimizer. A trial is the command's run config (recipe,
+``--config``, seed, epochs) with the trial's values laid over it, trained by
+:func:`xpnet.training.recipe.run` on a split prepared once: what is not searched keeps the recipe's
+value, and the best trial's config (``best.toml``) retrains to the same weights with ``xpnet train``.
+The objective is the validation accuracy after the last epoch (higher is better). ``grid``
+enumerates the Cartesian product of ``DEFAULT_GRID`` (or of the values given); ``random`` draws
+``trials`` configurations inside ``DEFAULT_SPACE`` (or the bounds given) from a seeded generator;
+``bayes`` lets Optuna's TPE sampler choose and its MedianPruner stop trials whose per-epoch
+validation accuracy is below the median of earlier trials at the same epoch. With ``storage``
+(``sqlite:///study.db`` on one machine, ``postgresql://user:pw@host/db`` across machines) and a
+``study_name`` any number of workers work on one study (:mod:`xpnet.experiments.distributed`;
+a grid is then Optuna's ``GridSampler``); see docs/distributed.md.
 
 Outputs in ``out``: ``trials.json``/``trials.csv`` (every trial of this process, or of the
-whole study for bayes), ``best.json`` (best configuration and score) and
+whole study), ``best.json`` (best configuration and score), ``best.toml`` (its run config) and
 ``best_model.npz`` (its trained network).
 """
 
@@ -22,21 +26,23 @@ import io
 import itertools
 import json
 import math
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
 from xpnet.errors import ConfigError
+from xpnet.experiments.distributed import DEFAULT_HEARTBEAT
 
 PARAMS = ("lr", "hidden", "batch_size", "l2", "dropout", "optimizer")
-OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam")
+OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam")  # the default space's (adamw: give --optimizer adamw)
 
+# A network is a label: "512" is one hidden layer of 512, "120-64" two layers (Optuna's categorical
+# values must be strings or numbers, and the label reads the same in trials.csv).
 # grid: 2 × 2 × 1 × 1 × 2 × 1 = 8 configurations
 DEFAULT_GRID = {
     "lr": [1e-3, 3e-3],
-    "hidden": [128, 512],
+    "hidden": ["128", "512"],
     "batch_size": [128],
     "l2": [0.0],
     "dropout": [0.0, 0.2],
@@ -45,16 +51,23 @@ DEFAULT_GRID = {
 # random / bayes: ("log", lo, hi) log-uniform, ("float", lo, hi) uniform, ("choice", [...])
 DEFAULT_SPACE = {
     "lr": ("log", 1e-4, 0.3),
-    "hidden": ("choice", [64, 128, 256, 512, 1024]),
+    "hidden": ("choice", ["64", "128", "256", "512", "1024"]),
     "batch_size": ("choice", [32, 64, 128, 256]),
     "l2": ("log", 1e-5, 1.0),
     "dropout": ("float", 0.0, 0.5),
     "optimizer": ("choice", list(OPTIMIZER_NAMES)),
 }
-DEFAULT_HEARTBEAT = 10  # seconds; a worker silent for 2 heartbeats is declared dead and its trial retried
-MAX_RETRY = 3
-_FINISHED = ("COMPLETE", "PRUNED")
+FINISHED = ("COMPLETE", "PRUNED")
 TRIAL_FIELDS = ["number", "state", "value", *PARAMS, "epochs_run", "seconds", "retry_of"]
+
+
+def network_label(hidden) -> str:
+    """``(120, 64)`` or ``"120,64"`` → ``"120-64"``; ``512`` → ``"512"``."""
+    from xpnet.training.recipe import _hidden_tuple
+
+    if isinstance(hidden, str):
+        hidden = hidden.replace("-", ",")
+    return "-".join(str(h) for h in _hidden_tuple(hidden))
 
 
 # ---------------------------------------------------------------------------- search spaces
@@ -65,7 +78,7 @@ def build_space(overrides: dict | None = None) -> dict:
     for name, values in (overrides or {}).items():
         if not values:
             continue
-        values = list(values)
+        values = list(values) if name != "hidden" else [network_label(v) for v in values]
         if len(values) == 1:
             space[name] = ("choice", values)
         elif name in ("lr", "l2", "dropout"):
@@ -84,6 +97,7 @@ def grid_configs(grid: dict | None = None) -> list[dict]:
     """Every combination of ``grid`` (missing parameters from ``DEFAULT_GRID``), in a stable order."""
     full = dict(DEFAULT_GRID)
     full.update({k: list(v) for k, v in (grid or {}).items() if v})
+    full["hidden"] = [network_label(h) for h in full["hidden"]]
     return [dict(zip(PARAMS, combo)) for combo in itertools.product(*(full[p] for p in PARAMS))]
 
 
@@ -126,7 +140,9 @@ def suggest_config(trial, space: dict) -> dict:
 def _plain(config: dict) -> dict:
     out = {}
     for k, v in config.items():
-        if k in ("hidden", "batch_size"):
+        if k == "hidden":
+            out[k] = network_label(v)
+        elif k == "batch_size":
             out[k] = int(v)
         elif k == "optimizer":
             out[k] = str(v)
@@ -135,88 +151,85 @@ def _plain(config: dict) -> dict:
     return out
 
 
-def check_config(config: dict) -> None:
-    if config["optimizer"] not in OPTIMIZER_NAMES:
-        raise ConfigError(f"unknown optimizer {config['optimizer']!r}: choose from {', '.join(OPTIMIZER_NAMES)}")
-    if not 0 <= config["dropout"] < 1:
-        raise ConfigError(f"dropout must be in [0, 1), got {config['dropout']}")
-    if config["lr"] <= 0 or config["l2"] < 0 or config["hidden"] < 1 or config["batch_size"] < 1:
-        raise ConfigError(f"invalid configuration {config}")
+def trial_config(base, config: dict):
+    """The run config of one trial: ``base`` (the command's run config) with the trial's values."""
+    return base.replace(lr=config["lr"], hidden=network_label(config["hidden"]).replace("-", ","),
+                        batch_size=config["batch_size"], l2=config["l2"], dropout=config["dropout"],
+                        optimizer=config["optimizer"]).resolve()
 
 
 # ---------------------------------------------------------------------------- one trial
-def train_trial(config: dict, data: dict, epochs: int, seed: int = 0, callbacks=()):
-    """Train one configuration; returns ``(net, history, value)`` with value = last val accuracy."""
-    from xpnet.nn.model import MLP
-    from xpnet.optim.optimizers import get_optimizer
-    from xpnet.training.trainer import Trainer
+def train_trial(config: dict, base, split, callbacks=()):
+    """Train one configuration through the recipe; returns ``(net, history, value, cfg)`` with value =
+    the last epoch's validation accuracy."""
+    from xpnet.training.recipe import run
 
-    check_config(config)
-    sizes = [data["Xtr"].shape[1], config["hidden"], len(data["class_names"])]
-    net = MLP(sizes, dropout=config["dropout"], seed=seed)
-    net.normalizer, net.class_names = data["normalizer"], list(data["class_names"])
-    trainer = Trainer(net, get_optimizer(config["optimizer"], config["lr"]), data["Xtr"], data["ytr"],
-                      batch_size=config["batch_size"], val=(data["Xv"], data["yv"]), l2=config["l2"], seed=seed,
-                      callbacks=list(callbacks))
-    history = trainer.run(epochs)
-    return net, history, history.records[-1]["val_acc"]
+    cfg = trial_config(base, config)
+    result = run(cfg, split=split, callbacks=callbacks, evaluate_test=False)
+    return result.net, result.history, result.history.records[-1]["val_acc"], cfg
 
 
 class _Best:
-    """Keeps ``best.json`` / ``best_model.npz`` in ``out`` for the best value seen (also by other workers)."""
+    """Keeps ``best.json``, ``best.toml`` (its run config) and ``best_model.npz`` in ``out`` for the best
+    value seen (also by other workers)."""
 
     def __init__(self, out: Path, method: str):
         self.out, self.method = out, method
 
     def current(self) -> float:
         try:
-            return float(json.loads((self.out / "best.json").read_text())["value"])
+            return float(json.loads((self.out / "best.json").read_text(encoding="utf-8"))["value"])
         except (OSError, ValueError, KeyError, TypeError):
             return -math.inf
 
-    def offer(self, value, config, net, number, epochs, data) -> bool:
+    def offer(self, value, config, net, number, cfg, split) -> bool:
         from xpnet.fileio import atomic_write
         from xpnet.training.trainer import evaluate
 
         if value is None or not value > self.current():
             return False
-        test = evaluate(net, data["Xte"], data["yte"])
+        test = evaluate(net, split.X_test, split.y_test) if split.X_test is not None else {"accuracy": None}
         net.save(self.out / "best_model.npz")
         best = {"method": self.method, "trial": number, "value": value, "metric": "val_acc", "config": config,
-                "epochs": epochs, "test_acc": test["accuracy"], "dataset": data["name"], "model": "best_model.npz"}
+                "epochs": cfg.epochs, "test_acc": test["accuracy"], "dataset": split.name, "model": "best_model.npz",
+                "run_config": cfg.to_dict()}
+        atomic_write(self.out / "best.toml", lambda fh: fh.write(cfg.to_toml()), mode="w")
         atomic_write(self.out / "best.json", lambda fh: json.dump(best, fh, indent=1), mode="w")
         return True
 
 
 # ---------------------------------------------------------------------------- searches
-def run_tune(method: str, data: dict, out, trials: int = 20, epochs: int = 3, timeout: float | None = None,
-             seed: int = 0, grid: dict | None = None, space: dict | None = None, storage: str | None = None,
+def run_tune(method: str, base, split, out, trials: int = 20, timeout: float | None = None,
+             grid: dict | None = None, space: dict | None = None, storage: str | None = None,
              study_name: str | None = None, say=print, heartbeat: float | None = DEFAULT_HEARTBEAT) -> list[dict]:
-    """Run a search; returns the trial rows (see ``TRIAL_FIELDS``), best first.
+    """Run a search over ``base`` (the command's resolved :class:`RunConfig`) on ``split`` (prepared
+    once, with ``base``'s seed); returns the trial rows (see ``TRIAL_FIELDS``), best first.
 
     With ``storage`` (an RDB URL: ``sqlite:///f.db``, ``postgresql://...``) and ``study_name``,
-    any number of processes on any number of machines work on one study (random or bayes):
-    ``trials`` is the study's total, and a worker silent for two ``heartbeat`` periods has its
-    trial marked FAIL and retried by another."""
+    any number of processes on any number of machines work on one study: ``trials`` is the study's
+    total (a grid: the grid, through Optuna's ``GridSampler``), and a worker silent for two
+    ``heartbeat`` periods has its trial marked FAIL and retried by another."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if storage is not None and method == "grid":
-        raise ConfigError("--storage works with --method random or bayes; for a grid across machines use "
-                          "xpnet sweep --storage")
-    if method == "bayes" or (method == "random" and storage is not None):
-        rows = _run_bayes(data, out, trials, epochs, timeout, seed, space or DEFAULT_SPACE, storage, study_name, say,
-                          method=method, heartbeat=heartbeat)
-    elif method in ("grid", "random"):
-        configs = grid_configs(grid) if method == "grid" else random_configs(trials, space, seed)
-        rows = _run_list(method, configs, data, out, epochs, timeout, seed, say)
-    else:
+    if method not in ("grid", "random", "bayes"):
         raise ConfigError(f"unknown search method {method!r}: choose grid, random or bayes")
+    seed = base.seed
+    if method == "bayes" or storage is not None:
+        if method == "grid":
+            configs = grid_configs(grid)
+            space = {name: ("choice", sorted({c[name] for c in configs}, key=str)) for name in PARAMS}
+            trials = len(configs)
+        rows = _run_study(base, split, out, trials, timeout, space or DEFAULT_SPACE, storage, study_name, say,
+                          method=method, heartbeat=heartbeat)
+    else:
+        configs = grid_configs(grid) if method == "grid" else random_configs(trials, space, seed)
+        rows = _run_list(method, configs, base, split, out, timeout, say)
     rows = leaderboard(rows)
     write_trials(out, rows, method)
     return rows
 
 
-def _run_list(method, configs, data, out, epochs, timeout, seed, say) -> list[dict]:
+def _run_list(method, configs, base, split, out, timeout, say) -> list[dict]:
     best = _Best(out, method)
     rows, t0 = [], time.perf_counter()
     for number, config in enumerate(configs):
@@ -224,141 +237,44 @@ def _run_list(method, configs, data, out, epochs, timeout, seed, say) -> list[di
             say(f"timeout after {time.perf_counter() - t0:.0f} s: {len(configs) - number} trial(s) not run")
             break
         start = time.perf_counter()
-        net, history, value = train_trial(config, data, epochs, seed)
+        net, history, value, cfg = train_trial(config, base, split)
         row = dict(config, number=number, state="COMPLETE", value=value, epochs_run=len(history),
                    seconds=time.perf_counter() - start)
         rows.append(row)
-        marker = " *best*" if best.offer(value, config, net, number, epochs, data) else ""
+        marker = " *best*" if best.offer(value, config, net, number, cfg, split) else ""
         say(f"trial {number + 1}/{len(configs)}: {describe(config)} → val {value * 100:.2f}% "
             f"({row['seconds']:.1f} s){marker}")
     return rows
 
 
-def import_optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise ConfigError("--method bayes and --storage need Optuna: pip install 'xpnet[tune]'") from None
-    return optuna
-
-
-
-
-def storage_url(url: str) -> str:
-    """A plain ``postgresql://`` URL with the PostgreSQL driver that is installed (psycopg 3 or
-    psycopg2): SQLAlchemy's default for a bare ``postgresql://`` depends on its version."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise ConfigError(f"--storage {redact(url)!r} is not a database URL (e.g. sqlite:///study.db or "
-                          "postgresql://user:password@host/db)")
-    if scheme in ("postgresql", "postgres"):
-        import importlib.util  # noqa: PLC0415
-
-        for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
-            if importlib.util.find_spec(module) is not None:
-                return f"{dialect}://{rest}"
-        raise ConfigError("a postgresql:// storage needs a PostgreSQL driver: pip install 'xpnet[tune]' (psycopg)")
-    return url
-
-
-def redact(url) -> str:
-    """``url`` without its password, for messages."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", str(url))
-
-
-def open_storage(optuna, url: str | None, heartbeat: float | None = DEFAULT_HEARTBEAT, retry: bool = True):
-    """Optuna's RDB storage for ``url`` with a heartbeat (``heartbeat`` seconds; 0/None: off) whose
-    stale trials are marked FAIL and, with ``retry``, re-queued with the same parameters."""
-    if url is None:
-        return None
-    import warnings  # noqa: PLC0415
-
-    kwargs = {}
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat/retry API
-    if heartbeat:
-        interval = max(1, int(round(heartbeat)))
-        kwargs.update(heartbeat_interval=interval, grace_period=2 * interval)
-        if retry:
-            import inspect  # noqa: PLC0415
-
-            if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters:
-                kwargs["heartbeat_stale_trial_callback"] = optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY)
-            else:  # Optuna < 4.6
-                kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(MAX_RETRY)
-    engine = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        engine["connect_args"] = {"timeout": 60}
-    last = None
-    for attempt in range(5):  # workers starting together race to create the schema
-        try:
-            import warnings  # noqa: PLC0415
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # heartbeat options are "experimental"
-                return optuna.storages.RDBStorage(storage_url(url), engine_kwargs=engine, **kwargs)
-        except ConfigError:
-            raise
-        except ImportError as exc:
-            raise ConfigError(f"cannot open the storage {redact(url)}: {str(exc).splitlines()[0]} "
-                              "(pip install 'xpnet[tune]')") from None
-        except Exception as exc:  # sqlalchemy OperationalError: server down, bad password, locked...
-            last = exc
-            time.sleep(0.1 * (attempt + 1))
-    raise ConfigError(f"cannot open the storage {redact(url)}: {redact(str(last).splitlines()[0]) if str(last) else type(last).__name__}")
-
-
-def retried_from(optuna, trial):
-    """The number of the trial that ``trial`` retries (None for a fresh one)."""
-    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    import warnings  # noqa: PLC0415
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return cls.retried_trial_number(trial)
-
-
-def seed_heartbeats(study, seen: set, grace) -> None:
-    """Give every RUNNING trial older than ``grace`` seconds one heartbeat, once per worker.
-
-    Optuna never fails a RUNNING trial that has no heartbeat at all: a worker killed between
-    creating its trial and its heartbeat thread's first beat would leave the trial RUNNING
-    forever. One beat recorded here makes such a trial go stale ``grace`` seconds later; for a
-    live trial it only refreshes the beat its own worker keeps recording."""
-    import datetime  # noqa: PLC0415
-
-    if not grace:
-        return
-    now = datetime.datetime.now()
-    for t in study.get_trials(deepcopy=False):
-        if t.state.name == "RUNNING" and t._trial_id not in seen and t.datetime_start is not None:
-            start = t.datetime_start.replace(tzinfo=None)
-            if (now - start).total_seconds() > grace:
-                seen.add(t._trial_id)
-                study._storage.record_heartbeat(t._trial_id)
-
-
-def _run_bayes(data, out, trials, epochs, timeout, seed, space, storage, study_name, say, method="bayes",
+def _run_study(base, split, out, trials, timeout, space, storage, study_name, say, method="bayes",
                heartbeat=DEFAULT_HEARTBEAT) -> list[dict]:
-    optuna = import_optuna()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    """An Optuna study: TPE + median pruning (bayes), random or a grid, in memory or shared in ``storage``."""
+    from xpnet.experiments import distributed
+
+    optuna = distributed.import_optuna()
     best = _Best(out, method)
-    # Workers sharing a storage must not draw the same start-up points: seed only single-process studies.
-    if method == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed if storage is None else None)
-        pruner = optuna.pruners.NopPruner()
+    # Workers sharing a storage must not draw the same points: seed only single-process studies.
+    seed = base.seed if storage is None else None
+    pruner = optuna.pruners.NopPruner()
+    if method == "grid":
+        sampler = optuna.samplers.GridSampler({name: list(space[name][1]) for name in PARAMS}, seed=seed)
+    elif method == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=seed if storage is None else None)
+        sampler = optuna.samplers.TPESampler(seed=seed)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-    rdb = open_storage(optuna, storage, heartbeat)
-    study = _open_study(optuna, sampler, pruner, rdb, study_name, storage)
+    rdb = distributed.open_storage(optuna, storage, heartbeat)
+    study = distributed.open_study(optuna, sampler, pruner, rdb, study_name, storage)
     seconds = {}
 
     def objective(trial):
         config = suggest_config(trial, space)
         start = time.perf_counter()
-        again = retried_from(optuna, study._storage.get_trial(trial._trial_id))  # needs a FrozenTrial
-        if again is not None:
-            say(f"trial {trial.number}: retries trial {again} (its worker stopped sending heartbeats)")
+        if rdb is not None:
+            again = distributed.retried_from(optuna, distributed.frozen(study, trial))
+            if again is not None:
+                say(f"trial {trial.number}: retries trial {again} (its worker stopped sending heartbeats)")
 
         def report(record, trainer):
             trial.report(record["val_acc"], record["epoch"] - 1)
@@ -368,18 +284,18 @@ def _run_bayes(data, out, trials, epochs, timeout, seed, space, storage, study_n
                     f"(val {record['val_acc'] * 100:.2f}%)")
                 raise optuna.TrialPruned()
 
-        net, history, value = train_trial(config, data, epochs, seed, callbacks=[report])
+        net, history, value, cfg = train_trial(config, base, split, callbacks=[report])
         seconds[trial.number] = time.perf_counter() - start
         trial.set_user_attr("epochs_run", len(history))
         trial.set_user_attr("seconds", seconds[trial.number])
-        marker = " *best*" if best.offer(value, config, net, trial.number, epochs, data) else ""
+        marker = " *best*" if best.offer(value, config, net, trial.number, cfg, split) else ""
         say(f"trial {trial.number}: {describe(config)} → val {value * 100:.2f}% ({seconds[trial.number]:.1f} s){marker}")
         return value
 
     if rdb is None:
         study.optimize(objective, n_trials=trials, timeout=timeout, catch=())
     else:
-        _work(optuna, study, objective, trials, timeout, heartbeat, say)
+        distributed.work(optuna, study, objective, distributed.count_plan(trials), timeout, heartbeat, say)
     rows = []
     for t in study.trials:
         config = dict(t.params)
@@ -388,57 +304,8 @@ def _run_bayes(data, out, trials, epochs, timeout, seed, space, storage, study_n
         rows.append(dict(_plain(config), number=t.number, state=t.state.name, value=t.value,
                          epochs_run=t.user_attrs.get("epochs_run", len(t.intermediate_values)),
                          seconds=t.user_attrs.get("seconds", seconds.get(t.number)),
-                         retry_of=retried_from(optuna, t)))
+                         retry_of=distributed.retried_from(optuna, t)))
     return rows
-
-
-def _work(optuna, study, objective, total, timeout, heartbeat, say) -> None:
-    """One worker of a shared study: run trials until ``total`` trials of the study have finished.
-
-    A worker starts a trial only when finished + running trials fall short of ``total`` or a
-    retry is waiting; otherwise it waits (a running trial's worker may still die, and its
-    retry needs a live worker). Stale trials are failed (and re-queued) by every worker."""
-    import warnings  # noqa: PLC0415
-
-    t0 = time.perf_counter()
-    poll = min(1.0, heartbeat / 2) if heartbeat else 1.0
-    grace = 2 * max(1, round(heartbeat)) if heartbeat else None
-    seeded: set = set()
-    while True:
-        seed_heartbeats(study, seeded, grace)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            optuna.storages.fail_stale_trials(study)
-        trials = study.get_trials(deepcopy=False)
-        done = sum(t.state.name in _FINISHED for t in trials)
-        running = sum(t.state.name == "RUNNING" for t in trials)
-        waiting = sum(t.state.name == "WAITING" for t in trials)
-        if done >= total:
-            say(f"study {study.study_name}: {done} trial(s) finished (--trials {total}); this worker stops")
-            return
-        if timeout is not None and time.perf_counter() - t0 > timeout:
-            say(f"timeout after {time.perf_counter() - t0:.0f} s: {total - done} trial(s) of the study not finished")
-            return
-        if waiting or done + running < total:
-            study.optimize(objective, n_trials=1, catch=())
-        elif not heartbeat:
-            return  # nobody can tell a dead worker from a slow one: leave the running trials to their workers
-        else:
-            time.sleep(poll)
-
-
-def _open_study(optuna, sampler, pruner, storage, study_name, url=None, attempts: int = 8):
-    """Create or join the study; retried because workers starting together race to create it."""
-    for attempt in range(attempts):
-        try:
-            return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, storage=storage,
-                                       study_name=study_name, load_if_exists=True)
-        except (ValueError, ImportError) as exc:
-            raise ConfigError(f"cannot open the Optuna study (storage {redact(url)}): {redact(str(exc).splitlines()[0])}") from None
-        except Exception as exc:  # sqlalchemy OperationalError/IntegrityError from a concurrent creator
-            if storage is None or attempt == attempts - 1:
-                raise ConfigError(f"cannot open the Optuna study (storage {redact(url)}): {redact(str(exc).splitlines()[0])}") from None
-            time.sleep(0.2 * (attempt + 1))
 
 
 # ---------------------------------------------------------------------------- output

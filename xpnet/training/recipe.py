@@ -272,6 +272,33 @@ class Split:
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    @classmethod
+    def from_arrays(cls, X, y, config: RunConfig, *, validation: bool = True, X_test=None, y_test=None,
+                    class_names=None, image_shape=None, normalizer=None, name: str = "arrays",
+                    source: str = "arrays") -> "Split":
+        """A split from arrays in memory (the estimator's data path, and :func:`prepare_split`'s):
+        ``X`` (samples × features, NumPy or CuPy) and integer labels ``y``; with ``validation`` the
+        config's ``val_split`` is held out (stratified, the config's seed). ``normalizer`` (an
+        unfitted :class:`~xpnet.data.preprocess.Normalizer`, default the global one) is fitted on the
+        training part only; every part is transformed to the config's dtype."""
+        from xpnet.data.preprocess import Normalizer, train_val_split
+
+        cfg = config.resolve()
+        X = X.reshape(X.shape[0], -1)
+        if cfg.limit is not None:
+            X, y = X[: cfg.limit], y[: cfg.limit]
+        if validation:
+            Xtr, ytr, Xv, yv = train_val_split(X, y, cfg.val_split, seed=cfg.seed)
+        else:
+            Xtr, ytr, Xv, yv = X, y, None, None
+        norm = (normalizer if normalizer is not None else Normalizer()).fit(Xtr)
+        Xv = None if Xv is None else norm.transform(Xv, cfg.dtype)
+        Xte = None if X_test is None else norm.transform(X_test.reshape(X_test.shape[0], -1), cfg.dtype)
+        if class_names is None:
+            class_names = [str(c) for c in range(int(y.max()) + 1)]
+        return cls(name, str(source), norm.transform(Xtr, cfg.dtype), ytr, Xv, yv, Xte, y_test, norm,
+                   tuple(class_names), tuple(image_shape) if image_shape is not None else (), 0.0)
+
     def summary(self) -> str:
         parts = [f"{len(self.X_train):,} train"]
         if self.X_val is not None:
@@ -287,19 +314,14 @@ def prepare_split(config: RunConfig, progress: bool = False, dataset=None) -> Sp
     import time
 
     from xpnet.data import load_dataset
-    from xpnet.data.preprocess import Normalizer, train_val_split
 
     cfg = config.resolve()
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_dataset(cfg.dataset, data_dir=cfg.data_dir, progress=progress)
-    X, y = ds.X_train.reshape(len(ds.X_train), -1), ds.y_train
-    if cfg.limit is not None:
-        X, y = X[: cfg.limit], y[: cfg.limit]
-    Xtr, ytr, Xv, yv = train_val_split(X, y, cfg.val_split, seed=cfg.seed)
-    norm = Normalizer().fit(Xtr)
-    Xte = None if ds.X_test is None else norm.transform(ds.X_test.reshape(len(ds.X_test), -1), cfg.dtype)
-    return Split(ds.name, str(ds.source), norm.transform(Xtr, cfg.dtype), ytr, norm.transform(Xv, cfg.dtype), yv,
-                 Xte, ds.y_test, norm, tuple(ds.class_names), tuple(ds.image_shape), time.perf_counter() - t0)
+    split = Split.from_arrays(ds.X_train, ds.y_train, cfg, X_test=ds.X_test, y_test=ds.y_test,
+                              class_names=ds.class_names, image_shape=ds.image_shape, name=ds.name, source=str(ds.source))
+    split.load_s = time.perf_counter() - t0
+    return split
 
 
 @dataclass
