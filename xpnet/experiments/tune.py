@@ -31,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from xpnet import choices
 from xpnet.errors import ConfigError
 from xpnet.experiments.distributed import DEFAULT_HEARTBEAT
 
 PARAMS = ("lr", "hidden", "batch_size", "l2", "dropout", "optimizer")
-OPTIMIZER_NAMES = ("sgd", "momentum", "rmsprop", "adam")  # the default space's (adamw: give --optimizer adamw)
+# The default space's optimizers: every one but AdamW (give --optimizer adamw to search it).
+OPTIMIZER_NAMES = tuple(name for name in choices.OPTIMIZERS if name != "adamw")
 
 # A network is a label: "512" is one hidden layer of 512, "120-64" two layers (Optuna's categorical
 # values must be strings or numbers, and the label reads the same in trials.csv).
