@@ -97,7 +97,7 @@ __global__ void scale(float* x, float a, i64 n) {
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     folder = tmp_path_factory.mktemp("emu-src")
-    (folder / "probe.cu").write_text(SOURCE)
+    (folder / "probe.cu").write_text(SOURCE, encoding="utf-8")
     em = Emulator(folder, tmp_path_factory.mktemp("emu-build"))
     em.build_all()
     return em

@@ -142,7 +142,7 @@ def test_no_mirrors(tmp_path):
 
 
 def test_unwritable_destination_is_a_data_error(tmp_path):
-    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "file").write_text("not a folder", encoding="utf-8")
     with pytest.raises(DataError, match="cannot create"):
         download_file(LABELS, ["http://127.0.0.1:9/"], tmp_path / "file" / "sub")
 

@@ -73,10 +73,10 @@ def test_cli_writes_tables_and_pngs(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "He + relu" in captured.out
-    data = json.loads((out / "init_study.json").read_text())
+    data = json.loads((out / "init_study.json").read_text(encoding="utf-8"))
     assert len(data["rows"]) == 2 * 2 * 4
-    assert (out / "init_study.csv").read_text().startswith("init,activation,layer")
-    assert "| init |" in (out / "init_study.md").read_text()
+    assert (out / "init_study.csv").read_text(encoding="utf-8").startswith("init,activation,layer")
+    assert "| init |" in (out / "init_study.md").read_text(encoding="utf-8")
     for name in ("init_activations.png", "init_gradients.png", "init_trends.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -27,7 +27,7 @@ def _ptx(cu: Path, out_dir: Path) -> str:
     cmd = [NVCC, "--ptx", "-arch=sm_80", *NVRTC_OPTIONS, "-Werror", "all-warnings", "-o", str(out), str(cu)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr}"
-    return out.read_text()
+    return out.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

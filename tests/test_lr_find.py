@@ -89,7 +89,7 @@ def test_cli_writes_the_plot_and_prints_the_suggestion(tmp_path, capsys):
     assert code == 0, err
     last = out.strip().splitlines()[-1]
     assert last.startswith("suggested lr: ") and "minimum of the smoothed loss ÷ 10" in last
-    saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
+    saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text(encoding="utf-8"))
     assert float(last.split()[2]) == pytest.approx(saved["suggested_lr"], rel=1e-2)
     assert saved["config"]["batch_size"] == 32 and saved["config"]["dropout"] == 0.1  # the default recipe's
     pytest.importorskip("matplotlib")

@@ -102,7 +102,7 @@ def test_step_kernels_registered():
     names = cuda.KERNEL_NAMES["step.cu"]
     for name in ("gather_batch_f32", "gather_batch_f64", "bias_add_f64", "step_metrics_f32", "l2_grad_f64"):
         assert name in names
-    source = (KERNELS / "step.cu").read_text()
+    source = (KERNELS / "step.cu").read_text(encoding="utf-8")
     assert "#include" not in source
     for kernel in names:
         assert re.search(rf"__global__ void {kernel}\(", source), kernel
