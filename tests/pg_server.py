@@ -82,7 +82,7 @@ class PgServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self.proc.returncode}: {log.read_text(encoding="utf-8")[-2000:]}")
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}: {log.read_text(encoding='utf-8')[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     pass
