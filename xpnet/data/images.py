@@ -29,13 +29,14 @@ def _pillow():
     return Image
 
 
-def _grayscale(path: Path, Image) -> np.ndarray:
-    """The image as float32 in [0, 1]; transparent pixels count as white paper."""
+def _grayscale(source, Image, path) -> np.ndarray:
+    """The image in ``source`` (a file path or a binary file object, named ``path`` in messages)
+    as float32 in [0, 1]; transparent pixels count as white paper."""
     limit = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit (about 89 megapixels), kept
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with the size
-            img = Image.open(path)
+            img = Image.open(source)
     except Image.DecompressionBombError:  # more than twice the limit: Pillow refuses to open it
         raise DataError(f"{path}: the image has more than {2 * limit:,} pixels, and xpnet decodes at most {limit:,} "
                         "(a decompression bomb?); scale it down first") from None
@@ -64,9 +65,29 @@ def _grayscale(path: Path, Image) -> np.ndarray:
 
 def load_image(path) -> np.ndarray:
     """A (28, 28) float32 image in [0, 1], light ink on dark, scaled and centred like MNIST."""
-    Image = _pillow()
     path = Path(path)
-    gray = _grayscale(path, Image)
+    return mnist_style(_grayscale(path, _pillow(), path), path)
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """:func:`load_image` for an encoded image (PNG, JPEG...) held in memory, e.g. an upload."""
+    import io  # noqa: PLC0415
+
+    return mnist_style(_grayscale(io.BytesIO(bytes(data)), _pillow(), name), name)
+
+
+def mnist_style(gray, name="image") -> np.ndarray:
+    """A grayscale picture (2-D, values in [0, 1], any size, either polarity) converted the way
+    MNIST digits were made: (28, 28) float32, light ink on dark, the ink's bounding box scaled
+    into a 20×20 box and its centre of mass at the centre. ``name`` is for error messages.
+
+    The one conversion behind ``xpnet predict`` (files) and ``xpnet demo`` (drawings, uploads)."""
+    Image = _pillow()
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2 or min(gray.shape) < 1:
+        raise DataError(f"{name}: expected a 2-D grayscale image, got shape {gray.shape}")
+    if not np.isfinite(gray).all():
+        raise DataError(f"{name}: the image has non-finite pixel values")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if border.mean() > 0.5:  # dark ink on light paper: flip to MNIST's light-on-dark
         gray, border = 1.0 - gray, 1.0 - border
@@ -74,7 +95,7 @@ def load_image(path) -> np.ndarray:
     background = float(np.median(border))
     peak = float(gray.max())
     if peak - background < 1e-3:
-        raise DataError(f"{path}: the image is blank (no ink stands out from the background)")
+        raise DataError(f"{name}: the image is blank (no ink stands out from the background)")
     gray = np.clip((gray - background) / (peak - background), 0.0, 1.0)
     rows, cols = np.nonzero(gray > INK)
     crop = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
@@ -85,6 +106,8 @@ def load_image(path) -> np.ndarray:
     small = np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
     ys, xs = np.indices(small.shape)
     mass = small.sum()
+    if mass <= 0:  # a speck so thin that resampling erased it
+        raise DataError(f"{name}: the image is blank (no ink stands out from the background)")
     cy, cx = (ys * small).sum() / mass, (xs * small).sum() / mass
     top = int(np.clip(round(CENTRE - cy), 0, SIZE - h))
     left = int(np.clip(round(CENTRE - cx), 0, SIZE - w))
