@@ -29,16 +29,17 @@ def _pillow():
     return Image
 
 
-def _grayscale(source, Image, path) -> np.ndarray:
+def _grayscale(source, Image, path, max_pixels=None) -> np.ndarray:
     """The image in ``source`` (a file path or a binary file object, named ``path`` in messages)
-    as float32 in [0, 1]; transparent pixels count as white paper."""
-    limit = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit (about 89 megapixels), kept
+    as float32 in [0, 1]; transparent pixels count as white paper. At most ``max_pixels``
+    pixels are decoded (default: Pillow's decompression-bomb limit, about 89 megapixels)."""
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else min(int(max_pixels), Image.MAX_IMAGE_PIXELS or max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with the size
             img = Image.open(source)
     except Image.DecompressionBombError:  # more than twice the limit: Pillow refuses to open it
-        raise DataError(f"{path}: the image has more than {2 * limit:,} pixels, and xpnet decodes at most {limit:,} "
+        raise DataError(f"{path}: the image has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, and xpnet decodes at most {limit:,} "
                         "(a decompression bomb?); scale it down first") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
@@ -69,11 +70,12 @@ def load_image(path) -> np.ndarray:
     return mnist_style(_grayscale(path, _pillow(), path), path)
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """:func:`load_image` for an encoded image (PNG, JPEG...) held in memory, e.g. an upload."""
+def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """:func:`load_image` for an encoded image (PNG, JPEG...) held in memory, e.g. an upload;
+    images of more than ``max_pixels`` pixels are refused before they are decoded."""
     import io  # noqa: PLC0415
 
-    return mnist_style(_grayscale(io.BytesIO(bytes(data)), _pillow(), name), name)
+    return mnist_style(_grayscale(io.BytesIO(bytes(data)), _pillow(), name, max_pixels), name)
 
 
 def mnist_style(gray, name="image") -> np.ndarray:
