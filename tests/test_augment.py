@@ -16,7 +16,7 @@ def _digit(rng, m=4):
 
 def test_no_shift_no_rotation_is_the_identity(rng):
     X = _digit(rng)
-    out = Augmenter(max_shift=0.0, max_rotation_deg=0.0, max_scale=0.0, max_thickness=0.0)(X)
+    out = Augmenter(max_shift=0.0, max_rotation_deg=0.0, max_scale=0.0, thickness=(0, 0))(X)
     np.testing.assert_allclose(out, X, atol=1e-6)
 
 
@@ -37,7 +37,7 @@ def test_rotation_by_90_degrees_matches_rot90(rng):
 
 def test_seeded_and_bounded(rng):
     X = _digit(rng)
-    a, b = Augmenter(seed=3, max_thickness=0.0), Augmenter(seed=3, max_thickness=0.0)
+    a, b = Augmenter(seed=3, thickness=(0, 0)), Augmenter(seed=3, thickness=(0, 0))
     a.reseed(2, 5)
     b.reseed(2, 5)
     out_a, out_b = a(X), b(X)
@@ -76,6 +76,18 @@ def test_full_dilation_and_erosion_are_3x3_max_and_min():
     shrunk[9:19, 13:15] = 1.0  # one pixel less on every side
     np.testing.assert_array_equal(out[0], grown)
     np.testing.assert_array_equal(out[1], shrunk)
+
+
+def test_two_steps_are_two_dilations_and_1_5_blends_them():
+    X = _bar(3)
+    out = Augmenter().thicken(X, np.array([2.0, -2.0, 1.5])).reshape(3, 28, 28)
+    two = np.zeros((28, 28), np.float32)
+    two[6:22, 10:18] = 1.0  # two pixels more on every side
+    np.testing.assert_array_equal(out[0], two)
+    np.testing.assert_array_equal(out[1], 0.0)  # a 4-pixel-wide bar is gone after two erosions
+    one = np.zeros((28, 28), np.float32)
+    one[7:21, 11:17] = 1.0
+    np.testing.assert_allclose(out[2], 0.5 * (one + two), atol=1e-7)
 
 
 def test_fractional_thickness_blends_linearly():
@@ -142,15 +154,15 @@ def test_all_four_draws_are_seeded_and_keep_dtype(rng, dtype):
 def test_thickness_changes_ink_mass_both_ways():
     """Over many draws, thickness ±0.5 both grows and shrinks the ink."""
     X = np.repeat(_bar(1), 64, axis=0)
-    aug = Augmenter(max_shift=0.0, max_rotation_deg=0.0, max_scale=0.0, max_thickness=0.5, seed=0)
+    aug = Augmenter(max_shift=0.0, max_rotation_deg=0.0, max_scale=0.0, thickness=(-0.5, 0.5), seed=0)
     aug.reseed(0)
     mass = aug(X).sum(axis=1) / X[0].sum()
     assert mass.min() < 0.85 and mass.max() > 1.15
     assert mass.min() >= 0.5 - 1e-6 and mass.max() <= (14 * 6) / 48 * 0.5 + 0.5 + 1e-6
 
 
-@pytest.mark.parametrize("kwargs", [{"max_scale": 1.0}, {"max_scale": -0.1}, {"max_thickness": 1.5},
-                                    {"max_shift": -1.0}])
+@pytest.mark.parametrize("kwargs", [{"max_scale": 1.0}, {"max_scale": -0.1}, {"thickness": (-0.5, 2.5)},
+                                    {"thickness": (1.0, 0.0)}, {"thickness": 1.0}, {"max_shift": -1.0}])
 def test_bad_parameters_are_config_errors(kwargs):
     from xpnet.errors import ConfigError
 

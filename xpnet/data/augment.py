@@ -4,8 +4,9 @@ Digits people draw differ from MNIST's in position, slant, size and above all pe
 mouse or a finger draws thick strokes; 8×8 scans come back as thick blurred bars), so each
 image gets its own random:
 
-- stroke thickness: a fraction ``t`` of one 3×3 grey dilation (``t > 0``, thicker) or
-  erosion (``t < 0``, thinner), blended linearly so the width varies continuously;
+- stroke thickness ``t`` in 3×3 grey dilations (``t > 0``, thicker: ``t = 1`` adds a pixel on
+  every side) or erosions (``t < 0``, thinner), fractional steps blended linearly between the
+  neighbouring whole steps so the width varies continuously;
 - affine map: rotation about the centre, isotropic scale, then translation.
 
 Everything is array arithmetic on the whole batch (shifted slices for the 3×3 max/min,
@@ -16,7 +17,7 @@ max/min filters commute with the normaliser's increasing affine map, so augmenti
 rows is the same as augmenting raw pixels.
 
 The defaults are the ``handwriting`` recipe's augmentation (xpnet/training/recipe.py), chosen by
-measurement (docs/recipe.md); ``max_scale=0, max_thickness=0`` gives shifts and rotations only.
+measurement (docs/recipe.md); ``max_scale=0, thickness=(0, 0)`` gives shifts and rotations only.
 """
 
 from __future__ import annotations
@@ -32,21 +33,29 @@ from xpnet.errors import ConfigError
 class Augmenter:
     """Call on a batch ``(m, H*W)`` to get an augmented copy (written into ``out`` if given).
 
-    ``max_shift`` pixels, ``max_rotation_deg`` degrees, ``max_scale`` relative (scale drawn in
-    ``[1 - s, 1 + s]``), ``max_thickness`` in [0, 1] (fraction of one 3×3 dilation/erosion).
+    Each image draws uniformly: a shift of up to ``max_shift`` pixels per axis, a rotation of up
+    to ``max_rotation_deg`` degrees, a scale in ``[1 - max_scale, 1 + max_scale]`` and a stroke
+    thickness in ``thickness = (low, high)`` 3×3 dilation steps (negative: erosion), each in [-2, 2].
     """
 
+    MAX_STEPS = 2  # whole dilation/erosion steps at most (each is a 3×3 max/min over the batch)
+
     def __init__(self, image_shape=(28, 28), max_shift: float = 2.0, max_rotation_deg: float = 10.0,
-                 max_scale: float = 0.1, max_thickness: float = 0.5, seed: int = 0):
+                 max_scale: float = 0.1, thickness=(-0.5, 0.5), seed: int = 0):
         self.image_shape = tuple(image_shape)
         self.max_shift = float(max_shift)
         self.max_rotation = math.radians(float(max_rotation_deg))
         self.max_scale = float(max_scale)
-        self.max_thickness = float(max_thickness)
+        try:
+            low, high = (float(t) for t in thickness)
+        except (TypeError, ValueError):
+            raise ConfigError(f"thickness must be a (low, high) pair of dilation steps, got {thickness!r}") from None
+        self.thickness = (low, high)
         if not 0.0 <= self.max_scale < 1.0:
             raise ConfigError(f"max_scale must be in [0, 1), got {max_scale}")
-        if not 0.0 <= self.max_thickness <= 1.0:
-            raise ConfigError(f"max_thickness must be in [0, 1], got {max_thickness}")
+        if not -self.MAX_STEPS <= low <= high <= self.MAX_STEPS:
+            raise ConfigError(f"thickness must be a range (low <= high) within [-{self.MAX_STEPS}, {self.MAX_STEPS}] "
+                              f"dilation steps, got {thickness!r}")
         if self.max_shift < 0 or self.max_rotation < 0:
             raise ConfigError("max_shift and max_rotation_deg must be >= 0")
         self.seed = int(seed)
@@ -62,30 +71,52 @@ class Augmenter:
         angle = self._rng.uniform(-self.max_rotation, self.max_rotation, m)
         shift = self._rng.uniform(-self.max_shift, self.max_shift, (m, 2))
         scale = self._rng.uniform(1.0 - self.max_scale, 1.0 + self.max_scale, m)
-        thickness = self._rng.uniform(-self.max_thickness, self.max_thickness, m)
-        if self.max_thickness > 0:
+        thickness = self._rng.uniform(*self.thickness, m)
+        if self.thickness != (0.0, 0.0):
             X = self.thicken(X, thickness)
         return self.transform(X, angle, shift, out, scale=scale)
 
     def thicken(self, X, amount):
-        """Strokes thicker (``amount[i] > 0``) or thinner (``< 0``) by that fraction of one 3×3 grey
-        dilation/erosion: ``X + a·(max3×3(X) − X)`` or ``X + |a|·(min3×3(X) − X)``. Returns a new array."""
+        """Strokes thicker (``amount[i] > 0``) or thinner (``< 0``) by that many 3×3 grey dilations or
+        erosions (``|amount| <= 2``); between whole steps ``k`` and ``k + 1`` the two results are
+        blended linearly, so ``0.5`` is ``X + 0.5·(max3×3(X) − X)``. Returns a new array."""
         xp = get_array_module(X)
         m = X.shape[0]
         H, W = self.image_shape
+        a = np.clip(np.asarray(amount, dtype=np.float64), -self.MAX_STEPS, self.MAX_STEPS)
         images = X.reshape(m, H, W)
         low = images.min(axis=(1, 2), keepdims=True)  # the background, also outside the frame
-        padded = xp.broadcast_to(low, (m, H + 2, W + 2)).copy()
+        steps = int(math.ceil(np.abs(a).max())) if m else 0
+        levels = {0: images}  # k -> k dilations (k > 0) or -k erosions (k < 0)
+        for sign, reduce in ((1, xp.maximum), (-1, xp.minimum)):
+            if not (sign * a > 0).any():
+                continue
+            current = images
+            for k in range(1, steps + 1):
+                current = self._filter3(current, low, reduce, xp)
+                levels[sign * k] = current
+        base = np.floor(a).astype(np.int64)  # blend level base and base + 1
+        frac = xp.asarray(a - base, dtype=X.dtype)[:, None, None]
+        zero = levels[0]
+        lo = xp.empty_like(images)
+        hi = xp.empty_like(images)
+        for k in set(base.tolist()):  # at most 5 groups: vectorised over the images of each
+            rows = xp.asarray(np.nonzero(base == k)[0])
+            lo[rows] = levels.get(k, zero)[rows]
+            hi[rows] = levels.get(k + 1, levels.get(k, zero))[rows]
+        return (lo + frac * (hi - lo)).reshape(m, H * W)
+
+    @staticmethod
+    def _filter3(images, background, reduce, xp):
+        """One 3×3 max (dilation) or min (erosion) of every image, the frame padded with its background."""
+        m, H, W = images.shape
+        padded = xp.broadcast_to(background, (m, H + 2, W + 2)).copy()
         padded[:, 1:-1, 1:-1] = images
-        grown, shrunk = images.copy(), images.copy()
+        out = images.copy()
         for dy in (0, 1, 2):
             for dx in (0, 1, 2):
-                window = padded[:, dy : dy + H, dx : dx + W]
-                xp.maximum(grown, window, out=grown)
-                xp.minimum(shrunk, window, out=shrunk)
-        a = xp.asarray(np.asarray(amount, dtype=np.float64), dtype=X.dtype)[:, None, None]
-        target = xp.where(a > 0, grown, shrunk)
-        return (images + xp.abs(a) * (target - images)).reshape(m, H * W)
+                reduce(out, padded[:, dy : dy + H, dx : dx + W], out=out)
+        return out
 
     def transform(self, X, angle, shift, out=None, scale=None):
         """Rotate each image by ``angle[i]`` radians about its centre and scale it by ``scale[i]``
