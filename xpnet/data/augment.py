@@ -41,7 +41,7 @@ class Augmenter:
     MAX_STEPS = 2  # whole dilation/erosion steps at most (each is a 3×3 max/min over the batch)
 
     def __init__(self, image_shape=(28, 28), max_shift: float = 2.0, max_rotation_deg: float = 10.0,
-                 max_scale: float = 0.1, thickness=(-0.5, 0.5), seed: int = 0):
+                 max_scale: float = 0.1, thickness=(-1.0, 1.0), seed: int = 0):
         self.image_shape = tuple(image_shape)
         self.max_shift = float(max_shift)
         self.max_rotation = math.radians(float(max_rotation_deg))
