@@ -241,6 +241,8 @@ async function start() {
       hidden.length === 1 ? `Hidden layer (${hidden[0]} neurons)` : `Hidden layers (${hidden.join(", ")} neurons)`;
     if (!info.draw) {
       document.getElementById("draw-title").textContent = "Upload an image (or draw)";
+      document.querySelector("h1 span").textContent = "· upload a picture";
+      document.title = "xpnet · upload a picture";
       say(`This model was trained on ${info.dataset}: upload a picture of one of its classes.`, false);
     }
     document.body.dataset.ready = "true";
