@@ -34,7 +34,7 @@ from xpnet.cli.options import DATASET_CHOICES, RECIPES, SCHEDULE_CHOICES, Hidden
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None, show_default="0.1; plain recipe: 0", help="Softmax cross-entropy against (1-ε)·one-hot + ε/K.")
 @click.option("--early-stopping", "patience", type=click.IntRange(min=1), default=None, help="Stop after PATIENCE epochs without val-loss improvement; keep the best weights.")
 @click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, help="Fraction of the training set held out for validation (stratified).")
-@click.option("--augment", is_flag=True, help="Random shifts (±2 px), rotations (±10°), scale (±10 %) and stroke thickness (±1 px) of training images.")
+@click.option("--augment", is_flag=True, help="Random shifts (±2 px), rotations (±10°), scale (±10 %) and stroke thickness (±1 px per side) of training images.")
 @click.option("--seed", type=int, default=0)
 @click.option("--device", default="cpu", help="cpu, gpu or gpu:N.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32")
