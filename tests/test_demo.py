@@ -233,6 +233,7 @@ BAD_REQUESTS = {
     "text pixels": ("POST", "api/predict", JSON, _json_body({"pixels": [["a", "b"]]}), 400),
     "negative pixels": ("POST", "api/predict", JSON, _json_body({"pixels": [[-1, 0], [0, 0]]}), 400),
     "NaN pixels": ("POST", "api/predict", JSON, b'{"pixels": [[NaN, 1], [0, 0]]}', 400),
+    "huge integer pixel": ("POST", "api/predict", JSON, b'{"pixels": [[1' + b"0" * 400 + b', 1], [0, 0]]}', 400),
     "too many pixel rows": ("POST", "api/predict", JSON, _json_body({"pixels": [[0]] * 2049}), 413),
     "blank pixels": ("POST", "api/predict", JSON, _json_body({"pixels": [[0, 0], [0, 0]]}), 422),
     "form body": ("POST", "api/predict", {"Content-Type": "application/x-www-form-urlencoded"}, b"a=1", 415),
@@ -578,3 +579,20 @@ def test_browser_uploads_an_image_for_a_fashion_model(browser, model_path, tmp_p
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_every_hidden_layer_is_returned_for_deeper_models():
+    from xpnet.data.images import mnist_style
+    from xpnet.demo import DemoModel
+    from xpnet.nn.model import MLP
+
+    net = MLP([784, 8, 6, 10], activation="tanh", seed=1)
+    image = mnist_style(_drawn_digit(4, seed=3))
+    answer = DemoModel(net).classify(image)
+    assert [len(h) for h in answer["hidden"]] == [8, 6]
+    x = image.reshape(1, -1).astype(np.float64)  # no normalizer: [0, 1] pixels go in as they are
+    h1 = np.tanh(x @ np.asarray(net.W[0], np.float64).T + np.asarray(net.b[0], np.float64))
+    h2 = np.tanh(h1 @ np.asarray(net.W[1], np.float64).T + np.asarray(net.b[1], np.float64))
+    np.testing.assert_allclose(answer["hidden"][0], h1[0], atol=2e-4)
+    np.testing.assert_allclose(answer["hidden"][1], h2[0], atol=2e-4)
+    assert answer["label"] == str(answer["predicted"])  # no class names in the model: the indices

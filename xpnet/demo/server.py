@@ -130,7 +130,10 @@ def image_from_request(payload) -> np.ndarray:
         raise RequestError(400, '"pixels" rows must all have the same, non-zero length')
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for r in pixels for v in r):
         raise RequestError(400, '"pixels" must hold numbers only')
-    gray = np.asarray(pixels, dtype=np.float64)
+    try:
+        gray = np.asarray(pixels, dtype=np.float64)
+    except OverflowError:  # an integer beyond float range
+        raise RequestError(400, '"pixels" values must be finite numbers in [0, 255] (or [0, 1])') from None
     if not np.isfinite(gray).all() or gray.min() < 0 or gray.max() > 255:
         raise RequestError(400, '"pixels" values must be finite numbers in [0, 255] (or [0, 1])')
     if gray.max() > 1.0:
