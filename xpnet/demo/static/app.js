@@ -1,5 +1,6 @@
-// xpnet demo: draw on #pad, POST the canvas as a PNG data URL to /api/predict (debounced while
-// drawing, at once when a stroke ends), show the probabilities, the 28x28 input and the hidden layer.
+// xpnet demo: draw on #pad, POST the canvas as a PNG data URL to /api/predict (throttled to one
+// request per THROTTLE_MS while drawing, and at once when a stroke ends), show the probabilities,
+// the 28x28 input and the hidden layer.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -10,12 +11,13 @@ const bars = document.getElementById("bars");
 const seen = document.getElementById("seen");
 const hiddenBox = document.getElementById("hidden");
 const PEN = 22;            // px on the 280 px pad: after scaling into MNIST's 20 px box, about 2 px
-const DEBOUNCE_MS = 120;
+const THROTTLE_MS = 150;
 
 let classes = [];
 let strokes = 0;           // strokes drawn since the last clear (the page's state the answer refers to)
 let sent = 0;              // request sequence number; only the newest answer is shown
 let timer = null;
+let lastSent = -Infinity;  // performance.now() of the last request
 let drawing = false;
 let last = null;
 
@@ -98,14 +100,15 @@ function endStroke(event) {
   drawing = false;
   if (pad.hasPointerCapture(event.pointerId)) pad.releasePointerCapture(event.pointerId);
   clearTimeout(timer);
+  timer = null;
   send();  // the finished stroke at once
 }
 pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 
-function schedule() {
-  clearTimeout(timer);
-  timer = setTimeout(send, DEBOUNCE_MS);
+function schedule() {  // live updates while drawing, without a request per pointer event
+  if (timer !== null) return;
+  timer = setTimeout(send, Math.max(0, THROTTLE_MS - (performance.now() - lastSent)));
 }
 
 async function post(body, seq) {
@@ -134,6 +137,7 @@ async function post(body, seq) {
 function send() {
   timer = null;
   if (strokes === 0) return;
+  lastSent = performance.now();
   sent += 1;
   post({ image: pad.toDataURL("image/png") }, sent);
 }
@@ -196,6 +200,7 @@ function drawHidden(layers) {
 
 document.getElementById("clear").addEventListener("click", () => {
   clearTimeout(timer);
+  timer = null;
   blankPad();
   strokes = 0;
   sent += 1;  // drop answers still on their way
