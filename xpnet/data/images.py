@@ -1,8 +1,9 @@
-"""Reading user images for ``xpnet predict``, converted the way MNIST digits were made.
+"""Reading user images for ``xpnet predict`` and ``xpnet demo``, converted the way MNIST digits were made.
 
 A network trained on MNIST only works on inputs that look like MNIST: light ink on a
 black background, the digit scaled into a 20×20 box and its centre of mass at the centre
-of a 28×28 field. Photos and drawings are brought to that form here.
+of a 28×28 field. Photos and drawings are brought to that form here, by one function
+(:func:`mnist_style`) whether they come from a file, an upload or the demo's canvas.
 """
 
 from __future__ import annotations
