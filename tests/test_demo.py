@@ -596,3 +596,40 @@ def test_every_hidden_layer_is_returned_for_deeper_models():
     np.testing.assert_allclose(answer["hidden"][0], h1[0], atol=2e-4)
     np.testing.assert_allclose(answer["hidden"][1], h2[0], atol=2e-4)
     assert answer["label"] == str(answer["predicted"])  # no class names in the model: the indices
+
+
+def test_browser_updates_while_a_stroke_is_drawn(browser, model_path):
+    """Live: a stroke that lasts a second sends requests before the pen lifts (throttled, not one
+    per pointer event), and the last answer shown is the finished stroke's."""
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from xpnet.demo import make_server
+
+    srv = make_server(model_path, port=0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        browser.get(srv.url)
+        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        pad = browser.find_element(By.ID, "pad")
+        actions = ActionBuilder(browser, mouse=PointerInput(interaction.POINTER_MOUSE, "slow"), duration=25)
+        pointer = actions.pointer_action
+        points = [(int(60 * np.cos(t)), int(80 * np.sin(t))) for t in np.linspace(0, 2 * np.pi, 41)]
+        pointer.move_to(pad, *points[0])
+        pointer.pointer_down()
+        for x, y in points[1:]:
+            pointer.move_to(pad, x, y)  # 40 moves of 25 ms each: a one-second stroke
+        pointer.pointer_up()
+        actions.perform()
+        predicted = _read_prediction(browser, 1)
+        sent = browser.execute_script(
+            "return performance.getEntriesByType('resource').filter(e => e.name.endsWith('/api/predict')).length")
+        assert 3 <= sent <= 20, sent  # during the stroke (throttled to one per 150 ms) and at its end
+        canvas_png = base64.b64decode(browser.execute_script("return document.getElementById('pad').toDataURL('image/png')").split(",")[1])
+        assert _predict(srv, {"image": _data_url(canvas_png)})[2]["predicted"] == predicted
+    finally:
+        srv.shutdown()
+        srv.server_close()
