@@ -28,6 +28,7 @@ COMMANDS = {
     "lr-find": ("xpnet.cli.lr_find", "lr_find", "The learning-rate range test: loss against an exponentially rising lr."),
     "study": ("xpnet.experiments.study", "study", "The course notes' study: hidden sizes, optimizers, batch sizes, recipes."),
     "export": ("xpnet.cli.export", "export", "Export a model to ONNX or a PyTorch state_dict (normalizer inside)."),
+    "demo": ("xpnet.cli.demo", "demo", "A local web page: draw a digit and watch a model read it."),
     "import": ("xpnet.cli.export", "import_", "Import a PyTorch state_dict written by `xpnet export --format torch`."),
 }
 

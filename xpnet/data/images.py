@@ -1,8 +1,9 @@
-"""Reading user images for ``xpnet predict``, converted the way MNIST digits were made.
+"""Reading user images for ``xpnet predict`` and ``xpnet demo``, converted the way MNIST digits were made.
 
 A network trained on MNIST only works on inputs that look like MNIST: light ink on a
 black background, the digit scaled into a 20×20 box and its centre of mass at the centre
-of a 28×28 field. Photos and drawings are brought to that form here.
+of a 28×28 field. Photos and drawings are brought to that form here, by one function
+(:func:`mnist_style`) whether they come from a file, an upload or the demo's canvas.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ def _pillow():
     return Image
 
 
-def _grayscale(path: Path, Image) -> np.ndarray:
-    """The image as float32 in [0, 1]; transparent pixels count as white paper."""
-    limit = Image.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit (about 89 megapixels), kept
+def _grayscale(source, Image, path, max_pixels=None) -> np.ndarray:
+    """The image in ``source`` (a file path or a binary file object, named ``path`` in messages)
+    as float32 in [0, 1]; transparent pixels count as white paper. At most ``max_pixels``
+    pixels are decoded (default: Pillow's decompression-bomb limit, about 89 megapixels)."""
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else min(int(max_pixels), Image.MAX_IMAGE_PIXELS or max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, with the size
-            img = Image.open(path)
+            img = Image.open(source)
     except Image.DecompressionBombError:  # more than twice the limit: Pillow refuses to open it
-        raise DataError(f"{path}: the image has more than {2 * limit:,} pixels, and xpnet decodes at most {limit:,} "
+        raise DataError(f"{path}: the image has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, and xpnet decodes at most {limit:,} "
                         "(a decompression bomb?); scale it down first") from None
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
@@ -64,9 +67,30 @@ def _grayscale(path: Path, Image) -> np.ndarray:
 
 def load_image(path) -> np.ndarray:
     """A (28, 28) float32 image in [0, 1], light ink on dark, scaled and centred like MNIST."""
-    Image = _pillow()
     path = Path(path)
-    gray = _grayscale(path, Image)
+    return mnist_style(_grayscale(path, _pillow(), path), path)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """:func:`load_image` for an encoded image (PNG, JPEG...) held in memory, e.g. an upload;
+    images of more than ``max_pixels`` pixels are refused before they are decoded."""
+    import io  # noqa: PLC0415
+
+    return mnist_style(_grayscale(io.BytesIO(bytes(data)), _pillow(), name, max_pixels), name)
+
+
+def mnist_style(gray, name="image") -> np.ndarray:
+    """A grayscale picture (2-D, values in [0, 1], any size, either polarity) converted the way
+    MNIST digits were made: (28, 28) float32, light ink on dark, the ink's bounding box scaled
+    into a 20×20 box and its centre of mass at the centre. ``name`` is for error messages.
+
+    The one conversion behind ``xpnet predict`` (files) and ``xpnet demo`` (drawings, uploads)."""
+    Image = _pillow()
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2 or min(gray.shape) < 1:
+        raise DataError(f"{name}: expected a 2-D grayscale image, got shape {gray.shape}")
+    if not np.isfinite(gray).all():
+        raise DataError(f"{name}: the image has non-finite pixel values")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if border.mean() > 0.5:  # dark ink on light paper: flip to MNIST's light-on-dark
         gray, border = 1.0 - gray, 1.0 - border
@@ -74,7 +98,7 @@ def load_image(path) -> np.ndarray:
     background = float(np.median(border))
     peak = float(gray.max())
     if peak - background < 1e-3:
-        raise DataError(f"{path}: the image is blank (no ink stands out from the background)")
+        raise DataError(f"{name}: the image is blank (no ink stands out from the background)")
     gray = np.clip((gray - background) / (peak - background), 0.0, 1.0)
     rows, cols = np.nonzero(gray > INK)
     crop = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
@@ -85,6 +109,8 @@ def load_image(path) -> np.ndarray:
     small = np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
     ys, xs = np.indices(small.shape)
     mass = small.sum()
+    if mass <= 0:  # a speck so thin that resampling erased it
+        raise DataError(f"{name}: the image is blank (no ink stands out from the background)")
     cy, cx = (ys * small).sum() / mass, (xs * small).sum() / mass
     top = int(np.clip(round(CENTRE - cy), 0, SIZE - h))
     left = int(np.clip(round(CENTRE - cx), 0, SIZE - w))
