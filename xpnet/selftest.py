@@ -399,13 +399,7 @@ def _op_relu_backward(target, rng, dt, shape, gemms):
     Z.reshape(-1)[::5] = 0  # the boundary: Z == 0 is not > 0
     want = np.empty_like(dA)
     reference.relu_backward(dA, Z, want)
-    out = _nan(target, shape, dt)
-    target.ops.relu_backward(_dev(target, dA), _dev(target, Z), out)
-    same = _dev(target, dA)
-    target.ops.relu_backward(same, _dev(target, Z), same)
-    name = f"relu_backward {dt.name} {shape}"
-    return [_row("ops", name, _measure(out, want, np.abs(want), _u(dt)), 0, "u·|ref|"),
-            _row("ops", name + " in place", _measure(same, want, np.abs(want), _u(dt)), 0, "u·|ref|")]
+    return _exact_both_ways(target, "relu_backward", dA, Z, want, dt, shape)
 
 
 def _op_bias_grad(target, rng, dt, shape, gemms):
@@ -517,12 +511,17 @@ def _op_dropout_backward(target, rng, dt, shape, gemms):
     dD = rng.standard_normal(shape).astype(dt)
     U = (rng.random(shape) > 0.3).astype(dt) * dt.type(1 / 0.7)
     want = dD * U
-    dH = _nan(target, shape, dt)
-    target.ops.dropout_backward(_dev(target, dD), _dev(target, U), dH)
-    same = _dev(target, dD)
-    target.ops.dropout_backward(same, _dev(target, U), same)
-    name = f"dropout_backward {dt.name} {shape}"
-    return [_row("ops", name, _measure(dH, want, np.abs(want), _u(dt)), 0, "u·|ref|"),
+    return _exact_both_ways(target, "dropout_backward", dD, U, want, dt, shape)
+
+
+def _exact_both_ways(target, op, a, b, want, dt, shape):
+    """``op(a, b) -> out`` out of place (into NaNs) and in place (``out is a``), both exact."""
+    out = _nan(target, shape, dt)
+    getattr(target.ops, op)(_dev(target, a), _dev(target, b), out)
+    same = _dev(target, a)
+    getattr(target.ops, op)(same, _dev(target, b), same)
+    name = f"{op} {dt.name} {shape}"
+    return [_row("ops", name, _measure(out, want, np.abs(want), _u(dt)), 0, "u·|ref|"),
             _row("ops", name + " in place", _measure(same, want, np.abs(want), _u(dt)), 0, "u·|ref|")]
 
 
