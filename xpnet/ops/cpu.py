@@ -32,7 +32,7 @@ import os
 
 import numpy as np
 
-from xpnet.ops import reference
+from xpnet.ops import reference, threads
 
 try:
     import numba
@@ -220,12 +220,19 @@ def dropout(H, D, U, rate, seed, t, layer):
 
 
 # One NumPy or BLAS call already, or not on the hot path: no Numba kernel (not measured), the reference.
-matmul = reference.matmul  # OpenBLAS already
 gather_batch = reference.gather_batch
 bias_add = reference.bias_add
 step_metrics = reference.step_metrics
 dropout_backward = reference.dropout_backward
 l2_grad = reference.l2_grad
+
+
+def matmul(A, B, C, trans_a=False, trans_b=False):
+    """``C = op(A) @ op(B)`` through NumPy's BLAS, on the thread count :mod:`xpnet.ops.threads`
+    picks for this shape inside a training run."""
+    k = A.shape[0] if trans_a else A.shape[-1]
+    threads.before_gemm(C.shape[0], C.shape[-1], k)
+    return reference.matmul(A, B, C, trans_a, trans_b)
 
 
 def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
