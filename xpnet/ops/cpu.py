@@ -146,6 +146,111 @@ if AVAILABLE:
             dZ[i, y] -= scale * keep
 
 
+    _gemm_jit = numba.njit(cache=True, fastmath={"reassoc", "contract"})
+
+    @_gemm_jit
+    def _dense_forward(A, W, b, Z, H, relu, zero):
+        # Z = A @ W.T + b, rows of A against rows of W: the dot products are reassociated into
+        # SIMD lanes, as any BLAS sums them in its own order. H = max(Z, 0) when relu.
+        for i in range(A.shape[0]):
+            for j in range(W.shape[0]):
+                s = zero
+                for k in range(A.shape[1]):
+                    s += A[i, k] * W[j, k]
+                z = s + b[j]
+                Z[i, j] = z
+                if relu:
+                    H[i, j] = zero if z < zero else z
+
+    @_gemm_jit
+    def _dense_backward(dZ, A, W, dW, db, dA, Zprev, zero):
+        # dW = dZ.T @ A, db = Σ_i dZ[i] (row after row), dA = (dZ @ W) * (Zprev > 0).
+        dW[:, :] = zero
+        db[:] = zero
+        for i in range(dZ.shape[0]):
+            for j in range(dZ.shape[1]):
+                g = dZ[i, j]
+                db[j] += g
+                for k in range(A.shape[1]):
+                    dW[j, k] += g * A[i, k]
+        for i in range(dZ.shape[0]):
+            for k in range(W.shape[1]):
+                if Zprev[i, k] > zero:
+                    s = zero
+                    for j in range(dZ.shape[1]):
+                        s += dZ[i, j] * W[j, k]
+                    dA[i, k] = s
+                else:
+                    dA[i, k] = zero
+
+    @_jit
+    def _dense_middle(labels, P, Gr, sizes, Zw, Hw, dAw, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing):
+        # Everything of the dense step between the first layer's two GEMMs (left to BLAS):
+        # Z0 += b0 (ReLU), the later layers, softmax-CE, metrics, their backward, and dZ0 / db0.
+        m = G.shape[0]
+        L = sizes.shape[0] - 1
+        zero = scale - scale
+        po = np.zeros(L + 1, dtype=np.int64)  # where W_l starts in P, Z_l in Zw, H_l (and dA_l) in Hw
+        zo = np.zeros(L + 1, dtype=np.int64)
+        ho = np.zeros(L + 1, dtype=np.int64)
+        for l in range(L):
+            po[l + 1] = po[l] + sizes[l + 1] * sizes[l] + sizes[l + 1]
+            zo[l + 1] = zo[l] + m * sizes[l + 1]
+            ho[l + 1] = ho[l] + (m * sizes[l + 1] if l < L - 1 else 0)
+        n1 = sizes[1]
+        b0 = P[po[0] + n1 * sizes[0] : po[1]]
+        Z0 = Zw[zo[0] : zo[1]].reshape((m, n1))
+        if L == 1:
+            for i in range(m):
+                for j in range(n1):
+                    Z0[i, j] += b0[j]
+        else:
+            H0 = Hw[ho[0] : ho[1]].reshape((m, n1))
+            _bias_relu_forward(Z0, b0, H0, zero)
+            A = H0
+            for l in range(1, L):
+                n_in, n_out = sizes[l], sizes[l + 1]
+                W = P[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
+                b = P[po[l] + n_out * n_in : po[l + 1]]
+                Z = Zw[zo[l] : zo[l + 1]].reshape((m, n_out))
+                if l < L - 1:
+                    H = Hw[ho[l] : ho[l + 1]].reshape((m, n_out))
+                    _dense_forward(A, W, b, Z, H, True, zero)
+                    A = H
+                else:
+                    _dense_forward(A, W, b, Z, Z, False, zero)
+        Zl = Zw[zo[L - 1] : zo[L]].reshape((m, sizes[L]))
+        _softmax_xent(Zl, labels, G, loss_rows, scale, smoothing)
+        total = 0.0
+        hits = 0
+        for i in range(m):  # step_metrics: float64 loss sum, argmax (a NaN wins, as in NumPy)
+            total += loss_rows[i]
+            best = 0
+            for j in range(Zl.shape[1]):
+                if np.isnan(Zl[i, j]):
+                    best = j
+                    break
+                if Zl[i, j] > Zl[i, best]:
+                    best = j
+            if best == labels[i]:
+                hits += 1
+        loss_acc[0] += total
+        correct_acc[0] += hits
+        t[0] += 1
+        dZ = G
+        for l in range(L - 1, 0, -1):
+            n_in, n_out = sizes[l], sizes[l + 1]
+            W = P[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
+            dW = Gr[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
+            db = Gr[po[l] + n_out * n_in : po[l + 1]]
+            A = Hw[ho[l - 1] : ho[l]].reshape((m, n_in))
+            dA = dAw[ho[l - 1] : ho[l]].reshape((m, n_in))
+            Zp = Zw[zo[l - 1] : zo[l]].reshape((m, n_in))
+            _dense_backward(dZ, A, W, dW, db, dA, Zp, zero)
+            dZ = dA
+        _bias_grad(dZ, Gr[po[0] + n1 * sizes[0] : po[1]])
+
+
 def _adam_threads() -> int:
     """Threads for the Adam kernel: all of Numba's only when its pool sleeps when idle.
 
@@ -206,6 +311,43 @@ def softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing=0.0, validate=True):
         reference.check_labels(labels, Z.shape[1])
     dt = Z.dtype.type
     _softmax_xent(Z, labels, dZ, loss_rows, dt(scale), dt(smoothing))
+    return loss_rows
+
+
+# The one-call dense step when every layer after the first is at most this many multiply-adds
+# per sample (Σ_{l≥1} n_l·n_{l+1}): there a step of many small calls is per-call overhead. The
+# first layer's two GEMMs (784 inputs) stay with BLAS, which Numba's loops do not beat.
+DENSE_STEP_MAX_MACS = 4096
+
+
+def dense_step_fits(sizes, m, dtype) -> bool:
+    """True for networks whose layers after the first are small, in a float dtype, with Numba."""
+    later = sum(int(a) * int(b) for a, b in zip(sizes[1:-1], sizes[2:]))
+    return AVAILABLE and np.dtype(dtype) in _FLOATS and later <= DENSE_STEP_MAX_MACS
+
+
+def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0):
+    """The reference's dense step in three calls: the first layer's GEMM (BLAS), everything up
+    to that layer's weight gradient in one Numba kernel, the weight-gradient GEMM (BLAS)."""
+    labels = np.asarray(labels)
+    sizes_arr = np.asarray(sizes, dtype=np.int64)
+    m = X.shape[0]
+    ok = (
+        _fast(X, params, grads, Z, G, loss_rows) and (H.size == 0 or _fast(X, H, dA)) and X.ndim == 2 and m > 0
+        and labels.dtype.kind in "iu" and labels.shape == X.shape[:1] and sizes_arr[0] == X.shape[1]
+        and loss_acc.dtype == np.float64 and G.shape == (m, sizes_arr[-1])
+    )
+    if not ok:
+        return reference.dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc,
+                                    t, smoothing)
+    n0, n1 = int(sizes_arr[0]), int(sizes_arr[1])
+    W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
+    matmul(X, W0, Z[: m * n1].reshape(m, n1), trans_b=True)
+    dt = X.dtype.type
+    _dense_middle(labels, params, grads, sizes_arr, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t,
+                  dt(1.0 / m), dt(smoothing))
+    dZ0 = G if len(sizes_arr) == 2 else dA[: m * n1].reshape(m, n1)
+    matmul(dZ0, X, dW0, trans_a=True)
     return loss_rows
 
 
