@@ -19,11 +19,17 @@ Design notes, each measured:
   at import (0.5 s for even a trivial one when not cached).
 * ``fastmath=False`` and constants cast to the array dtype, in the reference's operation
   order: float32 stays float32 and the results match NumPy to the last bit or two.
-* Nothing global is set (threading layer, thread count, OMP_* variables). Only Adam is a
-  parallel loop, and it runs on one thread unless the user's ``OMP_WAIT_POLICY=passive``
-  makes Numba's idle workers sleep (see ``_adam_threads``); then it uses
-  ``numba.get_num_threads()``, i.e. ``NUMBA_NUM_THREADS``. The row-wise ops stay serial:
-  they sit between GEMMs, where a second thread pool only contends with OpenBLAS.
+* Nothing global is set (threading layer, OMP_* variables). Thread counts are chosen by
+  :mod:`xpnet.ops.threads` inside a training run only, and restored after it: BLAS threads
+  per GEMM shape and machine load (``matmul``), and Adam (the one parallel loop) on one
+  thread unless the user's ``OMP_WAIT_POLICY=passive`` makes Numba's idle workers sleep.
+  The row-wise ops stay serial: they sit between GEMMs, where a second thread pool only
+  contends with OpenBLAS.
+* ``dense_step``: for small networks the whole step but the update in three calls (the first
+  layer's two GEMMs on BLAS, one Numba kernel between them), since there a step of a dozen
+  small calls is mostly per-call overhead. Its later-layer GEMMs are plain loops whose dot
+  products are reassociated into SIMD lanes (``fastmath`` reassoc/contract on those two
+  kernels only), as a BLAS orders its sums its own way.
 """
 
 from __future__ import annotations
@@ -42,8 +48,9 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 AVAILABLE = numba is not None
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-# Adam buffers below this size skip the parfor (its setup costs a few microseconds).
-_SMALL = 4096
+# Adam buffers below this size skip the parfor (its setup costs a few microseconds; the serial
+# loop is not vectorised, so it only wins on tiny buffers).
+_SMALL = 512
 
 if AVAILABLE:
     _jit = numba.njit(cache=True, fastmath=False)
@@ -252,16 +259,8 @@ if AVAILABLE:
 
 
 def _adam_threads() -> int:
-    """Threads for the Adam kernel: all of Numba's only when its pool sleeps when idle.
-
-    Numba's default OpenMP pool spins after each parallel loop and steals the cores the
-    next OpenBLAS GEMM needs: measured on 2 cores, two 128x784x1024 GEMMs + Adam took
-    8.0 ms with a 2-thread Adam vs 4.7 ms with the NumPy reference. One thread (still
-    vectorised) or a passive pool avoids that; we read, never set, the user's settings.
-    """
-    if os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
-        return numba.get_num_threads()
-    return 1
+    """Threads for the Adam kernel (:func:`xpnet.ops.threads.numba_threads`)."""
+    return threads.numba_threads(numba.get_num_threads())
 
 
 def _fast(*arrays) -> bool:
@@ -395,7 +394,7 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     threads = _adam_threads()
     if p.shape[0] < _SMALL:
         _adam_small(p, g, m, v, *args)
-    elif threads == numba.get_num_threads():
+    elif threads == numba.get_num_threads():  # always, inside a training run (ops/threads.py sets it)
         _adam(p, g, m, v, *args)
     else:  # set_num_threads is per calling thread in Numba: nothing global changes
         saved = numba.get_num_threads()
