@@ -90,3 +90,10 @@ def test_peers_train_on_the_same_arrays(impl):
     for run in (workloads.RUNNERS[impl], workloads.run_xpnet):
         epoch_s, acc, name = run(data, "cpu", [16, 8, 4], 64, 3, 1e-2, 0)
         assert len(epoch_s) == 3 and all(t > 0 for t in epoch_s) and acc > 0.9 and name
+
+
+def test_a_case_past_its_timeout_is_an_error_row(tmp_path):
+    from xpnet.experiments.bench.runner import run_in_subprocess
+
+    res = run_in_subprocess({"impl": "xpnet", "device": "cpu"}, tmp_path, timeout=0.05)
+    assert res["impl"] == "xpnet" and res["error"] == "timed out after 0 s"

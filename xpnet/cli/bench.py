@@ -19,6 +19,7 @@ from xpnet.cli.options import DATASET_CHOICES, HiddenSizes, comma_list
 @click.option("--repeats", type=click.IntRange(min=1), default=1, help="Runs per case (the median epoch is over all runs).")
 @click.option("--peers", default=None, callback=comma_list, help="Peers to measure in the same run: torch, torch-graph, jax (whole step in jax.jit, CPU), sklearn, xpnet-1thread (every library on one thread), xpnet-eager (GPU without graphs); skipped when not installed [default: torch,sklearn; with --to-accuracy torch].")
 @click.option("--busy", "busy_levels", default="0", callback=comma_list, help="Comma list: run every case with this many other busy programs (a `while True: pass` each) beside it, e.g. 0,1.")
+@click.option("--case-timeout", type=click.FloatRange(min=1), default=1800, help="Seconds one case may take; a case past it is killed and reported as timed out (a thread pool that collapses under load).")
 @click.option("--lr", type=float, default=None, help="Learning rate [default: 1e-3; with --to-accuracy the recipe's peak 2e-3].")
 @click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="fashion-mnist")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder with the four IDX files (instead of looking --dataset up).")
@@ -28,7 +29,7 @@ from xpnet.cli.options import DATASET_CHOICES, HiddenSizes, comma_list
 @click.option("--limit", type=click.IntRange(min=100), default=None, help="Use only the first N training images (quick looks).")
 @click.option("--seed", type=int, default=0)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write results.json, results.csv, results.md and plots here.")
-def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, lr, dataset, data_dir, target, seeds, threads,
+def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, case_timeout, lr, dataset, data_dir, target, seeds, threads,
           limit, seed, out):
     """Time xpnet (Adam, float32) against PyTorch, JAX and scikit-learn on the same data, in one run.
 
@@ -107,7 +108,7 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, lr,
                             for r in range(repeats):
                                 t0 = time.perf_counter()
                                 with busy_processes(busy):
-                                    res = run_in_subprocess(dict(case, seed=seed + r), Path(tmp),
+                                    res = run_in_subprocess(dict(case, seed=seed + r), Path(tmp), timeout=case_timeout,
                                                             threads=1 if impl in SINGLE_THREAD else None)
                                 runs.append(res)
                                 label = "-".join(map(str, sizes))

@@ -88,7 +88,10 @@ def run_in_subprocess(case: dict, data_dir: Path, timeout: float = 1800, module:
     if threads:
         env = dict(os.environ, **{var: str(int(threads)) for var in THREAD_VARS})
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:  # the child is killed; a collapsed peer becomes a row that says so
+        return dict(case, error=f"timed out after {timeout:.0f} s", load_before=load_before)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
