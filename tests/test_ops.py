@@ -374,7 +374,7 @@ def test_ops_modules_import_without_their_library(blocked, module):
         "names = [n for n, f in vars(reference).items() if getattr(f, '__module__', '') == reference.__name__\n"
         "         and callable(f) and not n.startswith('_')\n"
         "         and n not in ('check_labels', 'dropout_stream', 'dropout_threshold')]\n"
-        "assert len(names) == 12 and not [n for n in names if not hasattr(impl, n)], names\n"
+        "assert len(names) == 14 and not [n for n in names if not hasattr(impl, n)], names\n"
     )
     if module == "cpu":
         code += (

@@ -300,13 +300,17 @@ class MLP:
         bufs = self._batch_buffers(m, True)
         if "dense" not in bufs:
             hidden = sum(self.sizes[1:-1])
-            bufs["dense"] = (xp.empty(m * sum(self.sizes[1:]), dtype=self.dtype), xp.empty(m * hidden, dtype=self.dtype),
-                             xp.empty(m * hidden, dtype=self.dtype), xp.empty((m, self.sizes[-1]), dtype=self.dtype),
-                             xp.empty(m, dtype=self.dtype))
-        Z, H, dA, G, rows = bufs["dense"]
+            flat = (xp.empty(m * sum(self.sizes[1:]), dtype=self.dtype), xp.empty(m * hidden, dtype=self.dtype),
+                    xp.empty(m * hidden, dtype=self.dtype), xp.empty((m, self.sizes[-1]), dtype=self.dtype),
+                    xp.empty(m, dtype=self.dtype))
+            # Per-layer views of the flat buffers, as forward() leaves them in _cache (read by the init study).
+            views = {"Z": _split(flat[0], m, self.sizes[1:]), "H": _split(flat[1], m, self.sizes[1:-1]),
+                     "dA": _split(flat[2], m, self.sizes[1:-1])}
+            bufs["dense"] = (flat, views)
+        (Z, H, dA, G, rows), views = bufs["dense"]
         self.ops.dense_step(X, T, self.flat_params, self.flat_grads, self.sizes, Z, H, dA, G, rows, counters.loss,
                             counters.correct, counters.t, self.label_smoothing)
-        self._cache = None  # backward() follows forward(); this step did both
+        self._cache = (views, [X, *views["H"]])
 
     def backward(self, dZ, l2: float = 0.0, loss_acc=None, mm=None) -> None:
         """Fill ``flat_grads`` from the output gradient ``dZ`` of the last ``forward(train=True)``.
@@ -437,6 +441,15 @@ def _check_sizes(sizes) -> list[int]:
     if bad:
         raise ConfigError(f"layer sizes must be positive, got {sizes}")
     return sizes
+
+
+def _split(flat, m: int, widths) -> list:
+    """(m, n) views, one per width, laid one after another in ``flat``."""
+    views, offset = [], 0
+    for n in widths:
+        views.append(flat[offset : offset + m * n].reshape(m, n))
+        offset += m * n
+    return views
 
 
 class StepCounters:

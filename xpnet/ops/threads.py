@@ -138,22 +138,18 @@ class _Policy:
 
 
 _active: _Policy | None = None
-_controllers = None
 
 
 def _blas_controllers():
-    """threadpoolctl's controllers of the BLAS libraries loaded now (found once; [] without threadpoolctl)."""
-    global _controllers
-    if _controllers is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - threadpoolctl is a dependency; stay correct without it
-            _controllers = []
-        else:
-            import numpy  # noqa: F401 - numpy's BLAS must be loaded before it is looked for
+    """threadpoolctl's controllers of the BLAS libraries loaded now ([] without threadpoolctl).
+    Looked up on every entry to :func:`blas_policy` (a few ms): a library loaded since counts too."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency; stay correct without it
+        return []
+    import numpy  # noqa: F401 - numpy's BLAS must be loaded before it is looked for
 
-            _controllers = list(ThreadpoolController().select(user_api="blas").lib_controllers)
-    return _controllers
+    return list(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
 def before_gemm(m: int, n: int, k: int) -> None:
