@@ -35,9 +35,11 @@ def test_flops_peak_and_contention_lines():
     rows = [dict(_row("xpnet", "cpu", 1.0, 0.88), gflops=50.0), dict(_row("xpnet-1thread", "cpu", 0.9, 0.88), gflops=55.6),
             dict(_row("xpnet", "cpu", 1.2, 0.88), gflops=41.7, busy=1), dict(_row("jax", "cpu", 2.0, 0.88), gflops=25.0, busy=1)]
     add_peak(rows, {1: 100.0, 2: 200.0})
-    assert [round(r["pct_peak"]) for r in rows] == [25, 28, 21, 12]  # of the all-core peak
+    assert [round(r["pct_peak"]) for r in rows] == [25, 28, 21, 12]  # of the best measured (all-core) peak
+    add_peak(rows, {1: 100.0, 2: 60.0})  # two threads measured below one on a loaded machine: the best counts
+    assert round(rows[0]["pct_peak"]) == 50
     table = summarise(rows)
-    assert "| 10 | 128 | cpu | 1 | xpnet | 1.200 | 50,000 | 41.7 | 21% | 88.00% |  |" in table
+    assert "| 10 | 128 | cpu | 1 | xpnet | 1.200 | 50,000 | 41.7 | 42% | 88.00% |  |" in table
     assert "with 1 busy program: xpnet takes 0.60× the time of jax (1.200 s vs 2.000 s)" in table
     assert "with 1 busy program xpnet takes 1.33× its own single-threaded epoch on the otherwise idle machine" in table
 
