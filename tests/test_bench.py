@@ -18,11 +18,30 @@ def test_ratios_are_xpnet_time_over_peer_time():
             _row("xpnet", "gpu", 0.01, 0.881), {"impl": "torch", "device": "gpu", "hidden": [10], "batch_size": 128,
                                                "skipped": "torch sees no CUDA device"}]
     table = summarise(rows)
-    assert "| 10 | 128 | cpu | torch | 2.000 | 30,000 | 88.50% | 0.50× |" in table
-    assert "| 10 | 128 | cpu | sklearn | 4.000 | 15,000 | 87.00% | 0.25× |" in table
+    assert "| 10 | 128 | cpu | 0 | torch | 2.000 | 30,000 | – | – | 88.50% | 0.50× |" in table
+    assert "| 10 | 128 | cpu | 0 | sklearn | 4.000 | 15,000 | – | – | 87.00% | 0.25× |" in table
     assert "xpnet takes 0.50× the time of torch (1.000 s vs 2.000 s); accuracy -0.50 points" in table
     assert "GPU speed-up over xpnet's CPU backend 100.0×" in table
-    assert "| 10 | 128 | gpu | torch | – | – | – | torch sees no CUDA device |" in table
+    assert "| 10 | 128 | gpu | 0 | torch | – | – | – | – | – | torch sees no CUDA device |" in table
+
+
+def test_flops_peak_and_contention_lines():
+    from xpnet.experiments.bench.report import add_peak
+    from xpnet.experiments.bench.workloads import step_flops
+
+    # 784-1024-10 at batch 128: forward and weight gradients of both layers, input gradient of the second
+    assert step_flops([784, 1024, 10], 128) == 2 * 128 * (2 * (784 * 1024 + 1024 * 10) + 1024 * 10)
+    assert step_flops([784, 10], 1) == 4 * 7840  # one layer: no input gradient
+    rows = [dict(_row("xpnet", "cpu", 1.0, 0.88), gflops=50.0), dict(_row("xpnet-1thread", "cpu", 0.9, 0.88), gflops=55.6),
+            dict(_row("xpnet", "cpu", 1.2, 0.88), gflops=41.7, busy=1), dict(_row("jax", "cpu", 2.0, 0.88), gflops=25.0, busy=1)]
+    add_peak(rows, {1: 100.0, 2: 200.0})
+    assert [round(r["pct_peak"]) for r in rows] == [25, 28, 21, 12]  # of the best measured (all-core) peak
+    add_peak(rows, {1: 100.0, 2: 60.0})  # two threads measured below one on a loaded machine: the best counts
+    assert round(rows[0]["pct_peak"]) == 50
+    table = summarise(rows)
+    assert "| 10 | 128 | cpu | 1 | xpnet | 1.200 | 50,000 | 41.7 | 42% | 88.00% |  |" in table
+    assert "with 1 busy program: xpnet takes 0.60× the time of jax (1.200 s vs 2.000 s)" in table
+    assert "with 1 busy program xpnet takes 1.33× its own single-threaded epoch on the otherwise idle machine" in table
 
 
 def test_bench_end_to_end(fashion_dir, tmp_path, capsys, monkeypatch):
@@ -32,10 +51,12 @@ def test_bench_end_to_end(fashion_dir, tmp_path, capsys, monkeypatch):
                  "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "| 10 | 128 | cpu | xpnet |" in captured.out and "| 16-8 | 128 | cpu | xpnet |" in captured.out
+    assert "| 10 | 128 | cpu | 0 | xpnet |" in captured.out and "| 16-8 | 128 | cpu | 0 | xpnet |" in captured.out
+    assert "float32 GEMM peak" in captured.err
     data = json.loads((out / "results.json").read_text())
     xp_rows = [r for r in data["results"] if r["impl"] == "xpnet"]
     assert len(xp_rows) == 2 and all(r["median_epoch_s"] > 0 and 0 < r["test_acc"] <= 1 for r in xp_rows)
+    assert all(r["gflops"] > 0 and r["pct_peak"] > 0 for r in xp_rows) and data["meta"]["peak_gflops"]
     assert (out / "results.csv").read_text().startswith("impl,device,device_name,hidden")
     if pytest.importorskip("matplotlib"):
         assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -44,5 +65,37 @@ def test_bench_end_to_end(fashion_dir, tmp_path, capsys, monkeypatch):
 def test_bench_rejects_bad_arguments(capsys):
     assert main(["bench", "--hidden", "ten"]) == 2
     assert "'ten' is not a comma-separated list of integers" in capsys.readouterr().err
-    assert main(["bench", "--peers", "jax"]) == 2
-    assert "unknown peer 'jax'" in capsys.readouterr().err
+    assert main(["bench", "--peers", "mxnet"]) == 2
+    assert "unknown peer 'mxnet'" in capsys.readouterr().err
+    assert main(["bench", "--busy", "one"]) == 2
+    assert "numbers of busy programs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("impl", ["jax", "torch"])
+def test_peers_train_on_the_same_arrays(impl):
+    """The jax peer (whole step in jax.jit) and torch learn a separable problem; xpnet's runner goes
+    through the recipe and gets the same batch order as jax."""
+    pytest.importorskip(impl)
+    import numpy as np
+
+    from xpnet.experiments.bench import workloads
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=3.0, size=(4, 16))
+    y = rng.integers(0, 4, 900)
+    X = (centers[y] + rng.normal(size=(900, 16))).astype(np.float32)
+    data = {"X_train": X[:600], "y_train": y[:600], "X_test": X[600:], "y_test": y[600:]}
+    if impl == "torch":
+        import torch
+
+        torch.set_num_threads(1)  # its OpenMP pool crawls when the test machine's cores are busy
+    for run in (workloads.RUNNERS[impl], workloads.run_xpnet):
+        epoch_s, acc, name = run(data, "cpu", [16, 8, 4], 64, 3, 1e-2, 0)
+        assert len(epoch_s) == 3 and all(t > 0 for t in epoch_s) and acc > 0.9 and name
+
+
+def test_a_case_past_its_timeout_is_an_error_row(tmp_path):
+    from xpnet.experiments.bench.runner import run_in_subprocess
+
+    res = run_in_subprocess({"impl": "xpnet", "device": "cpu"}, tmp_path, timeout=0.05)
+    assert res["impl"] == "xpnet" and res["error"] == "timed out after 0 s"

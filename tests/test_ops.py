@@ -448,10 +448,8 @@ def test_ops_modules_import_without_their_library(blocked, module):
         f"import sys; sys.modules[{blocked!r}] = None\n"
         "import numpy as np\n"
         f"from xpnet.ops import {module} as impl, get_ops, reference\n"
-        "names = [n for n, f in vars(reference).items() if getattr(f, '__module__', '') == reference.__name__\n"
-        "         and callable(f) and not n.startswith('_')\n"
-        "         and n not in ('check_labels', 'check_step', 'step_lr', 'dropout_stream', 'dropout_threshold')]\n"
-        "assert len(names) == 12 and not [n for n in names if not hasattr(impl, n)], names\n"
+        "names = list(reference.OPS + reference.COMPOSITES)\n"
+        "assert len(names) == 14 and not [n for n in names if not hasattr(impl, n)], names\n"
     )
     if module == "cpu":
         code += (
@@ -502,3 +500,81 @@ def test_dropout_masks_follow_the_hash(impl, rng, dtype, shape, rate):
     dH = xp.array(H)
     impl.ops.dropout_backward(dH, U, dH)
     np.testing.assert_array_equal(to_numpy(dH), H * to_numpy(U))
+
+
+# ---- the dense step (forward, softmax-CE, metrics, backward in one op) ------------------------
+
+
+def dense_step_expected(X, y, Ws, bs, smoothing):
+    """float64 forward/backward of a ReLU MLP with mean softmax-CE, from scratch."""
+    A, inputs, Zs = X.astype(np.float64), [], []
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        inputs.append(A)
+        Z = A @ W.astype(np.float64).T + b
+        Zs.append(Z)
+        A = np.maximum(Z, 0) if l < len(Ws) - 1 else Z
+    rows, dZ = softmax_xent_expected(Zs[-1], y, 1.0 / len(X), smoothing)
+    grads = []
+    for l in range(len(Ws) - 1, -1, -1):
+        grads = [dZ.T @ inputs[l], dZ.sum(axis=0)] + grads
+        if l:
+            dZ = (dZ @ Ws[l].astype(np.float64)) * (Zs[l - 1] > 0)
+    return rows, Zs[-1], grads
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, m", [((784, 10, 10), 128), ((20, 7), 5), ((30, 16, 8, 4), 33), ((12, 10, 3), 1)])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_dense_step(impl, rng, dtype, sizes, m, smoothing):
+    if not hasattr(impl.ops, "dense_step"):
+        pytest.skip(f"{impl} composes the step op by op")
+    xp = impl.xp
+    Ws = [rng.standard_normal((b, a)).astype(dtype) / math.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
+    bs = [rng.standard_normal(b).astype(dtype) * 0.1 for b in sizes[1:]]
+    params = np.concatenate([v for W, b in zip(Ws, bs) for v in (W.ravel(), b)])
+    X = rng.standard_normal((m, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], m).astype(np.int32)
+    grads = xp.array(np.full(params.size, np.nan, dtype))  # every gradient must be written
+    hidden = sum(sizes[1:-1])
+    Z, H, dA = (xp.empty(m * sum(sizes[1:]), dtype), xp.empty(m * hidden, dtype), xp.empty(m * hidden, dtype))
+    G, rows = xp.empty((m, sizes[-1]), dtype), xp.empty(m, dtype)
+    loss_acc, correct_acc = xp.array(np.array([0.25])), xp.array(np.array([3], np.int64))
+    t = xp.array(np.array([4], np.int32))
+    impl.ops.dense_step(xp.array(X), xp.array(y), xp.array(params), grads, sizes, Z, H, dA, G, rows, loss_acc,
+                        correct_acc, t, smoothing)
+    exp_rows, logits, exp_grads = dense_step_expected(X, y, Ws, bs, smoothing)
+    terms = max(sizes)
+    close(rows, exp_rows, dtype, terms=terms)
+    np.testing.assert_allclose(to_numpy(loss_acc)[0], 0.25 + exp_rows.sum(), rtol=1e-4 if dtype == np.float32 else 1e-10)
+    assert int(to_numpy(correct_acc)[0]) == 3 + int((logits.argmax(axis=1) == y).sum())
+    assert int(to_numpy(t)[0]) == 5
+    got = to_numpy(grads)
+    np.testing.assert_allclose(got, np.concatenate([g.ravel() for g in exp_grads]),
+                               rtol=1e-4 if dtype == np.float32 else 1e-9, atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_dense_step_fits_small_networks_only():
+    from xpnet.ops import cpu
+
+    assert not reference.dense_step_fits((784, 10, 10), 128, np.float32)
+    if cpu.AVAILABLE:
+        assert cpu.dense_step_fits((784, 10, 10), 128, np.float32)
+        assert not cpu.dense_step_fits((784, 1024, 10), 128, np.float32)
+        assert not cpu.dense_step_fits((784, 10, 10), 128, np.float16)
+
+
+def test_mlp_takes_the_dense_step_where_it_fits_with_the_reference_results(rng):
+    pytest.importorskip("numba")
+    from xpnet.nn.model import MLP, StepCounters
+
+    X = rng.standard_normal((40, 30)).astype(np.float32)
+    y = rng.integers(0, 4, 40).astype(np.int32)
+    fast, ref = MLP([30, 16, 4], seed=1, label_smoothing=0.1), MLP([30, 16, 4], seed=1, label_smoothing=0.1, fast_ops=False)
+    assert fast._dense_step_fits(X, True) and not ref._dense_step_fits(X, True)
+    assert not MLP([30, 16, 4], dropout=0.2)._dense_step_fits(X, True)  # dropout: the op-by-op step
+    counters = [StepCounters(np), StepCounters(np)]
+    for net, c in zip((fast, ref), counters):
+        net.train_step(X, y, c)
+    np.testing.assert_allclose(fast.flat_grads, ref.flat_grads, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(counters[0].loss, counters[1].loss, rtol=1e-5)
+    assert counters[0].correct[0] == counters[1].correct[0] and counters[0].t[0] == counters[1].t[0] == 1

@@ -17,7 +17,9 @@ from xpnet.cli.options import DATASET_CHOICES, HiddenSizes, comma_list
 @click.option("--batch-size", "batch_sizes", default=None, callback=comma_list, help="Comma list of batch sizes [default: 128; with --to-accuracy the recipe's 128].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per run; the first is warm-up and excluded [default: 4; with --to-accuracy 8, the recipe's length].")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, help="Runs per case (the median epoch is over all runs).")
-@click.option("--peers", default=None, callback=comma_list, help="Peers to measure in the same run: torch, torch-graph, sklearn, xpnet-eager (GPU without graphs); skipped when not installed [default: torch,sklearn; with --to-accuracy torch].")
+@click.option("--peers", default=None, callback=comma_list, help="Peers to measure in the same run: torch, torch-graph, jax (whole step in jax.jit, CPU), sklearn, xpnet-1thread (every library on one thread), xpnet-eager (GPU without graphs); skipped when not installed [default: torch,sklearn; with --to-accuracy torch].")
+@click.option("--busy", "busy_levels", default="0", callback=comma_list, help="Comma list: run every case with this many other busy programs (a `while True: pass` each) beside it, e.g. 0,1.")
+@click.option("--case-timeout", type=click.FloatRange(min=1), default=1800, help="Seconds one case may take; a case past it is killed and reported as timed out (a thread pool that collapses under load).")
 @click.option("--lr", type=float, default=None, help="Learning rate [default: 1e-3; with --to-accuracy the recipe's peak 2e-3].")
 @click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="fashion-mnist")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder with the four IDX files (instead of looking --dataset up).")
@@ -27,20 +29,22 @@ from xpnet.cli.options import DATASET_CHOICES, HiddenSizes, comma_list
 @click.option("--limit", type=click.IntRange(min=100), default=None, help="Use only the first N training images (quick looks).")
 @click.option("--seed", type=int, default=0)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Write results.json, results.csv, results.md and plots here.")
-def bench(devices, hidden, batch_sizes, epochs, repeats, peers, lr, dataset, data_dir, target, seeds, threads, limit, seed,
-          out):
-    """Time xpnet (Adam, float32) against PyTorch and scikit-learn on the same data, in one run.
+def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, case_timeout, lr, dataset, data_dir, target, seeds, threads,
+          limit, seed, out):
+    """Time xpnet (Adam, float32) against PyTorch, JAX and scikit-learn on the same data, in one run.
 
-    Prints a Markdown table of median epoch seconds (warm-up excluded), samples/s and test
-    accuracy, then the ratio of xpnet's time to each peer's (< 1 means xpnet is faster)
-    and, with cpu and gpu, the GPU speed-up.
+    Prints a Markdown table of median epoch seconds (warm-up excluded), samples/s, achieved
+    GFLOP/s (the step's GEMMs) and their % of the machine's peak — measured first with a large
+    float32 GEMM per thread count, not assumed —, test accuracy, then the ratio of xpnet's time
+    to each peer's (< 1 means xpnet is faster) and, with cpu and gpu, the GPU speed-up.
 
     \b
     With --to-accuracy TARGET: time to accuracy of one fixed recipe instead, e.g.
       xpnet bench --to-accuracy 98 --dataset mnist --data-dir ../shared/data/mnist --peers torch --out DIR
     """
-    from xpnet.experiments.bench.report import summarise, write_outputs
-    from xpnet.experiments.bench.runner import prepare_data, run_in_subprocess, unavailable_reason
+    from xpnet.experiments.bench.report import add_peak, summarise, write_outputs
+    from xpnet.experiments.bench.runner import busy_processes, prepare_data, run_in_subprocess, unavailable_reason
+    from xpnet.experiments.bench.workloads import IMPLEMENTATIONS, SINGLE_THREAD
 
     if target is not None:
         return _to_accuracy(devices, list(hidden) or [(1024,)], batch_sizes, epochs, peers or ("torch",), lr, dataset, data_dir, target, seeds,
@@ -60,46 +64,65 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, lr, dataset, dat
         if device != "cpu" and not device.startswith("gpu"):
             raise click.BadParameter(f"{device!r}: use cpu, gpu or gpu:N", param_hint="--device")
     impls = ["xpnet", *[p for p in peers if p != "xpnet"]]
-    unknown = [p for p in impls if p not in ("xpnet", "xpnet-eager", "torch", "torch-graph", "sklearn")]
+    unknown = [p for p in impls if p not in IMPLEMENTATIONS]
     if unknown:
-        raise click.BadParameter(f"unknown peer {unknown[0]!r}: choose from xpnet-eager, torch, torch-graph, sklearn",
+        raise click.BadParameter(f"unknown peer {unknown[0]!r}: choose from {', '.join(IMPLEMENTATIONS[1:])}",
                                  param_hint="--peers")
+    try:
+        busy_list = [int(b) for b in busy_levels]
+    except ValueError:
+        busy_list = [-1]
+    if any(b < 0 for b in busy_list):
+        raise click.BadParameter(f"{','.join(busy_levels)}: numbers of busy programs are integers >= 0", param_hint="--busy")
 
     with tempfile.TemporaryDirectory(prefix="xpnet-bench-") as tmp:
         info = prepare_data(dataset, Path(tmp), limit, data_dir)
         click.echo(f"{info['dataset']}: {info['n_train']:,} train / {info['n_test']:,} test · Adam lr {lr:g} · "
-                   f"float32 · {epochs} epochs (first excluded) × {repeats}", err=True)
+                   f"float32 · {epochs} epochs (first excluded) × {repeats} · busy programs {busy_list}", err=True)
+        peaks = {}
+        if "cpu" in devices:
+            from xpnet.experiments.bench.peak import measure_peaks
+            from xpnet.ops.threads import usable_cores
+
+            peaks = measure_peaks(sorted({1, usable_cores()}))
+            click.echo("  float32 GEMM peak (1024³ matmul, best of 25): " +
+                       ", ".join(f"{n} thread{'s' if n > 1 else ''} {g:.0f} GFLOP/s" for n, g in peaks.items()), err=True)
         results = []
         for shape in shapes:
             sizes = [info["n_features"], *shape, info["n_classes"]]
             for batch_size in sizes_list:
                 for device in devices:
-                    for impl in impls:
-                        case = {"impl": impl, "device": device, "sizes": sizes, "hidden": list(shape),
-                                "batch_size": batch_size, "epochs": epochs, "lr": lr, "seed": seed}
-                        reason = unavailable_reason(case)
-                        if reason:
-                            # Rows that can never exist (sklearn on GPU, graphs on CPU) are left out, not "skipped".
-                            impossible = (impl == "sklearn" and device != "cpu") or (
-                                impl in ("torch-graph", "xpnet-eager") and device == "cpu")
-                            if not impossible:
-                                results.append(dict(case, skipped=reason))
-                            continue
-                        runs = []
-                        for r in range(repeats):
-                            t0 = time.perf_counter()
-                            res = run_in_subprocess(dict(case, seed=seed + r), Path(tmp))
-                            runs.append(res)
-                            label = "-".join(map(str, sizes))
-                            status = f"{res['median_epoch_s']:.3f} s/epoch, acc {res['test_acc'] * 100:.2f}%" if "error" not in res else f"error: {res['error']}"
-                            click.echo(f"  {impl:<11} {device:<5} {label:<14} batch {batch_size:<5} {status} "
-                                       f"({time.perf_counter() - t0:.0f}s)", err=True)
-                        results.append(_merge(runs))
+                    for busy in busy_list:
+                        for impl in impls:
+                            case = {"impl": impl, "device": device, "sizes": sizes, "hidden": list(shape),
+                                    "batch_size": batch_size, "epochs": epochs, "lr": lr, "seed": seed, "busy": busy}
+                            reason = unavailable_reason(case)
+                            if reason:
+                                # Rows that can never exist (sklearn on GPU, graphs on CPU) are left out, not "skipped".
+                                impossible = (impl in ("sklearn", "jax", "xpnet-1thread") and device != "cpu") or (
+                                    impl in ("torch-graph", "xpnet-eager") and device == "cpu")
+                                if not impossible:
+                                    results.append(dict(case, skipped=reason))
+                                continue
+                            runs = []
+                            for r in range(repeats):
+                                t0 = time.perf_counter()
+                                with busy_processes(busy):
+                                    res = run_in_subprocess(dict(case, seed=seed + r), Path(tmp), timeout=case_timeout,
+                                                            threads=1 if impl in SINGLE_THREAD else None)
+                                runs.append(res)
+                                label = "-".join(map(str, sizes))
+                                status = f"{res['median_epoch_s']:.3f} s/epoch, acc {res['test_acc'] * 100:.2f}%" if "error" not in res else f"error: {res['error']}"
+                                click.echo(f"  {impl:<13} {device:<5} {label:<14} batch {batch_size:<5} busy {busy} {status} "
+                                           f"({time.perf_counter() - t0:.0f}s, load {res.get('load_before') or 0:.1f})", err=True)
+                            results.append(_merge(runs))
+        add_peak(results, peaks)
     table = summarise(results)
     click.echo(table)
     if out:
         written = write_outputs(results, table, out, meta={"dataset": dataset, "epochs": epochs, "repeats": repeats,
-                                                           "lr": lr, "limit": limit})
+                                                           "lr": lr, "limit": limit, "busy": busy_list,
+                                                           "peak_gflops": {str(k): v for k, v in peaks.items()}})
         click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
 
 
@@ -173,7 +196,10 @@ def _merge(runs: list[dict]) -> dict:
     epochs = [e for r in ok for e in (r["epoch_s"][1:] or r["epoch_s"])]
     merged = dict(ok[0])
     merged["median_epoch_s"] = statistics.median(epochs)
-    merged["samples_per_s"] = ok[0]["samples_per_s"] * ok[0]["median_epoch_s"] / merged["median_epoch_s"]
+    scale = ok[0]["median_epoch_s"] / merged["median_epoch_s"]
+    merged["samples_per_s"] = ok[0]["samples_per_s"] * scale
+    if "gflops" in ok[0]:
+        merged["gflops"] = ok[0]["gflops"] * scale
     merged["test_acc"] = statistics.mean(r["test_acc"] for r in ok)
     merged["runs"] = len(ok)
     return merged

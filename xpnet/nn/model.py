@@ -265,6 +265,8 @@ class MLP:
         ``T`` is :meth:`targets` of the labels (int32 class indices for softmax-CE).
         """
         xp, ops = self.xp, self.ops
+        if mm is None and masks is None and not l2 and self._dense_step_fits(X, train):
+            return self._dense_step(X, T, counters)
         logits = self.forward(X, train=train, masks=masks, mm=mm, step=counters.t)
         bufs, inputs = self._cache
         m = logits.shape[0]
@@ -282,6 +284,33 @@ class MLP:
             counters.correct += self.correct(logits, T)
             counters.t += 1
         self.backward(G, l2, counters.loss, mm)
+
+    def _dense_step_fits(self, X, train: bool) -> bool:
+        """Whether the ops run this step as one ``ops.dense_step`` call: a ReLU/softmax-CE network
+        without dropout, and ops that prefer it for this size (Numba for small networks)."""
+        fits = getattr(self.ops, "dense_step_fits", None)
+        return (fits is not None and self.activation.is_relu and self.loss_name == "cross_entropy"
+                and not (train and self.dropout > 0) and fits(self.sizes, X.shape[0], self.dtype))
+
+    def _dense_step(self, X, T, counters) -> None:
+        """:meth:`train_step` as the ops' one-call dense step (same maths, same buffers' roles)."""
+        xp = self.xp
+        X = xp.ascontiguousarray(X, dtype=self.dtype)
+        m = X.shape[0]
+        bufs = self._batch_buffers(m, True)
+        if "dense" not in bufs:
+            hidden = sum(self.sizes[1:-1])
+            flat = (xp.empty(m * sum(self.sizes[1:]), dtype=self.dtype), xp.empty(m * hidden, dtype=self.dtype),
+                    xp.empty(m * hidden, dtype=self.dtype), xp.empty((m, self.sizes[-1]), dtype=self.dtype),
+                    xp.empty(m, dtype=self.dtype))
+            # Per-layer views of the flat buffers, as forward() leaves them in _cache (read by the init study).
+            views = {"Z": _split(flat[0], m, self.sizes[1:]), "H": _split(flat[1], m, self.sizes[1:-1]),
+                     "dA": _split(flat[2], m, self.sizes[1:-1])}
+            bufs["dense"] = (flat, views)
+        (Z, H, dA, G, rows), views = bufs["dense"]
+        self.ops.dense_step(X, T, self.flat_params, self.flat_grads, self.sizes, Z, H, dA, G, rows, counters.loss,
+                            counters.correct, counters.t, self.label_smoothing)
+        self._cache = (views, [X, *views["H"]])
 
     def backward(self, dZ, l2: float = 0.0, loss_acc=None, mm=None) -> None:
         """Fill ``flat_grads`` from the output gradient ``dZ`` of the last ``forward(train=True)``.
@@ -412,6 +441,15 @@ def _check_sizes(sizes) -> list[int]:
     if bad:
         raise ConfigError(f"layer sizes must be positive, got {sizes}")
     return sizes
+
+
+def _split(flat, m: int, widths) -> list:
+    """(m, n) views, one per width, laid one after another in ``flat``."""
+    views, offset = [], 0
+    for n in widths:
+        views.append(flat[offset : offset + m * n].reshape(m, n))
+        offset += m * n
+    return views
 
 
 class StepCounters:

@@ -19,11 +19,17 @@ Design notes, each measured:
   at import (0.5 s for even a trivial one when not cached).
 * ``fastmath=False`` and constants cast to the array dtype, in the reference's operation
   order: float32 stays float32 and the results match NumPy to the last bit or two.
-* Nothing global is set (threading layer, thread count, OMP_* variables). Only Adam is a
-  parallel loop, and it runs on one thread unless the user's ``OMP_WAIT_POLICY=passive``
-  makes Numba's idle workers sleep (see ``_adam_threads``); then it uses
-  ``numba.get_num_threads()``, i.e. ``NUMBA_NUM_THREADS``. The row-wise ops stay serial:
-  they sit between GEMMs, where a second thread pool only contends with OpenBLAS.
+* Nothing global is set (threading layer, OMP_* variables). Thread counts are chosen by
+  :mod:`xpnet.ops.threads` inside a training run only, and restored after it: BLAS threads
+  per GEMM shape and machine load (``matmul``), and Adam (the one parallel loop) on one
+  thread unless the user's ``OMP_WAIT_POLICY=passive`` makes Numba's idle workers sleep.
+  The row-wise ops stay serial: they sit between GEMMs, where a second thread pool only
+  contends with OpenBLAS.
+* ``dense_step``: for small networks the whole step but the update in three calls (the first
+  layer's two GEMMs on BLAS, one Numba kernel between them), since there a step of a dozen
+  small calls is mostly per-call overhead. Its later-layer GEMMs are plain loops whose dot
+  products are reassociated into SIMD lanes (``fastmath`` reassoc/contract on those two
+  kernels only), as a BLAS orders its sums its own way.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import os
 
 import numpy as np
 
-from xpnet.ops import reference
+from xpnet.ops import reference, threads
 
 try:
     import numba
@@ -42,8 +48,9 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 AVAILABLE = numba is not None
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-# Adam buffers below this size skip the parfor (its setup costs a few microseconds).
-_SMALL = 4096
+# Adam buffers below this size skip the parfor (its setup costs a few microseconds; the serial
+# loop is not vectorised, so it only wins on tiny buffers).
+_SMALL = 512
 
 if AVAILABLE:
     _jit = numba.njit(cache=True, fastmath=False)
@@ -146,17 +153,114 @@ if AVAILABLE:
             dZ[i, y] -= scale * keep
 
 
-def _adam_threads() -> int:
-    """Threads for the Adam kernel: all of Numba's only when its pool sleeps when idle.
+    _gemm_jit = numba.njit(cache=True, fastmath={"reassoc", "contract"})
 
-    Numba's default OpenMP pool spins after each parallel loop and steals the cores the
-    next OpenBLAS GEMM needs: measured on 2 cores, two 128x784x1024 GEMMs + Adam took
-    8.0 ms with a 2-thread Adam vs 4.7 ms with the NumPy reference. One thread (still
-    vectorised) or a passive pool avoids that; we read, never set, the user's settings.
-    """
-    if os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
-        return numba.get_num_threads()
-    return 1
+    @_gemm_jit
+    def _dense_forward(A, W, b, Z, H, relu, zero):
+        # Z = A @ W.T + b, rows of A against rows of W: the dot products are reassociated into
+        # SIMD lanes, as any BLAS sums them in its own order. H = max(Z, 0) when relu.
+        for i in range(A.shape[0]):
+            for j in range(W.shape[0]):
+                s = zero
+                for k in range(A.shape[1]):
+                    s += A[i, k] * W[j, k]
+                z = s + b[j]
+                Z[i, j] = z
+                if relu:
+                    H[i, j] = zero if z < zero else z
+
+    @_gemm_jit
+    def _dense_backward(dZ, A, W, dW, db, dA, Zprev, zero):
+        # dW = dZ.T @ A, db = Σ_i dZ[i] (row after row), dA = (dZ @ W) * (Zprev > 0).
+        dW[:, :] = zero
+        db[:] = zero
+        for i in range(dZ.shape[0]):
+            for j in range(dZ.shape[1]):
+                g = dZ[i, j]
+                db[j] += g
+                for k in range(A.shape[1]):
+                    dW[j, k] += g * A[i, k]
+        for i in range(dZ.shape[0]):
+            for k in range(W.shape[1]):
+                if Zprev[i, k] > zero:
+                    s = zero
+                    for j in range(dZ.shape[1]):
+                        s += dZ[i, j] * W[j, k]
+                    dA[i, k] = s
+                else:
+                    dA[i, k] = zero
+
+    @_jit
+    def _dense_middle(labels, P, Gr, sizes, Zw, Hw, dAw, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing):
+        # Everything of the dense step between the first layer's two GEMMs (left to BLAS):
+        # Z0 += b0 (ReLU), the later layers, softmax-CE, metrics, their backward, and dZ0 / db0.
+        m = G.shape[0]
+        L = sizes.shape[0] - 1
+        zero = scale - scale
+        po = np.zeros(L + 1, dtype=np.int64)  # where W_l starts in P, Z_l in Zw, H_l (and dA_l) in Hw
+        zo = np.zeros(L + 1, dtype=np.int64)
+        ho = np.zeros(L + 1, dtype=np.int64)
+        for l in range(L):
+            po[l + 1] = po[l] + sizes[l + 1] * sizes[l] + sizes[l + 1]
+            zo[l + 1] = zo[l] + m * sizes[l + 1]
+            ho[l + 1] = ho[l] + (m * sizes[l + 1] if l < L - 1 else 0)
+        n1 = sizes[1]
+        b0 = P[po[0] + n1 * sizes[0] : po[1]]
+        Z0 = Zw[zo[0] : zo[1]].reshape((m, n1))
+        if L == 1:
+            for i in range(m):
+                for j in range(n1):
+                    Z0[i, j] += b0[j]
+        else:
+            H0 = Hw[ho[0] : ho[1]].reshape((m, n1))
+            _bias_relu_forward(Z0, b0, H0, zero)
+            A = H0
+            for l in range(1, L):
+                n_in, n_out = sizes[l], sizes[l + 1]
+                W = P[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
+                b = P[po[l] + n_out * n_in : po[l + 1]]
+                Z = Zw[zo[l] : zo[l + 1]].reshape((m, n_out))
+                if l < L - 1:
+                    H = Hw[ho[l] : ho[l + 1]].reshape((m, n_out))
+                    _dense_forward(A, W, b, Z, H, True, zero)
+                    A = H
+                else:
+                    _dense_forward(A, W, b, Z, Z, False, zero)
+        Zl = Zw[zo[L - 1] : zo[L]].reshape((m, sizes[L]))
+        _softmax_xent(Zl, labels, G, loss_rows, scale, smoothing)
+        total = 0.0
+        hits = 0
+        for i in range(m):  # step_metrics: float64 loss sum, argmax (a NaN wins, as in NumPy)
+            total += loss_rows[i]
+            best = 0
+            for j in range(Zl.shape[1]):
+                if np.isnan(Zl[i, j]):
+                    best = j
+                    break
+                if Zl[i, j] > Zl[i, best]:
+                    best = j
+            if best == labels[i]:
+                hits += 1
+        loss_acc[0] += total
+        correct_acc[0] += hits
+        t[0] += 1
+        dZ = G
+        for l in range(L - 1, 0, -1):
+            n_in, n_out = sizes[l], sizes[l + 1]
+            W = P[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
+            dW = Gr[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
+            db = Gr[po[l] + n_out * n_in : po[l + 1]]
+            A = Hw[ho[l - 1] : ho[l]].reshape((m, n_in))
+            dA = dAw[ho[l - 1] : ho[l]].reshape((m, n_in))
+            Zp = Zw[zo[l - 1] : zo[l]].reshape((m, n_in))
+            _dense_backward(dZ, A, W, dW, db, dA, Zp, zero)
+            dZ = dA
+        _bias_grad(dZ, Gr[po[0] + n1 * sizes[0] : po[1]])
+
+
+def _adam_threads() -> int:
+    """Threads for the Adam kernel (:func:`xpnet.ops.threads.numba_threads`)."""
+    return threads.numba_threads(numba.get_num_threads())
 
 
 def _fast(*arrays) -> bool:
@@ -209,6 +313,43 @@ def softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing=0.0, validate=True):
     return loss_rows
 
 
+# The one-call dense step when every layer after the first is at most this many multiply-adds
+# per sample (Σ_{l≥1} n_l·n_{l+1}): there a step of many small calls is per-call overhead. The
+# first layer's two GEMMs (784 inputs) stay with BLAS, which Numba's loops do not beat.
+DENSE_STEP_MAX_MACS = 4096
+
+
+def dense_step_fits(sizes, m, dtype) -> bool:
+    """True for networks whose layers after the first are small, in a float dtype, with Numba."""
+    later = sum(int(a) * int(b) for a, b in zip(sizes[1:-1], sizes[2:]))
+    return AVAILABLE and np.dtype(dtype) in _FLOATS and later <= DENSE_STEP_MAX_MACS
+
+
+def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0):
+    """The reference's dense step in three calls: the first layer's GEMM (BLAS), everything up
+    to that layer's weight gradient in one Numba kernel, the weight-gradient GEMM (BLAS)."""
+    labels = np.asarray(labels)
+    sizes_arr = np.asarray(sizes, dtype=np.int64)
+    m = X.shape[0]
+    ok = (
+        _fast(X, params, grads, Z, G, loss_rows) and (H.size == 0 or _fast(X, H, dA)) and X.ndim == 2 and m > 0
+        and labels.dtype.kind in "iu" and labels.shape == X.shape[:1] and sizes_arr[0] == X.shape[1]
+        and loss_acc.dtype == np.float64 and G.shape == (m, sizes_arr[-1])
+    )
+    if not ok:
+        return reference.dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc,
+                                    t, smoothing)
+    n0, n1 = int(sizes_arr[0]), int(sizes_arr[1])
+    W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
+    matmul(X, W0, Z[: m * n1].reshape(m, n1), trans_b=True)
+    dt = X.dtype.type
+    _dense_middle(labels, params, grads, sizes_arr, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t,
+                  dt(1.0 / m), dt(smoothing))
+    dZ0 = G if len(sizes_arr) == 2 else dA[: m * n1].reshape(m, n1)
+    matmul(dZ0, X, dW0, trans_a=True)
+    return loss_rows
+
+
 def dropout(H, D, U, rate, seed, t, layer):
     """Inverted dropout, counter-based masks (the reference's hash), one pass."""
     if not (_fast(H, D, U) and H.ndim == 2 and D.shape == U.shape == H.shape):
@@ -220,12 +361,19 @@ def dropout(H, D, U, rate, seed, t, layer):
 
 
 # One NumPy or BLAS call already, or not on the hot path: no Numba kernel (not measured), the reference.
-matmul = reference.matmul  # OpenBLAS already
 gather_batch = reference.gather_batch
 bias_add = reference.bias_add
 step_metrics = reference.step_metrics
 dropout_backward = reference.dropout_backward
 l2_grad = reference.l2_grad
+
+
+def matmul(A, B, C, trans_a=False, trans_b=False):
+    """``C = op(A) @ op(B)`` through NumPy's BLAS, on the thread count :mod:`xpnet.ops.threads`
+    picks for this shape inside a training run."""
+    k = A.shape[0] if trans_a else A.shape[-1]
+    threads.before_gemm(C.shape[0], C.shape[-1], k)
+    return reference.matmul(A, B, C, trans_a, trans_b)
 
 
 def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
@@ -245,7 +393,7 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     threads = _adam_threads()
     if p.shape[0] < _SMALL:
         _adam_small(p, g, m, v, *args)
-    elif threads == numba.get_num_threads():
+    elif threads == numba.get_num_threads():  # always, inside a training run (ops/threads.py sets it)
         _adam(p, g, m, v, *args)
     else:  # set_num_threads is per calling thread in Numba: nothing global changes
         saved = numba.get_num_threads()

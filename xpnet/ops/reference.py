@@ -145,6 +145,58 @@ def step_metrics(Z, labels, loss_rows, loss_acc, correct_acc, t):
     return loss_acc
 
 
+def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0):
+    """A ReLU MLP's whole step but the update: forward, softmax cross-entropy (mean), step
+    metrics and backward, composed of the ops above.
+
+    ``sizes`` = (n_0, ..., n_L); ``params``/``grads``: flat ``[W0, b0, W1, b1, ...]`` with ``W_l``
+    (n_{l+1}, n_l); ``X`` (m, n_0); ``labels`` (m,) class indices (not validated). Work buffers,
+    flat: ``Z`` of m·Σ_{l≥1} n_l (pre-activations, logits last), ``H`` and ``dA`` of m·Σ n_hidden;
+    ``G`` (m, n_L) receives dLoss/dlogits, ``loss_rows`` (m,). Counters as :func:`step_metrics`.
+    An implementation may fuse it into one call (small networks are per-call overhead).
+    """
+    m, L = X.shape[0], len(sizes) - 1
+    Ws, bs, dWs, dbs, Zs, Hs, dAs, po, zo, ho = [], [], [], [], [], [], [], 0, 0, 0
+    for l in range(L):
+        n_in, n_out = int(sizes[l]), int(sizes[l + 1])
+        Ws.append(params[po : po + n_out * n_in].reshape(n_out, n_in))
+        dWs.append(grads[po : po + n_out * n_in].reshape(n_out, n_in))
+        bs.append(params[po + n_out * n_in : po + n_out * n_in + n_out])
+        dbs.append(grads[po + n_out * n_in : po + n_out * n_in + n_out])
+        po += n_out * n_in + n_out
+        Zs.append(Z[zo : zo + m * n_out].reshape(m, n_out))
+        zo += m * n_out
+        if l < L - 1:
+            Hs.append(H[ho : ho + m * n_out].reshape(m, n_out))
+            dAs.append(dA[ho : ho + m * n_out].reshape(m, n_out))
+            ho += m * n_out
+    inputs = [X]
+    for l in range(L):
+        matmul(inputs[l], Ws[l], Zs[l], trans_b=True)
+        if l == L - 1:
+            bias_add(Zs[l], bs[l])
+        else:
+            bias_relu_forward(Zs[l], bs[l], Hs[l])
+            inputs.append(Hs[l])
+    softmax_xent(Zs[-1], labels, G, loss_rows, 1.0 / m, smoothing, validate=False)
+    step_metrics(Zs[-1], labels, loss_rows, loss_acc, correct_acc, t)
+    dZ = G
+    for l in range(L - 1, -1, -1):
+        matmul(dZ, inputs[l], dWs[l], trans_a=True)
+        bias_grad(dZ, dbs[l])
+        if l > 0:
+            matmul(dZ, Ws[l], dAs[l - 1])
+            relu_backward(dAs[l - 1], Zs[l - 1], dAs[l - 1])
+            dZ = dAs[l - 1]
+    return loss_rows
+
+
+def dense_step_fits(sizes, m, dtype) -> bool:
+    """Whether this implementation prefers :func:`dense_step` over the op-by-op step for this
+    network: the reference does not (the same ops, called one by one)."""
+    return False
+
+
 def _mix(z):
     """SplitMix64's finaliser on uint64 arrays (wrapping arithmetic)."""
     xp = get_array_module(z)
@@ -247,7 +299,9 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
 
 
 # The contract: the ops every implementation (reference, Numba, CUDA) offers with these signatures.
-# The other public names here (check_labels, check_step, step_lr, dropout_stream, dropout_threshold)
-# are the shared checks and formulas the implementations call.
+# COMPOSITES are whole steps built from them, offered by every implementation too (the reference's
+# composes the ops above; Numba fuses a small network's step). The other public names here
+# (check_labels, check_step, step_lr, dropout_stream, dropout_threshold) are shared checks and formulas.
 OPS = ("matmul", "gather_batch", "bias_add", "bias_relu_forward", "relu_backward", "bias_grad", "softmax_xent",
        "step_metrics", "dropout", "dropout_backward", "l2_grad", "adam_step")
+COMPOSITES = ("dense_step", "dense_step_fits")

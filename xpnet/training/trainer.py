@@ -26,6 +26,7 @@ import numpy as np
 from xpnet import backend
 from xpnet.errors import ConfigError, DivergedError
 from xpnet.nn.model import StepCounters
+from xpnet.ops.threads import blas_policy
 from xpnet.data.preprocess import train_val_split
 from xpnet.progress import ProgressBar
 
@@ -248,7 +249,7 @@ class Trainer:
         self._lrs_filled = False
         # A diverging run overflows before its loss turns NaN; DivergedError reports that in one
         # line, so NumPy's overflow/invalid warnings would only be noise above it.
-        with guard, np.errstate(over="ignore", invalid="ignore"):
+        with guard, np.errstate(over="ignore", invalid="ignore"), blas_policy():  # BLAS threads per GEMM and load
             while self.epoch < epochs and not self.stop_requested:
                 record = self._run_epoch(epochs)
                 if record is None:  # stopped mid-epoch

@@ -12,38 +12,64 @@ def _key(r):
     return ("-".join(map(str, r["hidden"])), r["batch_size"])
 
 
-def _xpnet_time(results, r, device=None):
+def _busy(r) -> int:
+    return int(r.get("busy", 0))
+
+
+def _find(results, impl, r, device=None, busy=None):
+    """The row of ``impl`` for ``r``'s network, batch size, device and load (or the given ones)."""
     for other in results:
-        if other["impl"] == "xpnet" and _key(other) == _key(r) and other["device"] == (device or r["device"]) and "median_epoch_s" in other:
-            return other["median_epoch_s"]
+        if (other["impl"] == impl and _key(other) == _key(r) and other["device"] == (device or r["device"])
+                and _busy(other) == (_busy(r) if busy is None else busy) and "median_epoch_s" in other):
+            return other
     return None
 
 
+def _xpnet_time(results, r, device=None):
+    row = _find(results, "xpnet", r, device)
+    return row["median_epoch_s"] if row else None
+
+
 def summarise(results: list[dict]) -> str:
-    """A Markdown table plus ratio lines (xpnet time ÷ peer time; < 1 means xpnet is faster)."""
-    lines = ["| hidden | batch | device | implementation | median epoch s | samples/s | test acc | xpnet ÷ this |",
-             "|---|---|---|---|---:|---:|---:|---:|"]
+    """A Markdown table plus ratio lines (xpnet time ÷ peer time; < 1 means xpnet is faster).
+
+    ``busy`` is the number of other busy programs during the case; GFLOP/s counts the step's
+    GEMMs only (``workloads.step_flops``), and % of peak is against ``pct_peak``'s measured GEMM
+    peak of all cores when the row has one."""
+    lines = ["| hidden | batch | device | busy | implementation | median epoch s | samples/s | GFLOP/s | % of peak | "
+             "test acc | xpnet ÷ this |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         hidden, batch = _key(r)
         if "median_epoch_s" not in r:
             why = r.get("skipped") or r.get("error", "")
-            lines.append(f"| {hidden} | {batch} | {r['device']} | {r['impl']} | – | – | – | {why} |")
+            lines.append(f"| {hidden} | {batch} | {r['device']} | {_busy(r)} | {r['impl']} | – | – | – | – | – | {why} |")
             continue
         ref = _xpnet_time(results, r)
         ratio = f"{ref / r['median_epoch_s']:.2f}×" if ref and r["impl"] != "xpnet" else ""
-        lines.append(f"| {hidden} | {batch} | {r['device']} | {r['impl']} | {r['median_epoch_s']:.3f} | "
-                     f"{r['samples_per_s']:,.0f} | {r['test_acc'] * 100:.2f}% | {ratio} |")
+        gflops = f"{r['gflops']:.1f}" if r.get("gflops") else "–"
+        pct = f"{r['pct_peak']:.0f}%" if r.get("pct_peak") else "–"
+        lines.append(f"| {hidden} | {batch} | {r['device']} | {_busy(r)} | {r['impl']} | {r['median_epoch_s']:.3f} | "
+                     f"{r['samples_per_s']:,.0f} | {gflops} | {pct} | {r['test_acc'] * 100:.2f}% | {ratio} |")
     notes = []
     for r in results:
         if r["impl"] == "xpnet" or "median_epoch_s" not in r:
             continue
-        ref = _xpnet_time(results, r)
-        if ref:
-            xp_acc = next(o["test_acc"] for o in results if o["impl"] == "xpnet" and _key(o) == _key(r)
-                          and o["device"] == r["device"] and "test_acc" in o)
-            notes.append(f"- {_key(r)[0]} batch {_key(r)[1]} {r['device']}: xpnet takes {ref / r['median_epoch_s']:.2f}× "
+        mine = _find(results, "xpnet", r)
+        if mine:
+            ref = mine["median_epoch_s"]
+            load = f" with {_busy(r)} busy program{'s' if _busy(r) > 1 else ''}" if _busy(r) else ""
+            notes.append(f"- {_key(r)[0]} batch {_key(r)[1]} {r['device']}{load}: xpnet takes {ref / r['median_epoch_s']:.2f}× "
                          f"the time of {r['impl']} ({ref:.3f} s vs {r['median_epoch_s']:.3f} s); accuracy "
-                         f"{(xp_acc - r['test_acc']) * 100:+.2f} points")
+                         f"{(mine['test_acc'] - r['test_acc']) * 100:+.2f} points")
+    for r in results:
+        if r["impl"] == "xpnet" and _busy(r) and "median_epoch_s" in r:
+            single = _find(results, "xpnet-1thread", r, busy=0)
+            if single:
+                notes.append(f"- {_key(r)[0]} batch {_key(r)[1]} {r['device']}: with {_busy(r)} busy program"
+                             f"{'s' if _busy(r) > 1 else ''} xpnet takes {r['median_epoch_s'] / single['median_epoch_s']:.2f}× "
+                             f"its own single-threaded epoch on the otherwise idle machine ({r['median_epoch_s']:.3f} s vs "
+                             f"{single['median_epoch_s']:.3f} s)")
     for r in results:
         if r["impl"] == "xpnet" and r["device"] != "cpu" and "median_epoch_s" in r:
             cpu = _xpnet_time(results, r, device="cpu")
@@ -53,9 +79,20 @@ def summarise(results: list[dict]) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+def add_peak(results: list[dict], peaks: dict) -> None:
+    """``pct_peak`` on every CPU row with GFLOP/s: achieved ÷ the best GEMM rate measured at any
+    thread count (on a shared machine two threads can measure below one: the lower would flatter)."""
+    if not peaks:
+        return
+    top = max(peaks.values())
+    for r in results:
+        if r.get("gflops") and r["device"] == "cpu":
+            r["pct_peak"] = 100.0 * r["gflops"] / top
+
+
 def _csv_text(results) -> str:
-    fields = ["impl", "device", "device_name", "hidden", "batch_size", "epochs", "median_epoch_s", "samples_per_s",
-              "test_acc", "skipped", "error"]
+    fields = ["impl", "device", "device_name", "hidden", "batch_size", "busy", "epochs", "median_epoch_s", "samples_per_s",
+              "gflops", "pct_peak", "test_acc", "load_before", "load_after", "skipped", "error"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
@@ -69,7 +106,8 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
-    for package in ("xpnet", "numpy", "numba", "torch", "scikit-learn", "cupy-cuda13x", "cupy-cuda12x"):
+    for package in ("xpnet", "numpy", "numba", "threadpoolctl", "torch", "jax", "jaxlib", "scikit-learn", "cupy-cuda13x",
+                    "cupy-cuda12x"):
         try:
             found[package] = version(package)
         except PackageNotFoundError:
@@ -102,18 +140,19 @@ def plot_results(results, path: Path) -> Path | None:
     rows = [r for r in results if "median_epoch_s" in r]
     if plt is None or not rows:
         return None
-    groups = sorted({(_key(r), r["device"]) for r in rows}, key=lambda g: (g[0][1], g[1], g[0][0]))
+    groups = sorted({(_key(r), r["device"], _busy(r)) for r in rows}, key=lambda g: (g[0][1], g[1], g[2], g[0][0]))
     impls = sorted({r["impl"] for r in rows}, key=lambda i: (i != "xpnet", i))
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(groups)), 4))
     width = 0.8 / len(impls)
     for j, impl in enumerate(impls):
         values = []
-        for (key, device) in groups:
-            match = [r["median_epoch_s"] for r in rows if r["impl"] == impl and _key(r) == key and r["device"] == device]
+        for (key, device, busy) in groups:
+            match = [r["median_epoch_s"] for r in rows if r["impl"] == impl and _key(r) == key and r["device"] == device
+                     and _busy(r) == busy]
             values.append(match[0] if match else 0)
         ax.bar([i + j * width for i in range(len(groups))], values, width, label=impl)
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
-    ax.set_xticklabels([f"{k[0]}\nb{k[1]} {d}" for k, d in groups], fontsize=8)
+    ax.set_xticklabels([f"{k[0]}\nb{k[1]} {d}" + (f"\n{b} busy" if b else "") for k, d, b in groups], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("median epoch seconds (log)")
     ax.set_title("Epoch time per implementation (lower is faster)")

@@ -7,15 +7,17 @@ A peer that is not installed (or has no GPU) becomes a "skipped" row with the re
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-PEER_MODULES = {"torch": "torch", "torch-graph": "torch", "sklearn": "sklearn"}
+PEER_MODULES = {"torch": "torch", "torch-graph": "torch", "sklearn": "sklearn", "jax": "jax"}
 
 
 def prepare_data(dataset: str, folder: Path, limit: int | None = None, data_dir=None) -> dict:
@@ -50,7 +52,7 @@ def unavailable_reason(case: dict) -> str | None:
     if module and importlib.util.find_spec(module) is None:
         return f"{module} not installed"
     gpu = case["device"] != "cpu"
-    if case["impl"] == "sklearn" and gpu:
+    if case["impl"] in ("sklearn", "jax", "xpnet-1thread") and gpu:
         return "CPU only"
     if case["impl"] == "torch-graph" and not gpu:
         return "CUDA graphs need a GPU"
@@ -85,12 +87,33 @@ def run_in_subprocess(case: dict, data_dir: Path, timeout: float = 1800, module:
     env = None
     if threads:
         env = dict(os.environ, **{var: str(int(threads)) for var in THREAD_VARS})
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:  # the child is killed; a collapsed peer becomes a row that says so
+        return dict(case, error=f"timed out after {timeout:.0f} s", load_before=load_before)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return dict(case, error=tail)
-    return json.loads(lines[-1])
+    # The 1-minute load average around the case: on a shared machine, the figure's context.
+    return dict(json.loads(lines[-1]), load_before=load_before,
+                load_after=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
+
+
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """``n`` other programs keeping a core busy each (``while True: pass``) for the block: the
+    machine state of a laptop that runs something else. Ended (by their own pid) afterwards."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(int(n))]
+    try:
+        if procs:
+            time.sleep(0.5)  # running before the case starts
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def _child(argv) -> None:

@@ -39,35 +39,28 @@ def _n_batches(n: int, bs: int) -> int:
 
 
 def run_xpnet_tta(data: dict, case: dict) -> dict:
-    import xpnet
+    """xpnet through the one run path: the case's recipe fields as a ``RunConfig`` of the default
+    recipe, trained by ``make_run_trainer`` on the bench arrays (CUDA graphs on a GPU)."""
     from xpnet import backend
-    from xpnet.optim.schedules import build_schedule
+    from xpnet.experiments.bench.workloads import bench_split
+    from xpnet.training.recipe import RunConfig, make_run_trainer
+    from xpnet.training.trainer import evaluate
 
-    X, y = data["X_train"], data["y_train"]
-    sizes = [X.shape[1], *case["hidden"], int(y.max()) + 1]
-
-    def build(seed):
-        net = xpnet.MLP(sizes, dropout=case["dropout"], label_smoothing=case["label_smoothing"], device=case["device"],
-                        seed=seed)
-        steps = case["epochs"] * _n_batches(len(X), case["batch_size"])
-        opt = xpnet.optim.optimizers.Adam(case["lr"], schedule=build_schedule(case["schedule"], steps))
-        return net, opt
-
-    trainer_cls = xpnet.Trainer
-    if case["device"] != "cpu":
-        from xpnet.training.graph import make_trainer as trainer_cls
+    cfg = RunConfig(recipe="default", hidden=tuple(case["hidden"]), batch_size=case["batch_size"], lr=case["lr"],
+                    schedule=case["schedule"], dropout=case["dropout"], label_smoothing=case["label_smoothing"],
+                    epochs=case["epochs"], seed=case["seed"], device=case["device"]).resolve()
     # Warm-up (excluded): a few steps on another model compile the Numba kernels of every op.
-    net, opt = build(case["seed"] + 1000)
-    trainer_cls(net, opt, X[: 4 * case["batch_size"]], y[: 4 * case["batch_size"]], batch_size=case["batch_size"],
-                seed=case["seed"]).run(1)
-    net, opt = build(case["seed"])
-    trainer = trainer_cls(net, opt, X, y, batch_size=case["batch_size"], seed=case["seed"])
-    backend.synchronize(net.xp)
+    rows = 4 * case["batch_size"]
+    warm = dict(data, X_train=data["X_train"][:rows], y_train=data["y_train"][:rows])
+    make_run_trainer(cfg.replace(seed=case["seed"] + 1000, epochs=1), bench_split(warm)).run(1)
+    trainer = make_run_trainer(cfg, bench_split(data))
+    xp = trainer.net.xp
+    backend.synchronize(xp)
     start = time.perf_counter()
-    trainer.run(case["epochs"])
-    backend.synchronize(net.xp)
+    trainer.run(cfg.epochs)
+    backend.synchronize(xp)
     seconds = time.perf_counter() - start
-    acc = xpnet.evaluate(net, data["X_test"], data["y_test"])["accuracy"]
+    acc = evaluate(trainer.net, data["X_test"], data["y_test"])["accuracy"]
     return {"seconds": seconds, "test_acc": acc, "device_name": backend.device_name(case["device"])}
 
 

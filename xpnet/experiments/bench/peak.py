@@ -1,0 +1,50 @@
+"""The machine's float32 GEMM peak, measured (not assumed): the denominator of "% of peak".
+
+A large square float32 NumPy matmul, best of many short ones (a quiet moment is more
+likely caught by many short runs than by a few long ones), with BLAS limited to ``threads``
+threads (threadpoolctl), each thread count in its own process like every bench case. The best
+of several runs estimates what the cores deliver when nothing else interferes; on a shared
+machine it is still a lower bound of the true peak, so "% of peak" errs high, and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+
+def gemm_gflops(threads: int, n: int = 1024, repeats: int = 25) -> float:
+    """Best GFLOP/s of an ``n × n`` float32 matmul on ``threads`` BLAS threads (in this process)."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    C = np.empty((n, n), dtype=np.float32)
+    best = float("inf")
+    with threadpool_limits(limits=int(threads), user_api="blas"):
+        np.matmul(A, B, out=C)  # warm-up: thread start, page faults
+        for _ in range(repeats):
+            start = time.perf_counter()
+            np.matmul(A, B, out=C)
+            best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best / 1e9
+
+
+def measure_peaks(thread_counts, n: int = 1024, repeats: int = 25, timeout: float = 600) -> dict:
+    """``{threads: GFLOP/s}``, each measured in a fresh subprocess; a failure is left out."""
+    peaks = {}
+    for threads in thread_counts:
+        cmd = [sys.executable, "-m", "xpnet.experiments.bench.peak", str(int(threads)), str(n), str(repeats)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode == 0 and lines:
+            peaks[int(threads)] = json.loads(lines[-1])["gflops"]
+    return peaks
+
+
+if __name__ == "__main__":
+    threads, size, reps = (int(a) for a in sys.argv[1:4])
+    print(json.dumps({"threads": threads, "n": size, "gflops": gemm_gflops(threads, size, reps)}), flush=True)
