@@ -25,7 +25,7 @@ COMMANDS = {
     "tune": ("xpnet.cli.experiments", "tune", "Hyperparameter search: grid, random or Bayesian (Optuna)."),
     "report": ("xpnet.cli.experiments", "report", "Assemble sweep/bench/analyze/tune results into report.md/.html with plots."),
     "lr-find": ("xpnet.cli.lr_find", "lr_find", "The learning-rate range test: loss against an exponentially rising lr."),
-    "study": ("xpnet.experiments.study", "study", "The course notes' study: hidden sizes, optimizers, batch sizes, recipes."),
+    "study": ("xpnet.cli.study", "study", "The course notes' study: hidden sizes, optimizers, batch sizes, recipes."),
     "export": ("xpnet.cli.export", "export", "Export a model to ONNX or a PyTorch state_dict (normalizer inside)."),
     "import": ("xpnet.cli.export", "import_", "Import a PyTorch state_dict written by `xpnet export --format torch`."),
 }
