@@ -577,6 +577,19 @@ def load_run(path, model=None, data_dir=None) -> dict:
             "net": net, "test": test, "notes": notes}
 
 
+def result_run(result) -> dict:
+    """The run dict of :func:`load_run` for a :class:`~xpnet.training.recipe.RunResult` in memory
+    (a notebook's run), its test images reloaded raw as the model file's users see them."""
+    from xpnet.data import load_dataset
+
+    cfg = result.config
+    ds = load_dataset(cfg.dataset if not cfg.data_dir else None, data_dir=cfg.data_dir, download=False)
+    names = list(result.net.class_names or ds.class_names)
+    return {"metrics": Path("(in memory)"), "events": [], "records": list(result.history.records),
+            "config": cfg.to_dict(), "model_path": None, "net": result.net,
+            "test": (ds.X_test, ds.y_test, names) if ds.X_test is not None else None, "notes": []}
+
+
 def run_pictures(run: dict, out, prefix: str = "") -> dict:
     """Draw a run's four figures into ``out`` and write the numbers behind them to
     ``{prefix}pictures.json``; returns ``{name: (path or None, caption)}`` in ``RUN_PICTURES`` order."""
