@@ -105,6 +105,24 @@ def test_committed_study_has_no_machine_paths():
         assert "/work/" not in text and "shared/data" not in text and "/home/" not in text, name
 
 
+def test_keep_redoes_one_part_and_reuses_part_1(tmp_path, capsys):
+    from conftest import write_synthetic_idx
+
+    data = write_synthetic_idx(tmp_path / "data", n_train=200)
+    out = tmp_path / "study"
+    common = ["study", "--data-dir", str(data), "--hidden", "8", "--seeds", "2", "--epochs", "2", "--out", str(out)]
+    assert main(common + ["--parts", "hidden"]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert main(common + ["--parts", "recipes", "--keep", "--note", "Ran in two steps."]) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["hidden"] == first["hidden"]  # kept as it was
+    assert [r["test_acc"] for r in results["recipes"]["default"]] == [r["test_acc"] for r in first["hidden"]]
+    assert results["meta"]["kept"] == ["hidden"] and set(results["meta"]["part_s"]) == {"hidden", "recipes"}
+    report = (out / "README.md").read_text()
+    assert "## 1. Hidden layer size" in report and "## 4. Plain vs default recipe" in report
+    assert "Ran in two steps." in report and "kept from an earlier run" in report
+
+
 def test_study_rejects_unknown_parts(capsys):
     assert main(["study", "--parts", "hidden,dance"]) == 1
     assert "unknown part 'dance'" in capsys.readouterr().err

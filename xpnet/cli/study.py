@@ -33,9 +33,12 @@ from xpnet.experiments.study import PARTS
               help="About this many validation samples per method in part 3 (at regular step intervals).")
 @click.option("--stochastic-rows", type=click.IntRange(min=10), default=None,
               help="Train batch size 1 in part 3 on the first N training rows only [default: all].")
+@click.option("--keep", is_flag=True, help="Keep the results of the parts not in --parts from OUT/results.json "
+              "(redo one part; part 4 reuses a kept part 1).")
+@click.option("--note", default=None, help="A sentence for the report's header (how the study was run).")
 @click.option("--limit", type=click.IntRange(min=20), default=None, help="Use only the first N training images (quick runs).")
 def study(out, parts, hidden, seeds, epochs, optimizer_epochs, optimizer_hidden, batch_hidden, batch_budget, batch_points,
-          stochastic_rows, limit, **opts):
+          stochastic_rows, keep, note, limit, **opts):
     """The course notes' study: hidden sizes, optimizers, batch sizes, plain vs default recipe, init.
 
     \b
@@ -53,5 +56,5 @@ def study(out, parts, hidden, seeds, epochs, optimizer_epochs, optimizer_hidden,
     run_study(base, out, parts=parts, hiddens=hidden, n_seeds=seeds, epochs=epochs, optimizer_epochs=optimizer_epochs,
               optimizer_hidden=optimizer_hidden,
               batch_hidden=batch_hidden, batch_budget_s=batch_budget, batch_points=batch_points,
-              stochastic_rows=stochastic_rows, command=command, say=click.echo)
+              stochastic_rows=stochastic_rows, command=command, keep=keep, note=note, say=click.echo)
     click.echo(f"wrote {out / 'README.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")

@@ -672,7 +672,12 @@ def _image_shape(n_features: int, test) -> tuple | None:
 def run_section(rep: Report, path, prefix: str, data_dir=None, model=None) -> None:
     run = load_run(path, model=model, data_dir=data_dir)
     cfg = run["config"]
-    rep.heading(f"Training run ({run['metrics']})")
+    where = run["metrics"]
+    try:
+        where = where.resolve().relative_to(rep.out.resolve())
+    except (ValueError, OSError):
+        pass
+    rep.heading(f"Training run ({where.as_posix()})")
     net = run["net"]
     desc = [f"recipe {cfg['recipe']}" if cfg.get("recipe") else "",
             f"{cfg.get('optimizer')} lr {cfg['lr']:g}" if cfg.get("lr") else "",

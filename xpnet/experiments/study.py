@@ -284,6 +284,10 @@ def write_report(results: dict, out: Path) -> list[Path]:
         f"{meta['n_test']:,} test images from {meta['source']}. Training times are training only and depend on the "
         "machine's load" + (f" (a {os.cpu_count()}-core machine shared with other jobs: load average "
                             f"{meta['load_avg']:.0f} when the study ended)" if meta.get("shared") else "") + ".\n")
+    if meta.get("kept"):
+        sections.append(f"Parts kept from an earlier run into this folder (`--keep`): {', '.join(meta['kept'])}.\n")
+    if meta.get("note"):
+        sections.append(meta["note"] + "\n")
     reduced = [f"{FULL_LABELS[k]} {_setting(v)} (full study: {_setting(FULL[k])})"
                for k, v in meta.get("settings", {}).items() if k in FULL and v != FULL[k]]
     if reduced:
@@ -434,12 +438,14 @@ def portable_command(argv) -> str:
 
 def run_study(base: RunConfig, out, parts=PARTS, hiddens=((10,), (256,), (512,), (1024,)), n_seeds=3, epochs=None,
               optimizer_epochs=10, optimizer_hidden=None, batch_hidden=(256,), batch_budget_s=60.0, batch_points=40,
-              stochastic_rows=None, command="xpnet study", say=print) -> dict:
+              stochastic_rows=None, command="xpnet study", keep=False, note=None, say=print) -> dict:
     """Run the chosen parts and write the report into ``out``; returns the results dict.
 
     ``base`` gives the data (dataset, data_dir, limit, val_split), the network's activation, init
     and dtype, the recipe of part 1, the first seed (also the split's) and the device; the parts set
-    the rest. Every run goes through :func:`xpnet.training.recipe.make_run_trainer` on one split."""
+    the rest. Every run goes through :func:`xpnet.training.recipe.make_run_trainer` on one split.
+    ``keep``: start from ``out/results.json`` and keep the parts not rerun (part 4 then reuses a
+    kept part 1's runs); ``note``: a sentence for the report's header (how the study was run)."""
     from xpnet import backend
 
     bad = [p for p in parts if p not in PARTS]
@@ -452,6 +458,11 @@ def run_study(base: RunConfig, out, parts=PARTS, hiddens=((10,), (256,), (512,),
     hiddens = [tuple(h) for h in hiddens]
     results: dict = {}
     part_s: dict = {}
+    if keep and (Path(out) / "results.json").is_file():
+        previous = json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))
+        results = {k: previous[k] for k in PARTS if k in previous and k not in parts}
+        part_s = {k: v for k, v in previous.get("meta", {}).get("part_s", {}).items() if k in results}
+    kept = list(results)
     source = portable_path(base.data_dir) if base.data_dir else (
         split.source if not os.path.isabs(split.source) else portable_path(split.source))
     if source == "DIR":
@@ -468,10 +479,10 @@ def run_study(base: RunConfig, out, parts=PARTS, hiddens=((10,), (256,), (512,),
             "dataset": split.name, "source": source, "n_train": int(len(split.X_train)),
             "n_val": int(len(split.X_val)), "n_test": int(len(split.X_test)), "seeds": seeds, "command": command,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "device": backend.device_name(base.device), "total_s": time.perf_counter() - t_start,
+            "device": backend.device_name(base.device), "total_s": time.perf_counter() - t_start + sum(part_s[k] for k in kept),
             "part_s": dict(part_s), "batch_budget_s": batch_budget_s, "batch_points": batch_points,
             "shared": os.getloadavg()[0] > (os.cpu_count() or 1) * 0.75, "load_avg": os.getloadavg()[0],
-            "limit": base.limit, "complete": len(part_s) == len(parts),
+            "limit": base.limit, "complete": set(parts) <= set(part_s), "kept": kept, "note": note,
         }
 
     for part in parts:
