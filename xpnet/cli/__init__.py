@@ -23,7 +23,7 @@ COMMANDS = {
     "sweep": ("xpnet.cli.experiments", "sweep", "Train a grid of configurations (hidden sizes, optimizers...)."),
     "analyze": ("xpnet.cli.experiments", "analyze", "Studies of a network's internals (init/activation histograms)."),
     "tune": ("xpnet.cli.experiments", "tune", "Hyperparameter search: grid, random or Bayesian (Optuna)."),
-    "report": ("xpnet.cli.experiments", "report", "Assemble sweep/bench/analyze/tune results into report.md/.html with plots."),
+    "report": ("xpnet.cli.experiments", "report", "Assemble sweep/bench/analyze/tune results or a training run into report.md/.html with plots."),
     "lr-find": ("xpnet.cli.lr_find", "lr_find", "The learning-rate range test: loss against an exponentially rising lr."),
     "study": ("xpnet.cli.study", "study", "The course notes' study: hidden sizes, optimizers, batch sizes, recipes."),
     "export": ("xpnet.cli.export", "export", "Export a model to ONNX or a PyTorch state_dict (normalizer inside)."),

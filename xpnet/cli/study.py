@@ -19,7 +19,8 @@ from xpnet.experiments.study import PARTS
 @click.option("--parts", default=",".join(PARTS), callback=comma_list,
               help="Comma list of parts: " + ", ".join(PARTS) + ".")
 @click.option("--hidden", type=HiddenSizes(), multiple=True, default=["10", "256", "512", "1024"],
-              help="Networks of part 1, repeated (--hidden 10 --hidden 1024); the last is used by parts 2 and 4.")
+              help="Networks of part 1, repeated (--hidden 10 --hidden 1024); the last is used by part 4 (and part 2 "
+              "unless --optimizer-hidden).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, help="Seeds SEED..SEED+N-1 (parts 1 and 4).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs of parts 1 and 4 [default: the recipe's 20].")

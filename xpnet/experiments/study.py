@@ -228,7 +228,8 @@ def fig_batch(runs, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for r in runs:
         s = r["samples"]
-        label = f"{r['label']} (batch {r['batch_size']:,}, every {r['sample_every']:,} steps)"
+        k = r["sample_every"]
+        label = f"{r['label']} (batch {r['batch_size']:,}, sampled every {k:,} step{'s' if k != 1 else ''})"
         for ax, key in zip(axes, ("time_s", "epochs")):
             ax.plot([e[key] for e in s], [e["val_acc"] * 100 for e in s], marker="o", ms=2.5, lw=1.3, label=label)
     axes[0].set(xlabel="training seconds", ylabel="validation accuracy (%)", title="Against training time")
@@ -237,7 +238,7 @@ def fig_batch(runs, path):
     lo = min(e["val_acc"] for r in runs for e in r["samples"][1:] or r["samples"]) * 100
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.set_ylim(max(0.0, lo - 2), 100)
+        ax.set_ylim(max(0.0, min(lo - 2, 90)), 100)
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle("Batch vs mini-batch vs stochastic gradient descent: validation accuracy within epochs")
     return save_figure(fig, path)
