@@ -641,7 +641,7 @@ def run_pictures(run: dict, out, prefix: str = "") -> dict:
             plots.misclassified_grid(X, wrong, names, out / f"{prefix}misclassified.png",
                                      title=f"Misclassified test images, true → predicted ({len(wrong)} of {n_wrong}, "
                                            "most confident first)"),
-            f"{n_wrong} of {len(y)} test images are misclassified; the {len(wrong)} shown are those the model was most "
+            f"{n_wrong:,} of {len(y):,} test images are misclassified; the {len(wrong)} shown are those the model was most "
             "sure about, each titled true → predicted class and the predicted probability." if wrong else
             "No test image is misclassified.")
         off = cm.copy()
@@ -653,8 +653,8 @@ def run_pictures(run: dict, out, prefix: str = "") -> dict:
                   f"is {names[worst]} ({pct(per_class[worst])} correct)" if off.max() > 0 else "no errors")
         acc = float(np.trace(cm) / cm.sum())
         figs["confusion"] = (plots.confusion_matrix(cm, names, out / f"{prefix}confusion.png",
-                                                    title=f"Confusion matrix: {acc * 100:.2f} % of {int(cm.sum())} test images"),
-                             f"Test accuracy {acc * 100:.2f} % on {int(cm.sum())} images; {detail}.")
+                                                    title=f"Confusion matrix: {acc * 100:.2f} % of {int(cm.sum()):,} test images"),
+                             f"Test accuracy {acc * 100:.2f} % on {int(cm.sum()):,} images; {detail}.")
         data.update(confusion_matrix=cm.tolist(), class_names=list(names), test_accuracy=acc, n_test=int(len(y)),
                     misclassified=wrong, n_misclassified=n_wrong)
     data["notes"] = run["notes"]
