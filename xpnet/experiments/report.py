@@ -684,7 +684,7 @@ def run_section(rep: Report, path, prefix: str, data_dir=None, model=None) -> No
             f"batch {cfg['batch_size']}" if cfg.get("batch_size") else "",
             f"data set {cfg.get('dataset') or (net.dataset if net is not None else '?')}"]
     test = next((e for e in reversed(run["events"]) if e.get("event") == "test"), None)
-    rep.para((f"Network {'-'.join(map(str, net.sizes))} ({net.activation_name}). " if net is not None else "")
+    rep.para((f"Network {'-'.join(map(str, net.sizes))} ({net.activation_name}); " if net is not None else "")
              + ", ".join(d for d in desc if d) + "."
              + (f" Test accuracy {pct(test['test_acc'])} (from the log)." if test and "test_acc" in test else ""))
     for note in run["notes"]:
@@ -694,7 +694,7 @@ def run_section(rep: Report, path, prefix: str, data_dir=None, model=None) -> No
         rep.figure(path_, caption)
 
 
-def write_run_report(folder, metrics=None, model=None, data_dir=None, title: str = "Training run",
+def write_run_report(folder, metrics=None, model=None, data_dir=None, title: str = "Pictures of a training run",
                      say=print) -> list[Path]:
     """What ``xpnet train --plots DIR`` calls: the run's pictures, ``report.md`` and ``report.html``
     in ``folder``, from its metrics log and model (by default those in ``folder``)."""
