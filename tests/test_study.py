@@ -53,6 +53,8 @@ def test_study_writes_a_report_whose_captions_match_the_results(tmp_path, capsys
     # part 5 and the runtime
     assert "He + relu: activation std" in report and (out / "init" / "init_study.md").exists()
     assert re.search(r"\*\*\d+\.\d minutes\*\* in all", report)
+    assert "seeds: 2 (full study: 3)" in report and "epochs of parts 1 and 4: 2 (full study: 20)" in report
+    assert "network of part 3: 8 (full study: 256)" in report and "network of part 2: 16 (full study: 1024)" in report
     pytest.importorskip("matplotlib")
     for png in ("hidden.png", "hidden_curves.png", "optimizers.png", "batch.png", "recipes.png", "init/init_trends.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png

@@ -38,7 +38,7 @@ OPTIMIZER_LRS = {"sgd": 0.1, "momentum": 0.1, "rmsprop": 1e-3, "adam": 1e-3}  # 
 
 # The full study's settings (the command's defaults); a run that differs says so in its report.
 FULL = {"hidden": [[10], [256], [512], [1024]], "seeds": 3, "epochs": 20, "optimizer_epochs": 10,
-        "optimizer_hidden": [1024], "batch_hidden": [256], "batch_budget_s": 60.0, "batch_points": 40,
+        "optimizer_hidden": [[1024]], "batch_hidden": [[256]], "batch_budget_s": 60.0, "batch_points": 40,
         "stochastic_rows": None, "limit": None}
 FULL_LABELS = {"hidden": "networks of part 1", "seeds": "seeds", "epochs": "epochs of parts 1 and 4",
                "optimizer_epochs": "epochs of part 2", "optimizer_hidden": "network of part 2",
@@ -289,10 +289,10 @@ def write_report(results: dict, out: Path) -> list[Path]:
         sections.append(f"Parts kept from an earlier run into this folder (`--keep`): {', '.join(meta['kept'])}.\n")
     if meta.get("note"):
         sections.append(meta["note"] + "\n")
-    reduced = [f"{FULL_LABELS[k]} {_setting(v)} (full study: {_setting(FULL[k])})"
+    reduced = [f"{FULL_LABELS[k]}: {_setting(v)} (full study: {_setting(FULL[k])})"
                for k, v in meta.get("settings", {}).items() if k in FULL and v != FULL[k]]
     if reduced:
-        sections.append("**Reduced settings** (flags given to this run; the full study's defaults in brackets): "
+        sections.append("**Reduced settings** (flags given to this run, the full study's defaults in parentheses): "
                         + "; ".join(reduced) + ".\n")
     rd = RECIPES["default"]
     default_txt = (f"Adam peak {rd['lr']:g} with a one-cycle schedule, batch {rd['batch_size']}, dropout {rd['dropout']:g}, "
