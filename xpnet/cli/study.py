@@ -30,7 +30,7 @@ from xpnet.experiments.study import PARTS
 @click.option("--batch-hidden", type=HiddenSizes(), default="256", help="Hidden layers of part 3's network.")
 @click.option("--batch-budget", type=click.FloatRange(min=0, min_open=True), default=60.0,
               help="Training seconds per method in part 3.")
-@click.option("--batch-points", type=click.IntRange(min=2), default=40,
+@click.option("--batch-points", type=click.IntRange(min=2), default=120,
               help="About this many validation samples per method in part 3 (at regular step intervals).")
 @click.option("--stochastic-rows", type=click.IntRange(min=10), default=None,
               help="Train batch size 1 in part 3 on the first N training rows only [default: all].")

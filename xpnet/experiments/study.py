@@ -38,7 +38,7 @@ OPTIMIZER_LRS = {"sgd": 0.1, "momentum": 0.1, "rmsprop": 1e-3, "adam": 1e-3}  # 
 
 # The full study's settings (the command's defaults); a run that differs says so in its report.
 FULL = {"hidden": [[10], [256], [512], [1024]], "seeds": 3, "epochs": 20, "optimizer_epochs": 10,
-        "optimizer_hidden": [[1024]], "batch_hidden": [[256]], "batch_budget_s": 60.0, "batch_points": 40,
+        "optimizer_hidden": [[1024]], "batch_hidden": [[256]], "batch_budget_s": 60.0, "batch_points": 120,
         "stochastic_rows": None, "limit": None}
 FULL_LABELS = {"hidden": "networks of part 1", "seeds": "seeds", "epochs": "epochs of parts 1 and 4",
                "optimizer_epochs": "epochs of part 2", "optimizer_hidden": "network of part 2",
@@ -60,11 +60,12 @@ class StepSampler:
     """A Trainer step callback: validation accuracy every ``every`` steps against training seconds
     (evaluation time excluded), and a stop once ``budget_s`` seconds of training are spent.
 
-    ``every`` is fixed from the first steps (the median step time after the first, which may carry
-    one-off compilation): the steps that fill ``budget_s / points`` seconds, at least 1, so each
-    method gets about ``points`` samples at regular step intervals."""
+    ``every`` is fixed once the first ``budget_s / points`` seconds are trained, from the median
+    step time over them (the first step, which may carry one-off compilation, left out): the steps
+    that fill ``budget_s / points`` seconds, at least 1, so each method gets about ``points``
+    samples at regular step intervals (fewer if the machine slows down later)."""
 
-    def __init__(self, budget_s: float, points: int = 40):
+    def __init__(self, budget_s: float, points: int = 120):
         self.budget_s, self.points = float(budget_s), int(points)
         self.every: int | None = None
         self.samples: list[dict] = []
@@ -96,7 +97,7 @@ class StepSampler:
         if self.every is None:
             self._durations.append(dt)
             n = len(self._durations)
-            if n >= 3 or (n >= 2 and self.train_s >= self.budget_s / self.points) or done:
+            if (n >= 2 and self.train_s >= self.budget_s / self.points) or done:
                 per_step = statistics.median(self._durations[1:] or self._durations)
                 self.every = max(1, round(self.budget_s / self.points / per_step))
         if (self.every is not None and step % self.every == 0) or done:
@@ -106,7 +107,7 @@ class StepSampler:
         self._mark = time.perf_counter()
 
 
-def train_run(split: Split, cfg: RunConfig, *, budget_s: float | None = None, points: int = 40,
+def train_run(split: Split, cfg: RunConfig, *, budget_s: float | None = None, points: int = 120,
               test_every_epoch: bool = False) -> dict:
     """One run of a resolved config through the recipe's trainer; returns its per-epoch records
     (train/val, cumulative training seconds, test), the final test scores and, with ``budget_s``,
@@ -261,9 +262,12 @@ def fig_recipes(recipes, path):
     axes[1].set(xlabel="epoch", ylabel="validation loss", title="Validation loss per epoch")
     lo = min(e["test_acc"] for rs in recipes.values() for r in rs for e in r["records"][min(2, len(r["records"]) - 1):]) * 100
     axes[0].set_ylim(lo - 0.2, None)
+    n = max(len(r["records"]) for rs in recipes.values() for r in rs)
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        if n <= 20:
+            ax.set_xticks(range(1, n + 1))
     return save_figure(fig, path)
 
 
@@ -438,7 +442,7 @@ def portable_command(argv) -> str:
 
 
 def run_study(base: RunConfig, out, parts=PARTS, hiddens=((10,), (256,), (512,), (1024,)), n_seeds=3, epochs=None,
-              optimizer_epochs=10, optimizer_hidden=None, batch_hidden=(256,), batch_budget_s=60.0, batch_points=40,
+              optimizer_epochs=10, optimizer_hidden=None, batch_hidden=(256,), batch_budget_s=60.0, batch_points=120,
               stochastic_rows=None, command="xpnet study", keep=False, note=None, say=print) -> dict:
     """Run the chosen parts and write the report into ``out``; returns the results dict.
 
