@@ -363,8 +363,9 @@ def write_report(results: dict, out: Path) -> list[Path]:
             f"## 3. Batch, mini-batch and stochastic gradient descent\n\nHidden {'-'.join(map(str, runs[0]['hidden']))}, "
             f"Adam {runs[0]['lr']:g} constant, no regularisation, each trained for a budget of "
             f"{meta['batch_budget_s']:g} s of training time. Validation accuracy is measured within epochs, every k "
-            "steps, with k fixed per method from its first steps so that each gets about "
-            f"{meta.get('batch_points', 40)} points; the clock counts training only (evaluation excluded). Batch "
+            "steps, with k fixed per method from its first steps so that it would get about "
+            f"{meta.get('batch_points', 120)} points at that speed (more or fewer where the machine's load changed "
+            "later); the clock counts training only (evaluation excluded). Batch "
             "gradient descent takes one step per epoch over the whole training split." + rows_txt + "\n\n"
             f"![batch sizes](batch.png)\n\n*Validation accuracy against training seconds (left) and against "
             f"epochs of data seen (right, log scale past 0.01): {caption}.*\n")
