@@ -218,15 +218,27 @@ def tune(method, trials, timeout, epochs, lr, hidden, batch_size, l2, dropout, o
 
 # ---------------------------------------------------------------------------- report
 @click.command(context_settings={"show_default": True})
-@click.argument("dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Output folder [default: the first DIR].")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output folder [default: the first DIR, or a metrics log's folder].")
 @click.option("--title", default="xpnet report")
-def report(dirs, out, title):
-    """Assemble sweep / bench / analyze / tune folders into report.md and a self-contained report.html."""
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Training runs: the folder of the test set's IDX files, if not the one their log names.")
+def report(dirs, out, title, data_dir):
+    """Assemble sweep / bench / analyze / tune folders and training runs into report.md and a
+    self-contained report.html.
+
+    
+    A training run is a folder with metrics.jsonl and model.npz (what `xpnet train --plots DIR`
+    writes) or a metrics log (`xpnet train --metrics FILE`, its model beside it or where the log says):
+    its learning curves, first-layer weights, misclassified test images and confusion matrix.
+      xpnet train --hidden 10 --epochs 5 --plots runs/h10
+      xpnet report runs/h10            # or: xpnet report run.jsonl
+    """
     from xpnet.experiments.report import build_report
 
     for d in dirs:
-        if not d.is_dir():
-            raise click.BadParameter(f"{d} is not a folder", param_hint="DIR")
-    paths = build_report(list(dirs), out or dirs[0], title=title, say=click.echo)
+        if not d.exists():
+            raise click.BadParameter(f"{d} does not exist", param_hint="DIR")
+    paths = build_report(list(dirs), out, title=title, say=click.echo, data_dir=data_dir)
     click.echo(f"wrote {', '.join(str(p) for p in paths)}")

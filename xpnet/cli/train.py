@@ -41,6 +41,7 @@ NOT_FROM_CHECKPOINT = ("epochs", "device")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="Save a resumable checkpoint every N epochs.")
 @click.option("--checkpoint", "checkpoint_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Checkpoint file [default: OUT with .ckpt.npz].")
 @click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Continue from a checkpoint: its run config, --out and --metrics win over the options above, except --epochs and --device.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None, help="Draw the run's pictures (learning curves, first-layer weights, misclassified test images, confusion matrix) and report.html into DIR; --out and --metrics default to DIR/model.npz and DIR/metrics.jsonl (`xpnet report DIR` redraws them).")
 @click.option("--print-config", is_flag=True, help="Print the resolved run config as TOML (a file for --config) and exit.")
 @click.option("--quiet", is_flag=True, help="Only the final line.")
 def train(**opts):
@@ -85,8 +86,12 @@ def train(**opts):
     if opts["print_config"]:
         click.echo(cfg.to_toml(), nl=False)
         return
-    out = Path(opts["out"] or outputs.get("out") or "model.npz")
-    metrics = opts["metrics"] or (Path(outputs["metrics"]) if outputs.get("metrics") else None)
+    plots = opts["plots"]
+    out = Path(opts["out"] or outputs.get("out") or (plots / "model.npz" if plots else "model.npz"))
+    metrics = opts["metrics"] or (Path(outputs["metrics"]) if outputs.get("metrics") else None) or \
+        (plots / "metrics.jsonl" if plots else None)
+    if plots:
+        _make_folder(plots)
     check_writable(out)  # before training, not after an hour of it
     if metrics:
         check_writable(metrics)
@@ -147,6 +152,19 @@ def train(**opts):
                   model=str(out))
     click.echo(f"test accuracy {scores['accuracy'] * 100:.2f}% (loss {scores['loss']:.4f}) · "
                f"median epoch {median_epoch:.2f}s · model saved to {out}")
+    if plots:
+        from xpnet.experiments.report import write_run_report
+
+        write_run_report(plots, metrics=metrics, model=out, data_dir=cfg.data_dir, say=click.echo)
+
+
+def _make_folder(folder: Path) -> None:
+    from xpnet.errors import OutputError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
 
 
 def _schedule_config(opt):

@@ -1,4 +1,10 @@
-"""``xpnet report``: sweep / bench / analyze / tune folders → ``report.md`` + self-contained ``report.html``.
+"""``xpnet report``: sweep / bench / analyze / tune / training-run folders → ``report.md`` + self-contained ``report.html``.
+
+A *run folder* (what ``xpnet train --plots DIR`` writes) holds ``metrics.jsonl`` (the metrics log,
+:mod:`xpnet.io.runlog`) and ``model.npz``; a metrics file alone works too, its model found beside
+it or where its ``test`` event says. Its section draws the learning curves, the first layer's
+weights, the misclassified test images and the confusion matrix (``RUN_PICTURES``), and writes the
+numbers behind them to ``pictures.json``.
 
 The report is a list of blocks (headings, paragraphs, bullet lists, tables, figures)
 rendered twice: as Markdown that links PNGs beside it, and as HTML with every image
@@ -135,23 +141,29 @@ def detect(folder: Path) -> list[str]:
         kinds.append("init")
     if (folder / "trials.json").exists():
         kinds.append("tune")
+    if not kinds and _metrics_in(folder) is not None:
+        kinds.append("run")
     return kinds
 
 
-def build_report(dirs, out, title: str = "xpnet report", say=print) -> list[Path]:
-    """Write ``report.md`` and ``report.html`` (plus PNGs) into ``out``; returns the paths written."""
+def build_report(dirs, out=None, title: str = "xpnet report", say=print, data_dir=None) -> list[Path]:
+    """Write ``report.md`` and ``report.html`` (plus PNGs) into ``out`` (default: the first folder,
+    or a metrics file's folder); returns the paths written. ``data_dir``: the test set of run folders."""
     from xpnet.fileio import atomic_write
 
-    out = Path(out)
     found = []
     for d in map(Path, dirs):
+        if d.is_file() and d.suffix.lower() in (".jsonl", ".ndjson"):
+            found.append(("run", d))
+            continue
         if not d.is_dir():
-            raise ConfigError(f"{d} is not a folder")
+            raise ConfigError(f"{d} is neither a folder nor a metrics log (.jsonl)")
         kinds = detect(d)
         if not kinds:
-            raise ConfigError(f"{d} holds no sweep, bench, analyze or tune results "
-                              "(looked for results.json, init_study.json, trials.json)")
+            raise ConfigError(f"{d} holds no sweep, bench, analyze, tune or training-run results "
+                              "(looked for results.json, init_study.json, trials.json, metrics.jsonl)")
         found += [(k, d) for k in kinds]
+    out = Path(out) if out is not None else (found[0][1] if found[0][1].is_dir() else found[0][1].parent)
     out.mkdir(parents=True, exist_ok=True)
     rep = Report(out)
     rep.heading(title, 1)
@@ -160,6 +172,9 @@ def build_report(dirs, out, title: str = "xpnet report", say=print) -> list[Path
     for kind, folder in _merge_sweep_workers(found):
         counts[kind] += 1
         prefix = kind if counts[kind] == 1 else f"{kind}{counts[kind]}"
+        if kind == "run":
+            run_section(rep, folder, prefix, data_dir=data_dir)
+            continue
         {"sweep": sweep_section, "bench": bench_section, "init": init_section, "tune": tune_section}[kind](rep, folder, prefix)
     if rep.missing_plots and plots.get_pyplot() is None:
         rep.blocks.insert(2, ("p", f"No figures: {plots.PLOT_HINT}."))
@@ -491,3 +506,209 @@ def tune_section(rep: Report, folder: Path, prefix: str) -> None:
         rep.figure(plots.tune_trials([(r["number"], r["value"]) for r in ordered], best_so_far, rep.out / f"{prefix}_trials.png"),
                    f"Best of {len(done)} completed trials: trial {top['number']} at {pct(top['value'])} validation accuracy "
                    f"({describe(top)}); worst {pct(done[-1]['value'])}.")
+
+
+# ---------------------------------------------------------------------------- one training run
+RUN_PICTURES = ("curves", "weights", "misclassified", "confusion")
+METRICS_NAME, MODEL_NAME = "metrics.jsonl", "model.npz"
+
+
+def _metrics_in(folder: Path) -> Path | None:
+    """A run folder's metrics log: ``metrics.jsonl``, else the one ``*.jsonl`` in it."""
+    if (folder / METRICS_NAME).is_file():
+        return folder / METRICS_NAME
+    logs = sorted(folder.glob("*.jsonl"))
+    return logs[0] if len(logs) == 1 else None
+
+
+def _model_for(metrics: Path, events: list) -> Path | None:
+    """The run's model: ``model.npz`` beside the log, else the file its ``test``/``start`` event names
+    (as written, or by name beside the log)."""
+    beside = metrics.parent / MODEL_NAME
+    if beside.is_file():
+        return beside
+    for event in reversed(events):
+        named = event.get("model") if event.get("event") == "test" else event.get("out")
+        if isinstance(named, str) and named.endswith(".npz"):
+            for cand in (Path(named), metrics.parent / Path(named).name):
+                if cand.is_file():
+                    return cand
+    return None
+
+
+def load_run(path, model=None, data_dir=None) -> dict:
+    """A training run from its folder or metrics log: ``{"metrics", "events", "records", "config",
+    "model_path", "net", "test", "notes"}``; ``test`` is ``(images, labels, class_names)`` of the
+    data set's test split or None (``notes`` then says why)."""
+    from xpnet.data import load_dataset
+    from xpnet.errors import XpnetError
+    from xpnet.io import runlog
+    from xpnet.io.npz import load
+
+    path = Path(path)
+    metrics = path if path.is_file() else _metrics_in(path)
+    if metrics is None:
+        raise ConfigError(f"{path} holds no metrics log ({METRICS_NAME} or one *.jsonl file)")
+    events = runlog.read(metrics)
+    records = [{k: v for k, v in e.items() if k not in ("event", "time")} for e in events if e.get("event") == "epoch"]
+    config = next((e["config"] for e in events if e.get("event") == "start" and isinstance(e.get("config"), dict)), {})
+    notes = []
+    model_path = Path(model) if model is not None else _model_for(metrics, events)
+    net = None
+    if model_path is None:
+        notes.append(f"no model file beside {metrics} ({MODEL_NAME}) or named in it: no weights, errors or confusion matrix")
+    else:
+        net = load(model_path)
+    test = None
+    if net is not None:
+        folder = data_dir or config.get("data_dir")
+        name = config.get("dataset") or net.dataset
+        try:
+            ds = load_dataset(name if not folder else config.get("dataset"), data_dir=folder, download=False)
+        except XpnetError as exc:
+            notes.append(f"no test set ({exc}); give it with --data-dir")
+        else:
+            if ds.X_test is None:
+                notes.append(f"{ds.name} has no test split")
+            else:
+                names = list(net.class_names or ds.class_names)
+                test = (ds.X_test, ds.y_test, names)
+    return {"metrics": metrics, "events": events, "records": records, "config": config, "model_path": model_path,
+            "net": net, "test": test, "notes": notes}
+
+
+def result_run(result) -> dict:
+    """The run dict of :func:`load_run` for a :class:`~xpnet.training.recipe.RunResult` in memory
+    (a notebook's run), its test images reloaded raw as the model file's users see them."""
+    from xpnet.data import load_dataset
+
+    cfg = result.config
+    ds = load_dataset(cfg.dataset if not cfg.data_dir else None, data_dir=cfg.data_dir, download=False)
+    names = list(result.net.class_names or ds.class_names)
+    return {"metrics": Path("(in memory)"), "events": [], "records": list(result.history.records),
+            "config": cfg.to_dict(), "model_path": None, "net": result.net,
+            "test": (ds.X_test, ds.y_test, names) if ds.X_test is not None else None, "notes": []}
+
+
+def run_pictures(run: dict, out, prefix: str = "") -> dict:
+    """Draw a run's four figures into ``out`` and write the numbers behind them to
+    ``{prefix}pictures.json``; returns ``{name: (path or None, caption)}`` in ``RUN_PICTURES`` order."""
+    from xpnet import backend
+    from xpnet.fileio import atomic_write
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records, net, test = run["records"], run["net"], run["test"]
+    figs: dict = {}
+    data: dict = {"metrics": run["metrics"].name, "model": run["model_path"].name if run["model_path"] else None}
+    if records:
+        last = records[-1]
+        has_val = last.get("val_acc") is not None
+        best = min(records, key=lambda r: r["val_loss"]) if has_val else last
+        cap = (f"{len(records)} epochs: train accuracy {pct(last['train_acc'])}"
+               + (f", validation {pct(last['val_acc'])} after the last epoch; lowest validation loss "
+                  f"{best['val_loss']:.4f} at epoch {best['epoch']}" if has_val else "")
+               + (f"; learning rate {records[0]['lr']:.3g} after epoch 1, {last['lr']:.3g} at the end"
+                  if last.get("lr") is not None and records[0].get("lr") is not None else "") + ".")
+        what = "-".join(map(str, net.sizes)) + " network" if net is not None else "the run"
+        recipe = run["config"].get("recipe")
+        figs["curves"] = (plots.run_curves(records, out / f"{prefix}learning_curves.png",
+                                           title=f"Learning curves of {what}" + (f" ({recipe} recipe)" if recipe else "")),
+                          cap)
+        data["curves"] = {"epochs": len(records)}
+    if net is not None:
+        W0 = backend.to_numpy(net.W[0])
+        shape = _image_shape(W0.shape[1], test)
+        units = plots.weight_units(len(W0))
+        names = test[2] if test is not None else net.class_names
+        W1 = backend.to_numpy(net.W[1]) if len(net.W) == 2 else None
+        if shape is not None:
+            which = "all" if len(units) == len(W0) else f"{len(units)} evenly spaced of"
+            cap = (f"The input weights of {which} the {len(W0)} first-layer units as {shape[0]}×{shape[1]} images: "
+                   "red pixels raise the unit, blue ones lower it" + (", and each title names the class the unit's "
+                   "output weights favour most" if W1 is not None and names else "") + ".")
+            figs["weights"] = (plots.first_layer_weights(W0, shape, out / f"{prefix}weights.png", units=units,
+                                                         class_names=names, W1=W1 if names else None), cap)
+            data["weights"] = {"units": units, "image_shape": list(shape)}
+    if net is not None and test is not None:
+        X, y, names = test
+        proba = net.predict_proba(X)
+        pred = proba.argmax(axis=1)
+        cm = plots.confusion_counts(y, pred, len(names))
+        wrong = plots.misclassified(y, proba, limit=40)
+        n_wrong = int(len(y) - np.trace(cm))
+        figs["misclassified"] = (
+            plots.misclassified_grid(X, wrong, names, out / f"{prefix}misclassified.png",
+                                     title=f"Misclassified test images, true → predicted ({len(wrong)} of {n_wrong}, "
+                                           "most confident first)"),
+            f"{n_wrong:,} of {len(y):,} test images are misclassified; the {len(wrong)} shown are those the model was most "
+            "sure about, each titled true → predicted class and the predicted probability." if wrong else
+            "No test image is misclassified.")
+        off = cm.copy()
+        np.fill_diagonal(off, 0)
+        i, j = np.unravel_index(int(np.argmax(off)), off.shape)
+        per_class = cm.diagonal() / np.maximum(cm.sum(axis=1), 1)
+        worst = int(np.argmin(per_class))
+        detail = (f"the most frequent confusion is {names[i]} → {names[j]} ({int(off[i, j])} images); the hardest class "
+                  f"is {names[worst]} ({pct(per_class[worst])} correct)" if off.max() > 0 else "no errors")
+        acc = float(np.trace(cm) / cm.sum())
+        figs["confusion"] = (plots.confusion_matrix(cm, names, out / f"{prefix}confusion.png",
+                                                    title=f"Confusion matrix: {acc * 100:.2f} % of {int(cm.sum()):,} test images"),
+                             f"Test accuracy {acc * 100:.2f} % on {int(cm.sum()):,} images; {detail}.")
+        data.update(confusion_matrix=cm.tolist(), class_names=list(names), test_accuracy=acc, n_test=int(len(y)),
+                    misclassified=wrong, n_misclassified=n_wrong)
+    data["notes"] = run["notes"]
+    atomic_write(out / f"{prefix}pictures.json", lambda fh: json.dump(data, fh, indent=1), mode="w")
+    return {name: figs[name] for name in RUN_PICTURES if name in figs}
+
+
+def _image_shape(n_features: int, test) -> tuple | None:
+    if test is not None and int(np.prod(test[0].shape[1:])) == n_features:
+        return tuple(test[0].shape[1:3])
+    side = int(round(n_features ** 0.5))
+    return (side, side) if side * side == n_features else None
+
+
+def run_section(rep: Report, path, prefix: str, data_dir=None, model=None) -> None:
+    run = load_run(path, model=model, data_dir=data_dir)
+    cfg = run["config"]
+    where = run["metrics"]
+    try:
+        where = where.resolve().relative_to(rep.out.resolve())
+    except (ValueError, OSError):
+        pass
+    rep.heading(f"Training run ({where.as_posix()})")
+    net = run["net"]
+    desc = [f"recipe {cfg['recipe']}" if cfg.get("recipe") else "",
+            f"{cfg.get('optimizer')} lr {cfg['lr']:g}" if cfg.get("lr") else "",
+            f"batch {cfg['batch_size']}" if cfg.get("batch_size") else "",
+            f"data set {cfg.get('dataset') or (net.dataset if net is not None else '?')}"]
+    test = next((e for e in reversed(run["events"]) if e.get("event") == "test"), None)
+    rep.para((f"Network {'-'.join(map(str, net.sizes))} ({net.activation_name}); " if net is not None else "")
+             + ", ".join(d for d in desc if d) + "."
+             + (f" Test accuracy {pct(test['test_acc'])} (from the log)." if test and "test_acc" in test else ""))
+    for note in run["notes"]:
+        rep.para(f"Note: {note}.")
+    prefix = "" if prefix == "run" else f"{prefix}_"
+    for path_, caption in run_pictures(run, rep.out, prefix).values():
+        rep.figure(path_, caption)
+
+
+def write_run_report(folder, metrics=None, model=None, data_dir=None, title: str = "Pictures of a training run",
+                     say=print) -> list[Path]:
+    """What ``xpnet train --plots DIR`` calls: the run's pictures, ``report.md`` and ``report.html``
+    in ``folder``, from its metrics log and model (by default those in ``folder``)."""
+    from xpnet.fileio import atomic_write
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    rep = Report(out)
+    rep.heading(title, 1)
+    run_section(rep, metrics or out, "run", data_dir=data_dir, model=model)
+    if rep.missing_plots and plots.get_pyplot() is None:
+        rep.blocks.insert(1, ("p", f"No figures: {plots.PLOT_HINT}."))
+    md_path = atomic_write(out / "report.md", lambda fh: fh.write(rep.markdown()), mode="w")
+    html_path = atomic_write(out / "report.html", lambda fh: fh.write(rep.html(title)), mode="w")
+    figures = [b[1] for b in rep.blocks if b[0] == "img"]
+    say(f"pictures: {', '.join(str(p) for p in figures)} · report: {html_path}")
+    return [md_path, html_path, *figures]

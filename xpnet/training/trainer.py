@@ -160,6 +160,9 @@ class Trainer:
         # in a checkpoint, the same on every device and inside a CUDA graph.
         net.dropout_seed = (self.seed * 1_000_003 + 1) % 2**63
         self.callbacks = list(callbacks)
+        # Called as ``cb(trainer)`` after every step, on the host (one that reads the device syncs):
+        # for curves sampled within epochs. Set stop_requested to stop after this step.
+        self.step_callbacks: list = []
         self.progress = progress
         self.augment = augment  # e.g. xpnet.data.augment.Augmenter: applied to each training batch
         self.history = History()
@@ -286,6 +289,8 @@ class Trainer:
                 seen += m
                 self.batch = b + 1
                 bar.update(1, m)
+                for callback in self.step_callbacks:
+                    callback(self)
                 if self.stop_requested and self.batch < self.n_batches:
                     bar.close()
                     loss_sum, correct = self._read_counters(S)
