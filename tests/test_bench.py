@@ -53,11 +53,11 @@ def test_bench_end_to_end(fashion_dir, tmp_path, capsys, monkeypatch):
     assert code == 0, captured.err
     assert "| 10 | 128 | cpu | 0 | xpnet |" in captured.out and "| 16-8 | 128 | cpu | 0 | xpnet |" in captured.out
     assert "float32 GEMM peak" in captured.err
-    data = json.loads((out / "results.json").read_text())
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     xp_rows = [r for r in data["results"] if r["impl"] == "xpnet"]
     assert len(xp_rows) == 2 and all(r["median_epoch_s"] > 0 and 0 < r["test_acc"] <= 1 for r in xp_rows)
     assert all(r["gflops"] > 0 and r["pct_peak"] > 0 for r in xp_rows) and data["meta"]["peak_gflops"]
-    assert (out / "results.csv").read_text().startswith("impl,device,device_name,hidden")
+    assert (out / "results.csv").read_text(encoding="utf-8").startswith("impl,device,device_name,hidden")
     if pytest.importorskip("matplotlib"):
         assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

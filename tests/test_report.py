@@ -36,7 +36,7 @@ def folders(tmp_path_factory):
     assert main(["tune", "--method", "random", "--trials", "3", "--epochs", "1", "--hidden", "8,16",
                  "--data-dir", str(data), "--out", str(tune)]) == 0
     bench.mkdir()
-    (bench / "results.json").write_text(json.dumps(BENCH))
+    (bench / "results.json").write_text(json.dumps(BENCH), encoding="utf-8")
     assert main(["report", str(sweep), str(init), str(tune), str(bench), "--out", str(root / "out")]) == 0
     return {"root": root, "sweep": sweep, "init": init, "tune": tune, "bench": bench, "out": root / "out"}
 
@@ -57,7 +57,7 @@ def test_every_png_is_a_valid_image(folders):
 
 
 def test_markdown_links_only_existing_files(folders):
-    md = (folders["out"] / "report.md").read_text()
+    md = (folders["out"] / "report.md").read_text(encoding="utf-8")
     links = re.findall(r"\]\(([^)]+)\)", md)
     assert len(links) >= 10
     for link in links:
@@ -68,9 +68,9 @@ def test_markdown_links_only_existing_files(folders):
 
 
 def test_html_is_self_contained(folders):
-    page = (folders["out"] / "report.html").read_text()
+    page = (folders["out"] / "report.html").read_text(encoding="utf-8")
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == len(re.findall(r"\]\(([^)]+)\)", (folders["out"] / "report.md").read_text()))
+    assert len(images) == len(re.findall(r"\]\(([^)]+)\)", (folders["out"] / "report.md").read_text(encoding="utf-8")))
     for src in images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG
@@ -84,8 +84,8 @@ def _caption(md, image):
 
 
 def test_captions_carry_the_numbers(folders):
-    md = (folders["out"] / "report.md").read_text()
-    rows = json.loads((folders["sweep"] / "results.json").read_text())["results"]
+    md = (folders["out"] / "report.md").read_text(encoding="utf-8")
+    rows = json.loads((folders["sweep"] / "results.json").read_text(encoding="utf-8"))["results"]
     # accuracy vs hidden: the mean test accuracy of the best group at 32 and 8 hidden
     cap = _caption(md, "sweep_accuracy.png")
     groups = {}
@@ -106,11 +106,11 @@ def test_captions_carry_the_numbers(folders):
     # bench speed-up 1.8 / 0.12 = 15×
     assert "15.0×" in _caption(md, "bench_speedup.png")
     # init study: He + ReLU std numbers from the JSON
-    study = json.loads((folders["init"] / "init_study.json").read_text())
+    study = json.loads((folders["init"] / "init_study.json").read_text(encoding="utf-8"))
     std = [r["act_std"] for r in study["rows"] if r["init"] == "he" and r["activation"] == "relu" and r["act_std"] is not None]
     assert f"{std[0]:.3g} → {std[-1]:.3g}" in _caption(md, "init_activations.png")
     # tune: best trial value
-    trials = json.loads((folders["tune"] / "trials.json").read_text())["trials"]
+    trials = json.loads((folders["tune"] / "trials.json").read_text(encoding="utf-8"))["trials"]
     assert f"{max(t['value'] for t in trials) * 100:.1f} %" in _caption(md, "tune_trials.png")
 
 
@@ -129,7 +129,7 @@ def test_without_matplotlib_tables_and_hint(folders, tmp_path, monkeypatch, caps
     monkeypatch.setattr(plots, "get_pyplot", lambda: None)
     out = tmp_path / "noplot"
     assert main(["report", str(folders["sweep"]), str(folders["tune"]), "--out", str(out)]) == 0
-    md = (out / "report.md").read_text()
+    md = (out / "report.md").read_text(encoding="utf-8")
     assert "pip install 'xpnet[plot]'" in md and "![" not in md
     assert "| configuration |" in md
     assert not list(out.glob("*.png"))
@@ -139,7 +139,7 @@ def test_a_distributed_sweep_is_one_section_over_its_workers_folders(folders, tm
     """Two workers of one --storage sweep (same meta.study) wrote half the grid each: one section, every run."""
     import shutil
 
-    data = json.loads((folders["sweep"] / "results.json").read_text())
+    data = json.loads((folders["sweep"] / "results.json").read_text(encoding="utf-8"))
     rows = data["results"]
     assert len(rows) == 8
     workers = []
@@ -147,8 +147,8 @@ def test_a_distributed_sweep_is_one_section_over_its_workers_folders(folders, tm
         folder = tmp_path / f"worker{w}"
         shutil.copytree(folders["sweep"], folder)
         (folder / "results.json").write_text(json.dumps({"meta": dict(data["meta"], study="grid1", worker=w),
-                                                         "results": half}))
+                                                         "results": half}), encoding="utf-8")
         workers.append(folder)
     assert main(["report", *map(str, workers), "--out", str(tmp_path / "out")]) == 0
-    md = (tmp_path / "out" / "report.md").read_text()
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert md.count("## Sweep (") == 1 and "8 runs on" in md

@@ -18,8 +18,8 @@ def test_study_writes_a_report_whose_captions_match_the_results(tmp_path, capsys
                  "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    results = json.loads((out / "results.json").read_text())
-    report = (out / "README.md").read_text()
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    report = (out / "README.md").read_text(encoding="utf-8")
     assert {"hidden", "optimizers", "batch", "recipes", "init", "meta"} <= set(results)
     # part 1: 2 sizes × 2 seeds with the default recipe; the caption's mean is the mean of the runs
     runs = results["hidden"]
@@ -114,13 +114,13 @@ def test_keep_redoes_one_part_and_reuses_part_1(tmp_path, capsys):
     out = tmp_path / "study"
     common = ["study", "--data-dir", str(data), "--hidden", "8", "--seeds", "2", "--epochs", "2", "--out", str(out)]
     assert main(common + ["--parts", "hidden"]) == 0
-    first = json.loads((out / "results.json").read_text())
+    first = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert main(common + ["--parts", "recipes", "--keep", "--note", "Ran in two steps."]) == 0, capsys.readouterr().err
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["hidden"] == first["hidden"]  # kept as it was
     assert [r["test_acc"] for r in results["recipes"]["default"]] == [r["test_acc"] for r in first["hidden"]]
     assert results["meta"]["kept"] == ["hidden"] and set(results["meta"]["part_s"]) == {"hidden", "recipes"}
-    report = (out / "README.md").read_text()
+    report = (out / "README.md").read_text(encoding="utf-8")
     assert "## 1. Hidden layer size" in report and "## 4. Plain vs default recipe" in report
     assert "Ran in two steps." in report and "kept from an earlier run" in report
 

@@ -80,10 +80,10 @@ def test_bench_to_accuracy_end_to_end(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "first-call JIT excluded" in captured.err and "| cpu | xpnet | 1 |" in captured.out
-    saved = json.loads((out / "tta.json").read_text())
+    saved = json.loads((out / "tta.json").read_text(encoding="utf-8"))
     (row,) = saved["results"]
     assert row["target"] == 0.05 and row["seeds"] == [0] and row["recipe"]["schedule"] == "onecycle"
     assert saved["meta"]["kind"] == "tta" and "JIT" in saved["meta"]["timing"]
-    assert (out / "tta.md").read_text().startswith("| dataset |")
+    assert (out / "tta.md").read_text(encoding="utf-8").startswith("| dataset |")
     assert main(["bench", "--to-accuracy", "98", "--peers", "sklearn"]) == 2
     assert "no time-to-accuracy runner" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xpnet.backend import load_average
 from xpnet.errors import ConfigError
 from xpnet.training.recipe import RECIPE_KEYS, RECIPES, RunConfig, Split, make_run_trainer, prepare_split
 
@@ -487,7 +488,7 @@ def run_study(base: RunConfig, out, parts=PARTS, hiddens=((10,), (256,), (512,),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "device": backend.device_name(base.device), "total_s": time.perf_counter() - t_start + sum(part_s[k] for k in kept),
             "part_s": dict(part_s), "batch_budget_s": batch_budget_s, "batch_points": batch_points,
-            "shared": os.getloadavg()[0] > (os.cpu_count() or 1) * 0.75, "load_avg": os.getloadavg()[0],
+            "shared": (load_average() or 0.0) > (os.cpu_count() or 1) * 0.75, "load_avg": load_average(),
             "limit": base.limit, "complete": set(parts) <= set(part_s), "kept": kept, "note": note,
         }
 

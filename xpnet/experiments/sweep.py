@@ -103,18 +103,6 @@ class _Splits:
         return self.last[1]
 
 
-def prepare_data(dataset: str | None, data_dir=None, limit: int | None = None) -> dict:
-    """study.py's data (the old dict) from :func:`prepare_split`, until study trains through the recipe
-    (branch ``figures`` moves it there; then delete this)."""
-    from xpnet.training.recipe import RunConfig, prepare_split
-
-    split = prepare_split(RunConfig(dataset=dataset, data_dir=str(data_dir) if data_dir else None, limit=limit))
-    return {"name": split.name, "source": split.source, "class_names": list(split.class_names),
-            "image_shape": split.image_shape, "normalizer": split.normalizer, "Xtr": split.X_train, "ytr": split.y_train,
-            "Xv": split.X_val, "yv": split.y_val, "Xte": split.X_test, "yte": split.y_test,
-            "data_dir": str(data_dir) if data_dir else None}
-
-
 def train_one(cfg, split, callbacks=()):
     """Train one configuration through the recipe; returns ``(net, history, row)``."""
     from xpnet import backend

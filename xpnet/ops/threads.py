@@ -22,6 +22,8 @@ import os
 import sys
 import time
 
+from xpnet.backend import load_average
+
 # A GEMM of at least this many multiply-adds (m·n·k) per thread is worth splitting: below it the
 # split's synchronisation costs more than the second core brings (batch-128 GEMMs of 784-10-10 are
 # about 1e6; 784-1024-10's large ones 1e8).
@@ -103,7 +105,7 @@ class MachineLoad:
         self._next = now + self.window_s
         sample = self._sample()
         if sample is None or self._last is None:
-            self._value = max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
+            self._value = max(0.0, (load_average() or 1.0) - 1.0)
             return self._value
         (busy0, total0, own0), (busy1, total1, own1) = self._last, sample
         self._last = sample

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xpnet.backend import load_average
+
 PEER_MODULES = {"torch": "torch", "torch-graph": "torch", "sklearn": "sklearn", "jax": "jax"}
 
 
@@ -87,7 +89,7 @@ def run_in_subprocess(case: dict, data_dir: Path, timeout: float = 1800, module:
     env = None
     if threads:
         env = dict(os.environ, **{var: str(int(threads)) for var in THREAD_VARS})
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:  # the child is killed; a collapsed peer becomes a row that says so
@@ -98,7 +100,7 @@ def run_in_subprocess(case: dict, data_dir: Path, timeout: float = 1800, module:
         return dict(case, error=tail)
     # The 1-minute load average around the case: on a shared machine, the figure's context.
     return dict(json.loads(lines[-1]), load_before=load_before,
-                load_after=os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
+                load_after=load_average())
 
 
 @contextlib.contextmanager

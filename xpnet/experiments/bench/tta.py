@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xpnet.backend import load_average
+
 TTA_FIELDS = ("dataset", "impl", "device_name", "target", "seconds", "test_acc", "seeds")
 TTA_IMPLS = ("xpnet", "torch")
 
@@ -202,11 +204,11 @@ def _child(argv) -> None:
     from xpnet.experiments.bench.runner import load_data
 
     case, data_dir = json.loads(argv[0]), Path(argv[1])
-    load = os.getloadavg()[0]
+    load = load_average()
     res = TTA_RUNNERS[case["impl"]](load_data(data_dir), case)
     # The 1-minute load average before and after: on a shared machine, PyTorch's OpenMP threads
     # slow down by orders of magnitude when the cores are busy (measured: 0.06 s vs 7.6 s).
-    print(json.dumps(dict(case, **res, load_before=load, load_after=os.getloadavg()[0])), flush=True)
+    print(json.dumps(dict(case, **res, load_before=load, load_after=load_average())), flush=True)
 
 
 if __name__ == "__main__":
