@@ -94,7 +94,7 @@ def test_sigkill_while_writing_leaves_old_or_new_and_resume_continues(data_dir, 
             while time.monotonic() < deadline and p.is_alive() and len(seen) < j:
                 seen.update(name for name in os.listdir(run) if name.endswith(".tmp"))
                 time.sleep(0.001)
-            time.sleep(rng.uniform(0, 0.03))
+            time.sleep(rng.uniform(0, 0.01))  # a write of the checkpoint takes tens of ms: land inside it
         os.kill(p.pid, signal.SIGKILL)
         p.join()
         leftovers = [n for n in os.listdir(run) if n.endswith(".tmp")]
