@@ -290,6 +290,9 @@ class DemoServer(ThreadingHTTPServer):
     """A threading HTTP server holding the :class:`DemoModel`; port 0 picks a free port."""
 
     daemon_threads = True
+    # The listen backlog: socketserver's default of 5 resets connections when a page (or a test)
+    # opens a burst of requests at once; the work per request is bounded, so queue them instead.
+    request_queue_size = 128
 
     def __init__(self, model: DemoModel, host: str = "127.0.0.1", port: int = 0, quiet: bool = True):
         handler = type("QuietHandler" if quiet else "LoudHandler", (Handler,), {"quiet": quiet})
