@@ -1,7 +1,7 @@
 """The course notes' network in plain NumPy: samples are COLUMNS, Z = W·A + b, plain gradient descent.
 
     python examples/notes_mlp.py                                   # Fashion-MNIST (Debian's package)
-    python examples/notes_mlp.py --data-dir ../shared/data/mnist   # MNIST
+    python examples/notes_mlp.py --data-dir DIR   # MNIST
 Forward:  Z[l] = W[l]·A[l-1] + b[l],  A[l] = ReLU(Z[l]),  last layer softmax.
 Backward: dZ = A − Y,  dW = dZ·A[l-1]ᵀ/m,  db = Σ dZ/m,  dZ[l-1] = W[l]ᵀ·dZ ⊙ (Z[l-1] > 0).
 xpnet.MLP computes exactly these gradients with samples as rows (tests/test_notes_example.py).

@@ -40,7 +40,7 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, cas
 
     \b
     With --to-accuracy TARGET: time to accuracy of one fixed recipe instead, e.g.
-      xpnet bench --to-accuracy 98 --dataset mnist --data-dir ../shared/data/mnist --peers torch --out DIR
+      xpnet bench --to-accuracy 98 --dataset mnist --data-dir DIR --peers torch --out DIR
     """
     from xpnet.experiments.bench.report import add_peak, summarise, write_outputs
     from xpnet.experiments.bench.runner import busy_processes, prepare_data, run_in_subprocess, unavailable_reason
