@@ -56,6 +56,7 @@ class _FakeBlas:
 
 
 def test_policy_sets_per_gemm_and_restores(monkeypatch):
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "adaptive")
     lib = _FakeBlas(2)
     monkeypatch.setattr(threads, "_blas_controllers", lambda: [lib])
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
@@ -76,6 +77,7 @@ def test_policy_sets_per_gemm_and_restores(monkeypatch):
 
 
 def test_ceiling_is_the_count_in_force(monkeypatch):
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "adaptive")
     lib = _FakeBlas(1)  # e.g. OPENBLAS_NUM_THREADS=1
     monkeypatch.setattr(threads, "_blas_controllers", lambda: [lib])
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
@@ -101,3 +103,27 @@ def test_real_blas_is_set_inside_and_restored():
         inside = counts()
     np.testing.assert_array_equal(C, 64.0)
     assert inside and all(n == 1 for n in inside) and counts() == before
+
+
+def test_default_mode_ignores_the_load_so_runs_are_reproducible(monkeypatch):
+    """By default the choice is the shape's alone: a busy neighbour changes nothing, so two runs of
+    a configuration (an interrupted one and its resume) round alike."""
+    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    monkeypatch.setattr(threads.MachineLoad, "others", lambda self: 1.0)  # would mean: a core is taken
+    lib = _FakeBlas(2)
+    monkeypatch.setattr(threads, "_blas_controllers", lambda: [lib])
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    with threads.blas_policy() as policy:
+        assert policy.load is None
+        threads.before_gemm(128, 1024, 784)  # large: both cores, whatever the load
+        threads.before_gemm(128, 10, 1024)   # small: 1
+    assert lib.calls == [2, 1, 2]
+
+
+def test_an_unknown_mode_is_a_config_error(monkeypatch):
+    from xpnet.errors import ConfigError
+
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "fast")
+    with pytest.raises(ConfigError, match="XPNET_BLAS_THREADS='fast'"):
+        with threads.blas_policy():
+            pass

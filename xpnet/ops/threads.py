@@ -10,9 +10,17 @@ are not free, more only for large GEMMs on otherwise idle cores. Outside the con
 changes: the user's own NumPy keeps its BLAS settings, and the count in force when the
 context was entered (e.g. ``OPENBLAS_NUM_THREADS``) is the ceiling.
 
-The machine state is other processes' CPU use, read from ``/proc/stat`` minus this process's
-own time over the last :data:`WINDOW_S` seconds (no sleeping, no sampling thread); a run
-starts on one thread until the first window has been seen. threadpoolctl sets the counts.
+Two modes, chosen by ``XPNET_BLAS_THREADS``:
+
+* ``shape`` (the default): threads from the GEMM's shape and the usable cores only. Every run of
+  a configuration on a machine makes the same choices, so its weights are bitwise reproducible (a
+  resumed run equals an uninterrupted one; OpenBLAS rounds differently on 1 and 2 threads).
+* ``adaptive``: the machine state too — other processes' CPU use, read from ``/proc/stat`` minus
+  this process's own time over the last :data:`WINDOW_S` seconds (no sleeping, no sampling
+  thread); a run starts on one thread until the first window has been seen. Faster beside a busy
+  program, but the choices (and so the last bits of the weights) depend on the load.
+
+threadpoolctl sets the counts.
 """
 
 from __future__ import annotations
@@ -121,18 +129,33 @@ def _online_cpus() -> int:
     return os.cpu_count() or 1
 
 
-class _Policy:
-    """The active policy: OpenBLAS's controllers, the ceiling, the current count, the load monitor."""
+MODES = ("shape", "adaptive")
 
-    def __init__(self, controllers, ceiling: int):
+
+def policy_mode() -> str:
+    """``XPNET_BLAS_THREADS``: ``shape`` (default, reproducible) or ``adaptive`` (follows the load)."""
+    mode = os.environ.get("XPNET_BLAS_THREADS", "shape").strip().lower() or "shape"
+    if mode not in MODES:
+        from xpnet.errors import ConfigError  # noqa: PLC0415
+
+        raise ConfigError(f"XPNET_BLAS_THREADS={mode!r}: use one of {', '.join(MODES)}")
+    return mode
+
+
+class _Policy:
+    """The active policy: OpenBLAS's controllers, the ceiling, the current count, the load monitor
+    (adaptive mode only)."""
+
+    def __init__(self, controllers, ceiling: int, mode: str = "shape"):
         self.controllers = controllers
         self.ceiling = ceiling
         self.current = None
         self.cores = min(usable_cores(), ceiling)
-        self.load = MachineLoad()
+        self.load = MachineLoad() if mode == "adaptive" else None
 
     def before_gemm(self, m: int, n: int, k: int) -> None:
-        want = gemm_threads(m, n, k, self.cores, self.load.others()) if self.cores > 1 else 1
+        others = self.load.others() if self.load is not None else 0.0
+        want = gemm_threads(m, n, k, self.cores, others) if self.cores > 1 else 1
         if want != self.current:
             for lib in self.controllers:
                 lib.set_num_threads(want)
@@ -170,7 +193,7 @@ def blas_policy():
         return
     controllers = _blas_controllers()
     saved = [lib.get_num_threads() for lib in controllers]
-    _active = _Policy(controllers, max(saved, default=1))
+    _active = _Policy(controllers, max(saved, default=1), policy_mode())
     # Numba's count for this thread, set once here rather than around every Adam step (~9 us a call).
     numba = sys.modules.get("numba")
     numba_saved = numba.get_num_threads() if numba is not None else None
