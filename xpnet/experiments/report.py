@@ -176,13 +176,19 @@ def build_report(dirs, out=None, title: str = "xpnet report", say=print, data_di
             run_section(rep, folder, prefix, data_dir=data_dir)
             continue
         {"sweep": sweep_section, "bench": bench_section, "init": init_section, "tune": tune_section}[kind](rep, folder, prefix)
-    if rep.missing_plots and plots.get_pyplot() is None:
-        rep.blocks.insert(2, ("p", f"No figures: {plots.PLOT_HINT}."))
-    md_path = atomic_write(out / "report.md", lambda fh: fh.write(rep.markdown()), mode="w")
-    html_path = atomic_write(out / "report.html", lambda fh: fh.write(rep.html(title)), mode="w")
-    figures = [b[1] for b in rep.blocks if b[0] == "img"]
+    md_path, html_path, figures = _write(rep, out, title, hint_at=2)
     say(f"report: {len(found)} section(s), {len(figures)} figure(s)")
     return [md_path, html_path, *figures]
+
+
+def _write(rep, out: Path, title: str, hint_at: int):
+    """report.md and report.html of ``rep`` in ``out`` (with the install hint at block ``hint_at``
+    when figures were wanted but matplotlib is missing); returns their paths and the figures'."""
+    if rep.missing_plots and plots.get_pyplot() is None:
+        rep.blocks.insert(hint_at, ("p", f"No figures: {plots.PLOT_HINT}."))
+    md_path = atomic_write(out / "report.md", lambda fh: fh.write(rep.markdown()), mode="w")
+    html_path = atomic_write(out / "report.html", lambda fh: fh.write(rep.html(title)), mode="w")
+    return md_path, html_path, [b[1] for b in rep.blocks if b[0] == "img"]
 
 
 # ---------------------------------------------------------------------------- sweep
@@ -705,10 +711,6 @@ def write_run_report(folder, metrics=None, model=None, data_dir=None, title: str
     rep = Report(out)
     rep.heading(title, 1)
     run_section(rep, metrics or out, "run", data_dir=data_dir, model=model)
-    if rep.missing_plots and plots.get_pyplot() is None:
-        rep.blocks.insert(1, ("p", f"No figures: {plots.PLOT_HINT}."))
-    md_path = atomic_write(out / "report.md", lambda fh: fh.write(rep.markdown()), mode="w")
-    html_path = atomic_write(out / "report.html", lambda fh: fh.write(rep.html(title)), mode="w")
-    figures = [b[1] for b in rep.blocks if b[0] == "img"]
+    md_path, html_path, figures = _write(rep, out, title, hint_at=1)
     say(f"pictures: {', '.join(str(p) for p in figures)} · report: {html_path}")
     return [md_path, html_path, *figures]
