@@ -53,16 +53,6 @@ def comma_list(ctx, param, value):
     return tuple(part.strip() for part in str(value).split(",") if part.strip())
 
 
-def hidden_option(networks: bool = False, default="1024"):
-    """``--hidden``: one network's hidden layers; with ``networks=True`` repeated, one network each."""
-    if networks:
-        return click.option("--hidden", "hidden", type=HiddenSizes(), multiple=True, default=[default],
-                            show_default=str(default), help="One network's hidden layers (120,64); repeat to "
-                            "compare networks: --hidden 10 --hidden 256 --hidden 120,64.")
-    return click.option("--hidden", type=HiddenSizes(), default=None, show_default=str(default),
-                        help="Hidden layer widths of the network, e.g. 1024 or 120,64.")
-
-
 def run_options(command):
     """The options every command that trains shares, with one meaning and one default everywhere."""
     options = [
