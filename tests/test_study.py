@@ -65,7 +65,7 @@ def test_study_parts_train_through_the_recipe(tmp_path):
     from conftest import write_synthetic_idx
 
     from xpnet.experiments.study import _cfg, train_run
-    from xpnet.training.recipe import RunConfig, make_run_trainer, prepare_split, run
+    from xpnet.training.recipe import RunConfig, prepare_split, run
 
     data = write_synthetic_idx(tmp_path / "data", n_train=200)
     base = RunConfig(data_dir=str(data), recipe="default", activation="tanh")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xpnet.fileio import atomic_write
 from xpnet.errors import ConfigError
 from xpnet.experiments import plots
 
@@ -149,7 +150,6 @@ def detect(folder: Path) -> list[str]:
 def build_report(dirs, out=None, title: str = "xpnet report", say=print, data_dir=None) -> list[Path]:
     """Write ``report.md`` and ``report.html`` (plus PNGs) into ``out`` (default: the first folder,
     or a metrics file's folder); returns the paths written. ``data_dir``: the test set of run folders."""
-    from xpnet.fileio import atomic_write
 
     found = []
     for d in map(Path, dirs):
@@ -354,7 +354,6 @@ def confusion_section(rep: Report, folder: Path, meta: dict, rows: list, prefix:
         return
     from xpnet.data import load_dataset
     from xpnet.errors import XpnetError
-    from xpnet.fileio import atomic_write
     from xpnet.io.npz import load
 
     try:
@@ -600,7 +599,6 @@ def run_pictures(run: dict, out, prefix: str = "") -> dict:
     """Draw a run's four figures into ``out`` and write the numbers behind them to
     ``{prefix}pictures.json``; returns ``{name: (path or None, caption)}`` in ``RUN_PICTURES`` order."""
     from xpnet import backend
-    from xpnet.fileio import atomic_write
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -704,7 +702,6 @@ def write_run_report(folder, metrics=None, model=None, data_dir=None, title: str
                      say=print) -> list[Path]:
     """What ``xpnet train --plots DIR`` calls: the run's pictures, ``report.md`` and ``report.html``
     in ``folder``, from its metrics log and model (by default those in ``folder``)."""
-    from xpnet.fileio import atomic_write
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,6 @@ Design notes, each measured:
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 

@@ -199,7 +199,6 @@ def write_tta(rows: list[dict], out: Path, meta: dict) -> list[Path]:
 
 
 def _child(argv) -> None:
-    import os
 
     from xpnet.experiments.bench.runner import load_data
 
