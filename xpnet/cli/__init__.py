@@ -77,7 +77,7 @@ def cli():
     Quick start:
       xpnet train --dataset fashion-mnist --hidden 1024 --epochs 20
       xpnet train --device gpu --hidden 120,64 --optimizer momentum --lr 0.05
-      xpnet bench --device cpu,gpu --hidden 10,256,1024
+      xpnet bench --device cpu,gpu --hidden 10 --hidden 256 --hidden 1024
     """
 
 
