@@ -1,8 +1,7 @@
-"""Every optional dependency and its install hint, in one place (imported lazily, on first use).
+"""Optional dependencies and their install hints (imported lazily, on first use).
 
 ``require("onnx", "ONNX export")`` returns the module or raises one typed error naming the pip
-extra that brings it, so a missing package is one clear ``error:`` line in the CLI. The hints
-below are the only place that knows which extra holds which package.
+extra that brings it, so a missing package is one clear ``error:`` line in the CLI.
 """
 
 from __future__ import annotations
@@ -11,19 +10,14 @@ import importlib
 
 from xpnet.errors import ConfigError
 
-# module -> (pip extra or command, what it is for by default)
+# module -> (pip extra or command, what it is for by default). The imports that raise a more specific
+# error (CuPy's DeviceError with the driver's CUDA major, Pillow's DataError, Optuna's storage hint)
+# keep their own messages where they are raised.
 EXTRAS = {
-    "cupy": ("xpnet[gpu-cuda12] or xpnet[gpu-cuda13]", "--device gpu"),
-    "nvmath": ("xpnet[gpu-cuda12] or xpnet[gpu-cuda13]", "the CUDA-graph training step (cuBLAS in a capture)"),
-    "numba": ("xpnet[fast]", "the fused CPU kernels"),
-    "PIL": ("xpnet[images]", "reading PNG/JPEG"),
     "matplotlib": ("xpnet[plot]", "plots"),
-    "optuna": ("xpnet[tune]", "--method bayes and --storage"),
     "onnx": ("xpnet[onnx]", "ONNX export"),
     "onnxruntime": ("xpnet[onnx]", "checking an ONNX export"),
     "torch": ("torch", "PyTorch interop"),
-    "sklearn": ("xpnet[bench]", "scikit-learn"),
-    "jax": ("xpnet[bench]", "the JAX peer"),
 }
 
 
@@ -40,12 +34,3 @@ def require(module: str, what: str | None = None, error=ConfigError):
         return importlib.import_module(module)
     except ImportError:
         raise error(hint(module, what)) from None
-
-
-def available(module: str) -> bool:
-    """Whether ``module`` imports (without raising)."""
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True

@@ -216,10 +216,6 @@ class RunConfig:
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------ derived values
-    def n_steps(self, n_train: int) -> int:
-        """Optimizer steps of the whole run: epochs × batches per epoch."""
-        return int(self.epochs) * math.ceil(n_train / min(int(self.batch_size), n_train))
-
     def build_net(self, n_in: int, n_out: int):
         """The run's MLP (the recipe's dropout and label smoothing, this seed and device)."""
         from xpnet.nn.model import MLP
@@ -229,7 +225,7 @@ class RunConfig:
                    seed=self.seed)
 
     def build_optimizer(self, n_train: int):
-        """The run's optimizer with its schedule laid over :meth:`n_steps` steps."""
+        """The run's optimizer with its schedule laid over the run's steps (epochs × batches)."""
         from xpnet.optim.optimizers import get_optimizer
         from xpnet.optim.schedules import build_schedule, from_config
 
