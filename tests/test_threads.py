@@ -105,25 +105,108 @@ def test_real_blas_is_set_inside_and_restored():
     assert inside and all(n == 1 for n in inside) and counts() == before
 
 
-def test_default_mode_ignores_the_load_so_runs_are_reproducible(monkeypatch):
-    """By default the choice is the shape's alone: a busy neighbour changes nothing, so two runs of
-    a configuration (an interrupted one and its resume) round alike."""
-    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
-    monkeypatch.setattr(threads.MachineLoad, "others", lambda self: 1.0)  # would mean: a core is taken
-    lib = _FakeBlas(2)
+def _two_cores(monkeypatch, lib):
     monkeypatch.setattr(threads, "_blas_controllers", lambda: [lib])
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_last_decision", None)
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+
+
+def test_run_mode_decides_once_at_the_first_large_gemm(monkeypatch):
+    """The default: small GEMMs need no decision; the first large one counts the free cores once,
+    and the run keeps that count when the load changes (a run rounds one way throughout)."""
+    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    load = [1.0]  # a busy program when the run looks
+    looks = []
+    monkeypatch.setattr(threads.MachineLoad, "others", lambda self: looks.append(1) or load[0])
+    lib = _FakeBlas(2)
+    _two_cores(monkeypatch, lib)
     with threads.blas_policy() as policy:
+        threads.before_gemm(128, 10, 784)  # small: one thread, nothing decided yet
+        assert policy.cores is None and not looks
+        threads.before_gemm(128, 1024, 784)  # large: one look, a core is taken
+        assert policy.cores == 1 and len(looks) == 1
+        load[0] = 0.0  # the program ends: this run stays on one core
+        threads.before_gemm(128, 1024, 784)
+        assert len(looks) == 1
+    assert lib.calls == [1, 2]  # one thread throughout; the count in force before is restored
+    with threads.blas_policy(cores=policy.cores) as resumed:  # a resumed run: its record, no look
+        threads.before_gemm(128, 1024, 784)
+        assert resumed.cores == 1 and len(looks) == 1
+    monkeypatch.setattr(threads, "_last_decision", None)
+    with threads.blas_policy() as fresh:  # a new run on the now idle machine: both cores
+        threads.before_gemm(128, 1024, 784)
+        assert fresh.cores == 2 and lib.calls[-1] == 2
+
+
+def test_run_mode_reuses_a_recent_look(monkeypatch):
+    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    looks = []
+    monkeypatch.setattr(threads.MachineLoad, "others", lambda self: looks.append(1) or 0.0)
+    _two_cores(monkeypatch, _FakeBlas(2))
+    for _ in range(3):  # e.g. a grid search's short fits: one look serves them
+        with threads.blas_policy():
+            threads.before_gemm(128, 1024, 784)
+    assert len(looks) == 1
+
+
+@pytest.mark.parametrize("mode, busy, expected", [("shape", 1.0, 2), ("1", 0.0, 1), ("2", 1.0, 2)])
+def test_shape_and_numbered_modes_ignore_the_load(monkeypatch, mode, busy, expected):
+    monkeypatch.setenv("XPNET_BLAS_THREADS", mode)
+    monkeypatch.setattr(threads.MachineLoad, "others", lambda self: busy)
+    lib = _FakeBlas(2)
+    _two_cores(monkeypatch, lib)
+    with threads.blas_policy(cores=1 if mode == "2" else None) as policy:  # a number wins over a record
         assert policy.load is None
-        threads.before_gemm(128, 1024, 784)  # large: both cores, whatever the load
-        threads.before_gemm(128, 10, 1024)   # small: 1
-    assert lib.calls == [2, 1, 2]
+        threads.before_gemm(128, 1024, 784)
+        threads.before_gemm(128, 10, 1024)  # small: 1
+    assert policy.cores == expected and lib.calls[0] == expected
 
 
-def test_an_unknown_mode_is_a_config_error(monkeypatch):
+def test_trainer_records_its_cores_and_a_resume_reuses_them(monkeypatch, tmp_path):
+    """The count a run chose is in its checkpoint state and epoch log events; a trainer loaded from
+    that state runs on it without looking at the machine again."""
+    from xpnet import MLP
+    from xpnet.io.runlog import RunLog
+    from xpnet.optim.optimizers import get_optimizer
+    from xpnet.training.trainer import Trainer
+
+    pytest.importorskip("numba")
+    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_last_decision", None)
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    looks = []
+    monkeypatch.setattr(threads.MachineLoad, "others", lambda self: looks.append(1) or 1.0)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 784)).astype(np.float32), rng.integers(0, 10, 64)
+
+    def trainer():
+        net = MLP([784, 1024, 10], seed=0)
+        return Trainer(net, get_optimizer("adam", lr=1e-3), X, y, batch_size=32)
+
+    first = trainer()
+    log = tmp_path / "metrics.jsonl"
+    first.callbacks.append(RunLog(log).epoch_callback)
+    first.run(1)
+    assert first.blas_cores_in_use() == 1 and len(looks) == 1
+    from xpnet.io.runlog import read
+
+    assert [event.get("blas_cores") for event in read(log)] == [1]
+    state = first.state_dict()
+    assert state["blas_cores"] == 1
+    monkeypatch.setattr(threads, "_last_decision", None)
+    again = trainer()
+    again.load_state_dict(state)
+    again.run(2)
+    assert again.blas_cores_in_use() == 1 and len(looks) == 1  # no second look
+
+
+@pytest.mark.parametrize("value", ["fast", "0", "-1"])
+def test_an_unknown_mode_is_a_config_error(monkeypatch, value):
     from xpnet.errors import ConfigError
 
-    monkeypatch.setenv("XPNET_BLAS_THREADS", "fast")
-    with pytest.raises(ConfigError, match="XPNET_BLAS_THREADS='fast'"):
+    monkeypatch.setenv("XPNET_BLAS_THREADS", value)
+    with pytest.raises(ConfigError, match=f"XPNET_BLAS_THREADS='{value}'"):
         with threads.blas_policy():
             pass

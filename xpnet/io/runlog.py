@@ -72,8 +72,10 @@ class RunLog:
         return record
 
     def epoch_callback(self, record: dict, trainer=None) -> None:
-        """A Trainer callback: one ``epoch`` event per epoch."""
-        self.write("epoch", **record)
+        """A Trainer callback: one ``epoch`` event per epoch, with the BLAS cores the run uses (the
+        count that repeats it bit for bit: ``XPNET_BLAS_THREADS=N``)."""
+        cores = trainer.blas_cores_in_use() if hasattr(trainer, "blas_cores_in_use") else None
+        self.write("epoch", **record, **({"blas_cores": cores} if cores is not None else {}))
 
 
 def _redone(event: dict, keep_epochs: int) -> bool:

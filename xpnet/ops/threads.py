@@ -5,20 +5,23 @@ by another program, each split GEMM waits for the worker that shares that core (
 time slice per GEMM): a training step of small GEMMs then runs several times slower than on
 one thread, and even large ones lose to one thread (bench/results/ has the measurements).
 So, inside :func:`blas_policy` (entered once by ``Trainer.run``), the CPU ops' ``matmul`` asks
-:func:`gemm_threads` before every GEMM: one thread for small GEMMs and whenever the cores
-are not free, more only for large GEMMs on otherwise idle cores. Outside the context nothing
-changes: the user's own NumPy keeps its BLAS settings, and the count in force when the
-context was entered (e.g. ``OPENBLAS_NUM_THREADS``) is the ceiling.
+:func:`gemm_threads` before every GEMM: one thread for small GEMMs and on cores other programs
+hold, more only for large GEMMs on free cores. Outside the context nothing changes: the user's
+own NumPy keeps its BLAS settings, and the count in force when the context was entered (e.g.
+``OPENBLAS_NUM_THREADS``) is the ceiling.
 
-Two modes, chosen by ``XPNET_BLAS_THREADS``:
+OpenBLAS rounds differently on 1 and 2 threads, so a choice that changed within a run would make
+its weights depend on the load. Modes, chosen by ``XPNET_BLAS_THREADS``:
 
-* ``shape`` (the default): threads from the GEMM's shape and the usable cores only. Every run of
-  a configuration on a machine makes the same choices, so its weights are bitwise reproducible (a
-  resumed run equals an uninterrupted one; OpenBLAS rounds differently on 1 and 2 threads).
-* ``adaptive``: the machine state too — other processes' CPU use, read from ``/proc/stat`` minus
-  this process's own time over the last :data:`WINDOW_S` seconds (no sleeping, no sampling
-  thread); a run starts on one thread until the first window has been seen. Faster beside a busy
-  program, but the choices (and so the last bits of the weights) depend on the load.
+* ``run`` (the default): the free cores are counted once per run, at its first GEMM large enough
+  to split (other processes' CPU use over :data:`DECIDE_S` seconds), and kept for the whole run;
+  the trainer records the count and a resumed or continued run reuses it, so it rounds exactly
+  like the uninterrupted run. A program started in the middle of a run is not followed.
+* ``shape``: every usable core, whatever the load (the same choice on every run of a machine).
+* ``adaptive``: the load at every GEMM (``/proc/stat`` minus this process's own time over the
+  last :data:`WINDOW_S` seconds); follows a program started mid-run, but the last bits of the
+  weights then depend on the load.
+* a number ``N``: at most ``N`` cores, whatever the load (e.g. to repeat a recorded run).
 
 threadpoolctl sets the counts.
 """
@@ -41,6 +44,10 @@ MIN_K = 32
 # Other processes using at least this much of a core take it away from us.
 BUSY_CORE = 0.3
 WINDOW_S = 0.25
+# The ``run`` mode's one look at the machine, and how long its answer serves later runs of this process
+# (many short fits, e.g. a grid search, then pay for one look, not one each).
+DECIDE_S = 0.2
+DECISION_REUSE_S = 5.0
 
 
 def gemm_threads(m: int, n: int, k: int, cores: int, others_busy: float) -> int:
@@ -129,33 +136,68 @@ def _online_cpus() -> int:
     return os.cpu_count() or 1
 
 
-MODES = ("shape", "adaptive")
+MODES = ("run", "shape", "adaptive")
 
 
-def policy_mode() -> str:
-    """``XPNET_BLAS_THREADS``: ``shape`` (default, reproducible) or ``adaptive`` (follows the load)."""
-    mode = os.environ.get("XPNET_BLAS_THREADS", "shape").strip().lower() or "shape"
+def policy_mode() -> str | int:
+    """``XPNET_BLAS_THREADS``: ``run`` (default), ``shape``, ``adaptive`` or a core count."""
+    mode = os.environ.get("XPNET_BLAS_THREADS", "run").strip().lower() or "run"
+    if mode.isdigit() and int(mode) >= 1:
+        return int(mode)
     if mode not in MODES:
         from xpnet.errors import ConfigError  # noqa: PLC0415
 
-        raise ConfigError(f"XPNET_BLAS_THREADS={mode!r}: use one of {', '.join(MODES)}")
+        raise ConfigError(f"XPNET_BLAS_THREADS={mode!r}: use one of {', '.join(MODES)} or a core count")
     return mode
 
 
-class _Policy:
-    """The active policy: OpenBLAS's controllers, the ceiling, the current count, the load monitor
-    (adaptive mode only)."""
+_last_decision: tuple[float, int] | None = None  # (monotonic time, free cores) of the run mode's last look
 
-    def __init__(self, controllers, ceiling: int, mode: str = "shape"):
+
+def free_cores(usable: int) -> int:
+    """Cores of ``usable`` that other processes leave free now: one look of :data:`DECIDE_S` seconds
+    (reused for :data:`DECISION_REUSE_S`), at least one."""
+    global _last_decision
+    now = time.monotonic()
+    if _last_decision is not None and now - _last_decision[0] < DECISION_REUSE_S:
+        return min(usable, _last_decision[1])
+    load = MachineLoad(window_s=DECIDE_S)
+    time.sleep(DECIDE_S)
+    free = max(1, usable - _taken(load.others()))
+    _last_decision = (time.monotonic(), free)
+    return free
+
+
+class _Policy:
+    """The active policy: OpenBLAS's controllers, the ceiling, the current count, and either the
+    cores this run uses (``cores``; ``None`` in the run mode until its first large GEMM) or the load
+    monitor (adaptive mode)."""
+
+    def __init__(self, controllers, ceiling: int, mode: str | int = "run", cores: int | None = None):
         self.controllers = controllers
         self.ceiling = ceiling
         self.current = None
-        self.cores = min(usable_cores(), ceiling)
+        self.usable = min(usable_cores(), ceiling)
+        self.mode = mode
         self.load = MachineLoad() if mode == "adaptive" else None
+        if cores is not None:  # a continued or resumed run: the count it ran with
+            self.cores = max(1, min(int(cores), self.usable))
+        elif isinstance(mode, int):
+            self.cores = min(mode, self.usable)
+        elif mode in ("shape", "adaptive") or self.usable < 2:
+            self.cores = self.usable
+        else:
+            self.cores = None
 
     def before_gemm(self, m: int, n: int, k: int) -> None:
         others = self.load.others() if self.load is not None else 0.0
-        want = gemm_threads(m, n, k, self.cores, others) if self.cores > 1 else 1
+        if self.cores is None:  # the run mode, undecided: a GEMM too small to split needs no answer yet
+            if gemm_threads(m, n, k, self.usable, 0.0) < 2:
+                want = 1
+            else:
+                self.cores = free_cores(self.usable)
+        if self.cores is not None:
+            want = gemm_threads(m, n, k, self.cores, others) if self.cores > 1 else 1
         if want != self.current:
             for lib in self.controllers:
                 lib.set_num_threads(want)
@@ -184,16 +226,20 @@ def before_gemm(m: int, n: int, k: int) -> None:
 
 
 @contextlib.contextmanager
-def blas_policy():
+def blas_policy(cores: int | None = None):
     """Choose BLAS threads per GEMM inside this block (see the module docstring); restores the
-    libraries' thread counts on exit. Nested blocks share the outer one's policy."""
+    libraries' thread counts on exit. Nested blocks share the outer one's policy.
+
+    ``cores``: the count a run recorded (its policy's ``cores`` after the block), to continue it
+    rounding alike; ``None`` decides as the mode says."""
     global _active
     if _active is not None:
         yield _active
         return
     controllers = _blas_controllers()
     saved = [lib.get_num_threads() for lib in controllers]
-    _active = _Policy(controllers, max(saved, default=1), policy_mode())
+    mode = policy_mode()
+    _active = _Policy(controllers, max(saved, default=1), mode, None if mode == "adaptive" or isinstance(mode, int) else cores)
     # Numba's count for this thread, set once here rather than around every Adam step (~9 us a call).
     numba = sys.modules.get("numba")
     numba_saved = numba.get_num_threads() if numba is not None else None

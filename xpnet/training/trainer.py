@@ -177,6 +177,10 @@ class Trainer:
         self._best = {"value": None, "epoch": None, "wait": 0, "params": None}
         self._dev: _DeviceState | None = None  # the step's device buffers, made by the first epoch
         self._lrs_filled = False
+        # The BLAS cores the first run() chose (ops/threads.py); later runs and resumes reuse them,
+        # so they round like one uninterrupted run. None until chosen.
+        self.blas_cores: int | None = None
+        self._blas = None  # the BLAS policy while run() is active
 
     # ------------------------------------------------------------------ data order
     @property
@@ -252,14 +256,18 @@ class Trainer:
         self._lrs_filled = False
         # A diverging run overflows before its loss turns NaN; DivergedError reports that in one
         # line, so NumPy's overflow/invalid warnings would only be noise above it.
-        with guard, np.errstate(over="ignore", invalid="ignore"), blas_policy():  # BLAS threads per GEMM and load
-            while self.epoch < epochs and not self.stop_requested:
-                record = self._run_epoch(epochs)
-                if record is None:  # stopped mid-epoch
-                    self.history.interrupted = True
-                    break
-                if self._after_epoch(record):
-                    break
+        with guard, np.errstate(over="ignore", invalid="ignore"), blas_policy(self.blas_cores) as blas:
+            self._blas = blas  # read by state_dict: a checkpoint written mid-run records the choice
+            try:
+                while self.epoch < epochs and not self.stop_requested:
+                    record = self._run_epoch(epochs)
+                    if record is None:  # stopped mid-epoch
+                        self.history.interrupted = True
+                        break
+                    if self._after_epoch(record):
+                        break
+            finally:
+                self.blas_cores, self._blas = self.blas_cores_in_use(), None
         if self.stop_requested:
             self.history.interrupted = True
         self._restore_best()
@@ -357,6 +365,11 @@ class Trainer:
             self.net.flat_params[...] = self._best["params"]
 
     # ------------------------------------------------------------------ checkpoints
+    def blas_cores_in_use(self) -> int | None:
+        """The cores this trainer's GEMMs may use (chosen by its first run; None before)."""
+        active = self._blas.cores if self._blas is not None else None
+        return active if active is not None else self.blas_cores
+
     def state_dict(self) -> dict:
         """JSON-able loop state plus arrays (``arrays``) for a checkpoint."""
         best = {k: v for k, v in self._best.items() if k != "params"}
@@ -370,6 +383,7 @@ class Trainer:
             "best": best,
             "optimizer": {"name": self.opt.name, "t": self.opt.t, "hyperparams": self.opt.hyperparams()},
             "history": self.history.to_dict(),
+            "blas_cores": self.blas_cores_in_use(),
             "arrays": arrays,
         }
 
@@ -383,6 +397,7 @@ class Trainer:
         self.opt.load_state_dict({"name": sd["optimizer"]["name"], "t": sd["optimizer"]["t"], "state": state}, xp)
         hist = sd["history"]
         self.history = History(list(hist["records"]), hist.get("best_epoch"), hist.get("stopped_early", False))
+        self.blas_cores = sd.get("blas_cores")  # absent in checkpoints written before it was recorded
 
 
 @contextlib.contextmanager
