@@ -16,7 +16,7 @@ from xpnet.cli.options import DATASET_CHOICES, HiddenSizes, comma_list
 @click.option("--hidden", type=HiddenSizes(), multiple=True, default=None, help="One network's hidden layers (120,64); repeat to compare networks [default: --hidden 10 --hidden 1024 --hidden 120,64; with --to-accuracy 1024].")
 @click.option("--batch-size", "batch_sizes", default=None, callback=comma_list, help="Comma list of batch sizes [default: 128; with --to-accuracy the recipe's 128].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs per run; the first is warm-up and excluded [default: 4; with --to-accuracy 8, the recipe's length].")
-@click.option("--repeats", type=click.IntRange(min=1), default=1, help="Runs per case (the median epoch is over all runs).")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, help="Runs per case, taken in turns across the implementations (the median epoch is over all runs).")
 @click.option("--peers", default=None, callback=comma_list, help="Peers to measure in the same run: torch, torch-graph, jax (whole step in jax.jit, CPU), sklearn, xpnet-1thread (every library on one thread), xpnet-eager (GPU without graphs); skipped when not installed [default: torch,sklearn; with --to-accuracy torch].")
 @click.option("--busy", "busy_levels", default="0", callback=comma_list, help="Comma list: run every case with this many other busy programs (a `while True: pass` each) beside it, e.g. 0,1.")
 @click.option("--case-timeout", type=click.FloatRange(min=1), default=1800, help="Seconds one case may take; a case past it is killed and reported as timed out (a thread pool that collapses under load).")
@@ -93,6 +93,9 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, cas
             for batch_size in sizes_list:
                 for device in devices:
                     for busy in busy_list:
+                        # Repeats go round the implementations (A B C A B C, not A A B B C C): this
+                        # machine's speed drifts over minutes, and a drift then touches every peer alike.
+                        cases = {}
                         for impl in impls:
                             case = {"impl": impl, "device": device, "sizes": sizes, "hidden": list(shape),
                                     "batch_size": batch_size, "epochs": epochs, "lr": lr, "seed": seed, "busy": busy}
@@ -104,18 +107,20 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, cas
                                 if not impossible:
                                     results.append(dict(case, skipped=reason))
                                 continue
-                            runs = []
-                            for r in range(repeats):
+                            cases[impl] = case
+                        runs = {impl: [] for impl in cases}
+                        for r in range(repeats):
+                            for impl, case in cases.items():
                                 t0 = time.perf_counter()
                                 with busy_processes(busy):
                                     res = run_in_subprocess(dict(case, seed=seed + r), Path(tmp), timeout=case_timeout,
                                                             threads=1 if impl in SINGLE_THREAD else None)
-                                runs.append(res)
+                                runs[impl].append(res)
                                 label = "-".join(map(str, sizes))
                                 status = f"{res['median_epoch_s']:.3f} s/epoch, acc {res['test_acc'] * 100:.2f}%" if "error" not in res else f"error: {res['error']}"
                                 click.echo(f"  {impl:<13} {device:<5} {label:<14} batch {batch_size:<5} busy {busy} {status} "
                                            f"({time.perf_counter() - t0:.0f}s, load {res.get('load_before') or 0:.1f})", err=True)
-                            results.append(_merge(runs))
+                        results.extend(_merge(impl_runs) for impl_runs in runs.values())
         add_peak(results, peaks)
     table = summarise(results)
     click.echo(table)
