@@ -96,6 +96,32 @@ def test_the_metrics_log_replays_the_run_exactly(data_dir, tmp_path, capsys):
     assert not np.array_equal(_weights(tmp_path / "a.npz")["W0"], _weights(tmp_path / "c.npz")["W0"])
 
 
+def test_a_replay_from_the_log_uses_the_recorded_blas_cores(data_dir, tmp_path, capsys, monkeypatch):
+    """The run mode counts free cores once per run and the log records them (ops/threads.py): a replay
+    on a machine whose load changed since runs on the recorded count, not a new look."""
+    from xpnet.io.runlog import read
+    from xpnet.ops import threads
+
+    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    load, looks = [1.0], []
+    monkeypatch.setattr(threads.MachineLoad, "others", lambda self: looks.append(1) or load[0])
+    monkeypatch.setattr(threads, "_last_decision", None)
+    common = ["--quiet", "--batch-size", "64", "--hidden", "256", "--epochs", "1"]
+    code, _, err = run_cli(["train", "--data-dir", data_dir, "--metrics", tmp_path / "a.jsonl", "--out",
+                            tmp_path / "a.npz", *common], capsys)
+    assert code == 0, err
+    assert [e["blas_cores"] for e in read(tmp_path / "a.jsonl") if e["event"] == "epoch"] == [1] and len(looks) == 1
+    load[0] = 0.0  # the busy program is gone: a new run would take both cores
+    monkeypatch.setattr(threads, "_last_decision", None)
+    code, _, err = run_cli(["train", "--config", tmp_path / "a.jsonl", "--metrics", tmp_path / "b.jsonl", "--out",
+                            tmp_path / "b.npz", *common], capsys)
+    assert code == 0, err
+    assert [e["blas_cores"] for e in read(tmp_path / "b.jsonl") if e["event"] == "epoch"] == [1] and len(looks) == 1
+    _assert_same_weights(_weights(tmp_path / "a.npz"), _weights(tmp_path / "b.npz"))
+
+
 def test_cli_run_and_fit_with_the_recipe_give_the_same_weights(data_dir, tmp_path, capsys):
     cfg = RunConfig(data_dir=str(data_dir), hidden=(16,), epochs=2, seed=2, batch_size=64)
     code, _, err = run_cli(["train", "--data-dir", data_dir, "--hidden", "16", "--epochs", "2", "--seed", "2",

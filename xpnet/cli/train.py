@@ -120,6 +120,10 @@ def train(**opts):
     if state is not None:
         trainer.load_state_dict(state)
         say(f"resumed from {opts['resume']} at epoch {trainer.epoch + 1}, batch {trainer.batch}")
+    elif opts.get("config_path") and Path(opts["config_path"]).suffix.lower() in (".jsonl", ".ndjson"):
+        from xpnet.io.runlog import read, recorded_blas_cores
+
+        trainer.blas_cores = recorded_blas_cores(read(opts["config_path"]))  # a replay rounds like the run it repeats
     if log is not None:
         if state is None:
             log.write("start", lr=opt.lr_at(1), config=dict(cfg.to_dict(), schedule_config=run_dict["schedule_config"]), model=repr(net), optimizer=repr(opt),

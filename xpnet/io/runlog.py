@@ -78,6 +78,14 @@ class RunLog:
         self.write("epoch", **record, **({"blas_cores": cores} if cores is not None else {}))
 
 
+def recorded_blas_cores(events: list[dict]) -> int | None:
+    """The BLAS cores a CPU run recorded in its epoch events (None: a GPU run, or an older log)."""
+    for event in events:
+        if event.get("event") == "epoch" and isinstance(event.get("blas_cores"), int):
+            return event["blas_cores"]
+    return None
+
+
 def _redone(event: dict, keep_epochs: int) -> bool:
     kind = event.get("event")
     return kind in ("test", "end") or (kind == "epoch" and int(event.get("epoch") or 0) > keep_epochs)

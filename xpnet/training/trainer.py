@@ -26,6 +26,7 @@ import numpy as np
 from xpnet import backend
 from xpnet.errors import ConfigError, DivergedError
 from xpnet.nn.model import StepCounters
+from xpnet.ops.fpenv import flush_denormals
 from xpnet.ops.threads import blas_policy
 from xpnet.data.preprocess import train_val_split
 from xpnet.progress import ProgressBar
@@ -256,7 +257,10 @@ class Trainer:
         self._lrs_filled = False
         # A diverging run overflows before its loss turns NaN; DivergedError reports that in one
         # line, so NumPy's overflow/invalid warnings would only be noise above it.
-        with guard, np.errstate(over="ignore", invalid="ignore"), blas_policy(self.blas_cores) as blas:
+        # Subnormals flushed to zero on this thread (ops/fpenv.py): Adam's first steps would
+        # otherwise run through microcode assists.
+        with guard, np.errstate(over="ignore", invalid="ignore"), blas_policy(self.blas_cores) as blas, \
+                flush_denormals():
             self._blas = blas  # read by state_dict: a checkpoint written mid-run records the choice
             try:
                 while self.epoch < epochs and not self.stop_requested:
