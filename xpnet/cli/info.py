@@ -21,6 +21,10 @@ def info():
     click.echo(f"python  {platform.python_version()} ({platform.platform()})")
     click.echo(f"numpy   {np.__version__} (BLAS: {_blas_name(np)})")
     click.echo(f"cpu     {backend.device_name('cpu')}")
+    from xpnet.ops.threads import policy_mode, usable_cores
+
+    click.echo(f"threads {usable_cores()} usable cores; BLAS threads per GEMM, mode {policy_mode()} "
+               "(XPNET_BLAS_THREADS=run|shape|adaptive|N)")
     try:
         import numba
 
