@@ -36,6 +36,14 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XPNET_DATA", str(tmp_path_factory.mktemp("xpnet-cache")))
 
 
+@pytest.fixture(autouse=True)
+def _blas_threads_from_shape_only(monkeypatch):
+    """Tests compare runs bit for bit, so their BLAS thread counts must not follow the machine's load
+    between two runs: the default mode counts free cores once per run (xpnet/ops/threads.py), here the
+    shape-only mode. The run mode's own tests (test_threads.py, test_recipe.py) unset it."""
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "shape")
+
+
 def has_cuda() -> bool:
     if os.environ.get("XPNET_NO_GPU"):
         return False
