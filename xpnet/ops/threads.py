@@ -178,7 +178,6 @@ class _Policy:
         self.ceiling = ceiling
         self.current = None
         self.usable = min(usable_cores(), ceiling)
-        self.mode = mode
         self.load = MachineLoad() if mode == "adaptive" else None
         if cores is not None:  # a continued or resumed run: the count it ran with
             self.cores = max(1, min(int(cores), self.usable))
@@ -190,14 +189,13 @@ class _Policy:
             self.cores = None
 
     def before_gemm(self, m: int, n: int, k: int) -> None:
-        others = self.load.others() if self.load is not None else 0.0
-        if self.cores is None:  # the run mode, undecided: a GEMM too small to split needs no answer yet
-            if gemm_threads(m, n, k, self.usable, 0.0) < 2:
-                want = 1
-            else:
-                self.cores = free_cores(self.usable)
-        if self.cores is not None:
-            want = gemm_threads(m, n, k, self.cores, others) if self.cores > 1 else 1
+        if self.cores is None and gemm_threads(m, n, k, self.usable, 0.0) > 1:
+            self.cores = free_cores(self.usable)  # the run mode's one look, at its first large GEMM
+        if self.cores is None or self.cores < 2:
+            want = 1
+        else:
+            others = self.load.others() if self.load is not None else 0.0
+            want = gemm_threads(m, n, k, self.cores, others)
         if want != self.current:
             for lib in self.controllers:
                 lib.set_num_threads(want)
