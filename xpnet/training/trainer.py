@@ -26,7 +26,6 @@ import numpy as np
 from xpnet import backend
 from xpnet.errors import ConfigError, DivergedError
 from xpnet.nn.model import StepCounters
-from xpnet.ops.fpenv import flush_denormals
 from xpnet.ops.threads import blas_policy
 from xpnet.data.preprocess import train_val_split
 from xpnet.progress import ProgressBar
@@ -257,10 +256,15 @@ class Trainer:
         self._lrs_filled = False
         # A diverging run overflows before its loss turns NaN; DivergedError reports that in one
         # line, so NumPy's overflow/invalid warnings would only be noise above it.
-        # Subnormals flushed to zero on this thread (ops/fpenv.py): Adam's first steps would
-        # otherwise run through microcode assists.
-        with guard, np.errstate(over="ignore", invalid="ignore"), blas_policy(self.blas_cores) as blas, \
-                flush_denormals():
+        # On the CPU, subnormals flushed to zero on this thread (ops/fpenv.py, imported here: it loads
+        # Numba, which a GPU run or a bare import does not need).
+        if self.net.device.is_gpu:
+            flush = contextlib.nullcontext()
+        else:
+            from xpnet.ops.fpenv import flush_denormals  # noqa: PLC0415
+
+            flush = flush_denormals()
+        with guard, np.errstate(over="ignore", invalid="ignore"), blas_policy(self.blas_cores) as blas, flush:
             self._blas = blas  # read by state_dict: a checkpoint written mid-run records the choice
             try:
                 while self.epoch < epochs and not self.stop_requested:
