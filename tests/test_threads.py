@@ -210,3 +210,101 @@ def test_an_unknown_mode_is_a_config_error(monkeypatch, value):
     with pytest.raises(ConfigError, match=f"XPNET_BLAS_THREADS='{value}'"):
         with threads.blas_policy():
             pass
+
+
+# ---- idle workers: sleep, so that Adam can take the BLAS cores -----------------------------------
+
+
+@pytest.mark.parametrize("env, sleeping", [
+    ({}, False),                                                             # the libraries' defaults spin
+    ({"OMP_WAIT_POLICY": "passive"}, False),                                 # OpenBLAS still spins 2^28 cycles
+    ({"OPENBLAS_THREAD_TIMEOUT": "4"}, False),                               # OpenMP still spins
+    ({"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "PASSIVE"}, True),
+    ({"OPENBLAS_THREAD_TIMEOUT": "8", "OMP_WAIT_POLICY": "passive"}, True),
+    ({"OPENBLAS_THREAD_TIMEOUT": "20", "OMP_WAIT_POLICY": "passive"}, False),
+    ({"OPENBLAS_THREAD_TIMEOUT": "short", "OMP_WAIT_POLICY": "passive"}, False),
+    ({"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "1000"}, True),
+    ({"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "300000"}, False),  # overrides passive
+])
+def test_idle_workers_sleep_needs_both_pools(env, sleeping):
+    assert threads.idle_workers_sleep(env) is sleeping
+
+
+def test_let_idle_workers_sleep_only_before_numpy_and_never_over_the_user(monkeypatch):
+    env = {"OMP_WAIT_POLICY": "active"}  # the user's choice stays
+    assert threads.let_idle_workers_sleep(env) == {}  # NumPy (so OpenBLAS) is loaded in this process: too late
+    assert env == {"OMP_WAIT_POLICY": "active"}
+    monkeypatch.delitem(threads.sys.modules, "numpy")
+    assert threads.let_idle_workers_sleep(env) == {"OPENBLAS_THREAD_TIMEOUT": "4", "GOMP_SPINCOUNT": "1000"}
+    assert env == {"OMP_WAIT_POLICY": "active", "OPENBLAS_THREAD_TIMEOUT": "4", "GOMP_SPINCOUNT": "1000"}
+    assert not threads.idle_workers_sleep(env)
+
+
+def test_child_environ_gives_peers_their_defaults(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setenv("MY_VAR", "kept")
+    monkeypatch.setattr(threads, "_set_here", {"OMP_WAIT_POLICY": "passive"})  # as if the CLI had set it
+    peer = threads.child_environ(xpnet=False)
+    assert "OMP_WAIT_POLICY" not in peer and "OPENBLAS_THREAD_TIMEOUT" not in peer and peer["MY_VAR"] == "kept"
+    ours = threads.child_environ(xpnet=True)
+    assert threads.idle_workers_sleep(ours) and ours["MY_VAR"] == "kept"
+    monkeypatch.setattr(threads, "_set_here", {})  # the user set it: a peer gets it too
+    assert threads.child_environ(xpnet=False)["OMP_WAIT_POLICY"] == "passive"
+
+
+class _FakeNumba:
+    def __init__(self, n):
+        self.n, self.calls = n, []
+
+    def get_num_threads(self):
+        return self.n
+
+    def set_num_threads(self, n):
+        self.calls.append(n)
+        self.n = n
+
+
+@pytest.mark.parametrize("sleeping, busy, adam", [(True, 0.0, 2), (True, 1.0, 1), (False, 0.0, 1)])
+def test_adam_threads_follow_the_runs_cores(monkeypatch, sleeping, busy, adam):
+    """Numba's parallel Adam gets the cores the run's BLAS got (one until they are counted), only when
+    idle workers sleep, and the count in force before is restored."""
+    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    for key, value in threads.IDLE_SLEEP_ENV.items():
+        if sleeping:
+            monkeypatch.setenv(key, value)
+        else:
+            monkeypatch.delenv(key, raising=False)
+    fake = _FakeNumba(2)
+    monkeypatch.setitem(threads.sys.modules, "numba", fake)
+    monkeypatch.setattr(threads, "_blas_controllers", lambda: [_FakeBlas(2)])
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_last_decision", None)
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    monkeypatch.setattr(threads.MachineLoad, "others", lambda self: busy)
+    with threads.blas_policy():
+        assert fake.n == 1  # cores not counted yet
+        threads.before_gemm(128, 10, 784)
+        assert fake.n == 1  # a small GEMM decides nothing
+        threads.before_gemm(128, 1024, 784)
+        assert fake.n == adam
+        threads.before_gemm(128, 1024, 784)
+        assert fake.calls == [1, adam]  # set once per decision, not per GEMM
+    assert fake.n == 2  # restored
+
+
+def test_the_command_line_lets_idle_workers_sleep():
+    """``xpnet`` sets the variables before NumPy loads (a fresh process, none of them set by us)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in threads.IDLE_SLEEP_ENV}
+    out = subprocess.run([sys.executable, "-m", "xpnet", "info"], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout
+    assert "idle BLAS/OpenMP workers sleep" in out and "OPENBLAS_THREAD_TIMEOUT=4" in out
+    env["OMP_WAIT_POLICY"] = "active"  # the user's setting wins
+    out = subprocess.run([sys.executable, "-m", "xpnet", "info"], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout
+    assert "workers spin" in out and "OMP_WAIT_POLICY=active" in out

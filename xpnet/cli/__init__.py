@@ -96,6 +96,9 @@ def _degrade_console() -> None:
 def main(args=None) -> int:
     """Console entry point: usage errors become one ``error:`` line too (exit 2)."""
     _degrade_console()
+    from xpnet.ops.threads import let_idle_workers_sleep  # NumPy-free: must run before NumPy loads OpenBLAS
+
+    let_idle_workers_sleep()
     try:
         # Without standalone mode click returns ctx.exit()'s code instead of exiting.
         result = cli.main(args=args, prog_name="xpnet", standalone_mode=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from xpnet import choices
@@ -21,10 +23,13 @@ def info():
     click.echo(f"python  {platform.python_version()} ({platform.platform()})")
     click.echo(f"numpy   {np.__version__} (BLAS: {_blas_name(np)})")
     click.echo(f"cpu     {backend.device_name('cpu')}")
-    from xpnet.ops.threads import policy_mode, usable_cores
+    from xpnet.ops.threads import IDLE_SLEEP_ENV, idle_workers_sleep, policy_mode, usable_cores
 
     click.echo(f"threads {usable_cores()} usable cores; BLAS threads per GEMM, mode {policy_mode()} "
                "(XPNET_BLAS_THREADS=run|shape|adaptive|N)")
+    spin = ", ".join(f"{key}={os.environ.get(key, 'unset')}" for key in IDLE_SLEEP_ENV)
+    click.echo(f"        idle BLAS/OpenMP workers {'sleep: Adam runs on the BLAS cores' if idle_workers_sleep() else 'spin: Adam on one thread'} "
+               f"({spin})")
     try:
         import numba
 

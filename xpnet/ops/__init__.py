@@ -10,13 +10,16 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from xpnet.ops import reference
-
 
 def get_ops(xp, fast: bool = True):
-    """The ops module to use for ``xp``; ``fast=False`` forces the reference."""
+    """The ops module to use for ``xp``; ``fast=False`` forces the reference.
+
+    Imports happen here, not above: ``xpnet.ops.threads`` must load without NumPy (the command
+    line sets OpenBLAS's environment through it before NumPy loads)."""
+    import numpy as np  # noqa: PLC0415
+
+    from xpnet.ops import reference  # noqa: PLC0415
+
     if not fast:
         return reference
     if xp is np:

@@ -21,8 +21,9 @@ Design notes, each measured:
   order: float32 stays float32 and the results match NumPy to the last bit or two.
 * Nothing global is set (threading layer, OMP_* variables). Thread counts are chosen by
   :mod:`xpnet.ops.threads` inside a training run only, and restored after it: BLAS threads
-  per GEMM shape and machine load (``matmul``), and Adam (the one parallel loop) on one
-  thread unless the user's ``OMP_WAIT_POLICY=passive`` makes Numba's idle workers sleep.
+  per GEMM shape and machine load (``matmul``), and Adam (the one parallel loop) on the run's
+  BLAS cores when idle OpenBLAS and OpenMP workers sleep (as the ``xpnet`` command sets up),
+  else on one thread.
   The row-wise ops stay serial: they sit between GEMMs, where a second thread pool only
   contends with OpenBLAS.
 * ``dense_step``: for small networks the whole step but the update in three calls (the first

@@ -24,6 +24,15 @@ its weights depend on the load. Modes, chosen by ``XPNET_BLAS_THREADS``:
 * a number ``N``: at most ``N`` cores, whatever the load (e.g. to repeat a recorded run).
 
 threadpoolctl sets the counts.
+
+Idle workers: OpenBLAS's idle workers spin for about 0.1 s after each GEMM, and OpenMP's (Numba's
+parallel Adam) for about as long, each on the core the other pool needs next. So Adam runs on one
+thread unless both pools' workers sleep when idle: :func:`let_idle_workers_sleep` asks for that
+through the environment before NumPy loads OpenBLAS (the ``xpnet`` command and the benchmark's
+xpnet processes call it; it is read only when each library loads), and then Adam runs on the cores
+the run's BLAS uses (measured at 784-1024-10 on 2 cores: Adam 0.42 -> 0.25 ms per step).
+
+This module does not import NumPy: the command line calls it before anything loads OpenBLAS.
 """
 
 from __future__ import annotations
@@ -32,8 +41,6 @@ import contextlib
 import os
 import sys
 import time
-
-from xpnet.backend import load_average
 
 # A GEMM of at least this many multiply-adds (m·n·k) per thread is worth splitting: below it the
 # split's synchronisation costs more than the second core brings (batch-128 GEMMs of 784-10-10 are
@@ -68,14 +75,62 @@ def _taken(others_busy: float) -> int:
     return whole + (1 if others_busy - whole >= BUSY_CORE else 0)
 
 
+# What the idle workers of OpenBLAS and of OpenMP (Numba's threading layer) do: sleep at once (OpenBLAS's
+# shortest spin is 2^4 cycles) instead of spinning on the core the other pool needs next. GNU OpenMP's
+# short spin (microseconds; it overrides "passive") lets Adam's two halves meet at the loop's end
+# without a sleep: on 2 cores Adam alone took 190 us with it, 238 us without (814k floats).
+IDLE_SLEEP_ENV = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "1000"}
+# The longest OpenBLAS spin (2^N cycles) that still counts as sleeping: 2^8 cycles is under 0.1 us.
+MAX_SLEEPING_TIMEOUT = 8
+# The longest GNU OpenMP spin (iterations) that still counts: 10^5 made the step 1.7x slower (784-1024-10).
+MAX_SLEEPING_SPINCOUNT = 10_000
+
+
+def let_idle_workers_sleep(environ=None) -> dict:
+    """Ask OpenBLAS and OpenMP to put idle workers to sleep (:data:`IDLE_SLEEP_ENV`), leaving any of
+    these variables the user set alone. Only before NumPy is imported (OpenBLAS reads them once, as
+    it loads): afterwards nothing is set. Returns the variables set."""
+    environ = os.environ if environ is None else environ
+    if "numpy" in sys.modules:
+        return {}
+    changes = {key: value for key, value in IDLE_SLEEP_ENV.items() if key not in environ}
+    environ.update(changes)
+    if environ is os.environ:
+        _set_here.update(changes)
+    return changes
+
+
+_set_here: dict = {}  # what let_idle_workers_sleep put into os.environ
+
+
+def child_environ(xpnet: bool) -> dict:
+    """The environment for a child process: an xpnet one gets :data:`IDLE_SLEEP_ENV` (where the user
+    set nothing), any other program this process's environment without what xpnet added (a peer in a
+    benchmark runs with its own defaults)."""
+    env = {key: value for key, value in os.environ.items() if _set_here.get(key) != value}
+    if xpnet:
+        for key, value in IDLE_SLEEP_ENV.items():
+            env.setdefault(key, value)
+    return env
+
+
+def idle_workers_sleep(environ=None) -> bool:
+    """Whether both pools' idle workers sleep here: ``OMP_WAIT_POLICY=passive`` and an OpenBLAS
+    spin of at most 2^:data:`MAX_SLEEPING_TIMEOUT` cycles (as set before NumPy loaded)."""
+    environ = os.environ if environ is None else environ
+    passive = environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
+    timeout = environ.get("OPENBLAS_THREAD_TIMEOUT", "").strip()
+    spin = environ.get("GOMP_SPINCOUNT", "0").strip()  # set, it overrides "passive"
+    short_spin = spin.isdigit() and int(spin) <= MAX_SLEEPING_SPINCOUNT
+    return passive and short_spin and timeout.isdigit() and int(timeout) <= MAX_SLEEPING_TIMEOUT
+
+
 def numba_threads(available: int) -> int:
-    """Threads for Numba's parallel loops (the fused Adam): all ``available`` only when the user's
-    ``OMP_WAIT_POLICY=passive`` makes idle workers sleep. Numba's default pool spins after each
-    parallel loop and steals the cores the next GEMM needs (measured on 2 cores: two
-    128x784x1024 GEMMs + Adam took 8.0 ms with a 2-thread Adam, 4.7 ms with NumPy's)."""
-    if os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
-        return int(available)
-    return 1
+    """Threads for Numba's parallel loops (the fused Adam): all ``available`` only when idle workers
+    sleep (:func:`idle_workers_sleep`). Otherwise one: a spinning pool steals the core the other
+    needs next (measured on 2 cores: two 128x784x1024 GEMMs + Adam took 8.0 ms with a 2-thread
+    Adam, 4.7 ms with NumPy's)."""
+    return int(available) if idle_workers_sleep() else 1
 
 
 def usable_cores() -> int:
@@ -120,6 +175,8 @@ class MachineLoad:
         self._next = now + self.window_s
         sample = self._sample()
         if sample is None or self._last is None:
+            from xpnet.backend import load_average  # noqa: PLC0415 - loads NumPy: only where /proc/stat is missing
+
             self._value = max(0.0, (load_average() or 1.0) - 1.0)
             return self._value
         (busy0, total0, own0), (busy1, total1, own1) = self._last, sample
@@ -173,8 +230,9 @@ class _Policy:
     cores this run uses (``cores``; ``None`` in the run mode until its first large GEMM) or the load
     monitor (adaptive mode)."""
 
-    def __init__(self, controllers, ceiling: int, mode: str | int = "run", cores: int | None = None):
+    def __init__(self, controllers, ceiling: int, mode: str | int = "run", cores: int | None = None, numba=None):
         self.controllers = controllers
+        self.numba = numba  # the numba module when loaded: its parallel loops get the run's cores
         self.ceiling = ceiling
         self.current = None
         self.usable = min(usable_cores(), ceiling)
@@ -187,10 +245,19 @@ class _Policy:
             self.cores = self.usable
         else:
             self.cores = None
+        self.numba_ceiling = numba.get_num_threads() if numba is not None else None
+        self._set_numba_threads()
+
+    def _set_numba_threads(self) -> None:
+        """Numba's parallel loops on the run's cores (one until they are known), set once per
+        decision rather than around every Adam step (~9 us a call)."""
+        if self.numba is not None:
+            self.numba.set_num_threads(numba_threads(min(self.cores or 1, self.numba_ceiling)))
 
     def before_gemm(self, m: int, n: int, k: int) -> None:
         if self.cores is None and gemm_threads(m, n, k, self.usable, 0.0) > 1:
             self.cores = free_cores(self.usable)  # the run mode's one look, at its first large GEMM
+            self._set_numba_threads()
         if self.cores is None or self.cores < 2:
             want = 1
         else:
@@ -237,12 +304,10 @@ def blas_policy(cores: int | None = None):
     controllers = _blas_controllers()
     saved = [lib.get_num_threads() for lib in controllers]
     mode = policy_mode()
-    _active = _Policy(controllers, max(saved, default=1), mode, None if mode == "adaptive" or isinstance(mode, int) else cores)
-    # Numba's count for this thread, set once here rather than around every Adam step (~9 us a call).
-    numba = sys.modules.get("numba")
+    numba = sys.modules.get("numba")  # Numba's count is per calling thread: restored on exit
     numba_saved = numba.get_num_threads() if numba is not None else None
-    if numba is not None:
-        numba.set_num_threads(numba_threads(numba_saved))
+    _active = _Policy(controllers, max(saved, default=1), mode, None if mode == "adaptive" or isinstance(mode, int) else cores,
+                      numba)
     try:
         yield _active
     finally:

@@ -81,14 +81,16 @@ def run_in_subprocess(case: dict, data_dir: Path, timeout: float = 1800, module:
     """Run ``python -m module CASE DATA_DIR`` and return the JSON line it prints (or the case with an error).
 
     ``threads``: the thread count of every library in the child (OpenMP, OpenBLAS, MKL, Numba;
-    PyTorch reads OMP_NUM_THREADS); None leaves each library's default.
+    PyTorch reads OMP_NUM_THREADS); None leaves each library's default. An xpnet child gets the
+    idle-worker settings the ``xpnet`` command gives itself, a peer its libraries' defaults
+    (:func:`xpnet.ops.threads.child_environ`).
     """
-    import os
+    from xpnet.ops.threads import child_environ
 
     cmd = [sys.executable, "-m", module, json.dumps(case), str(data_dir)]
-    env = None
+    env = child_environ(xpnet=str(case.get("impl", "")).startswith("xpnet"))
     if threads:
-        env = dict(os.environ, **{var: str(int(threads)) for var in THREAD_VARS})
+        env.update({var: str(int(threads)) for var in THREAD_VARS})
     load_before = load_average()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
