@@ -19,7 +19,7 @@ Design notes, each measured:
   at import (0.5 s for even a trivial one when not cached).
 * ``fastmath=False`` and constants cast to the array dtype, in the reference's operation
   order: float32 stays float32 and the results match NumPy to the last bit or two.
-* Nothing global is set (threading layer, OMP_* variables). Thread counts are chosen by
+* Nothing global is set here (threading layer, OMP_* variables). Thread counts are chosen by
   :mod:`xpnet.ops.threads` inside a training run only, and restored after it: BLAS threads
   per GEMM shape and machine load (``matmul``), and Adam (the one parallel loop) on the run's
   BLAS cores when idle OpenBLAS and OpenMP workers sleep (as the ``xpnet`` command sets up),

@@ -25,8 +25,8 @@ its weights depend on the load. Modes, chosen by ``XPNET_BLAS_THREADS``:
 
 threadpoolctl sets the counts.
 
-Idle workers: OpenBLAS's idle workers spin for about 0.1 s after each GEMM, and OpenMP's (Numba's
-parallel Adam) for about as long, each on the core the other pool needs next. So Adam runs on one
+Idle workers: OpenBLAS's idle workers spin for about 0.1 s after each GEMM (2^28 cycles), and by
+default OpenMP's (Numba's parallel Adam) spin too, each on the core the other pool needs next. So Adam runs on one
 thread unless both pools' workers sleep when idle: :func:`let_idle_workers_sleep` asks for that
 through the environment before NumPy loads OpenBLAS (the ``xpnet`` command and the benchmark's
 xpnet processes call it; it is read only when each library loads), and then Adam runs on the cores
@@ -115,8 +115,9 @@ def child_environ(xpnet: bool) -> dict:
 
 
 def idle_workers_sleep(environ=None) -> bool:
-    """Whether both pools' idle workers sleep here: ``OMP_WAIT_POLICY=passive`` and an OpenBLAS
-    spin of at most 2^:data:`MAX_SLEEPING_TIMEOUT` cycles (as set before NumPy loaded)."""
+    """Whether both pools' idle workers sleep here: ``OMP_WAIT_POLICY=passive`` with no long
+    ``GOMP_SPINCOUNT``, and an OpenBLAS spin of at most 2^:data:`MAX_SLEEPING_TIMEOUT` cycles (read
+    from the environment: right only if it was set before NumPy loaded, as the command line does)."""
     environ = os.environ if environ is None else environ
     passive = environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
     timeout = environ.get("OPENBLAS_THREAD_TIMEOUT", "").strip()
