@@ -254,18 +254,6 @@ def test_child_environ_gives_peers_their_defaults(monkeypatch):
     assert threads.child_environ(xpnet=False)["OMP_WAIT_POLICY"] == "passive"
 
 
-class _FakeNumba:
-    def __init__(self, n):
-        self.n, self.calls = n, []
-
-    def get_num_threads(self):
-        return self.n
-
-    def set_num_threads(self, n):
-        self.calls.append(n)
-        self.n = n
-
-
 @pytest.mark.parametrize("sleeping, busy, adam", [(True, 0.0, 2), (True, 1.0, 1), (False, 0.0, 1)])
 def test_adam_threads_follow_the_runs_cores(monkeypatch, sleeping, busy, adam):
     """Numba's parallel Adam gets the cores the run's BLAS got (one until they are counted), only when
@@ -276,7 +264,7 @@ def test_adam_threads_follow_the_runs_cores(monkeypatch, sleeping, busy, adam):
             monkeypatch.setenv(key, value)
         else:
             monkeypatch.delenv(key, raising=False)
-    fake = _FakeNumba(2)
+    fake = _FakeBlas(2)  # numba's get/set_num_threads, as the fake BLAS pool has them
     monkeypatch.setitem(threads.sys.modules, "numba", fake)
     monkeypatch.setattr(threads, "_blas_controllers", lambda: [_FakeBlas(2)])
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)

@@ -86,6 +86,9 @@ MAX_SLEEPING_TIMEOUT = 8
 MAX_SLEEPING_SPINCOUNT = 10_000
 
 
+_set_here: dict = {}  # what let_idle_workers_sleep put into os.environ
+
+
 def let_idle_workers_sleep(environ=None) -> dict:
     """Ask OpenBLAS and OpenMP to put idle workers to sleep (:data:`IDLE_SLEEP_ENV`), leaving any of
     these variables the user set alone. Only before NumPy is imported (OpenBLAS reads them once, as
@@ -98,9 +101,6 @@ def let_idle_workers_sleep(environ=None) -> dict:
     if environ is os.environ:
         _set_here.update(changes)
     return changes
-
-
-_set_here: dict = {}  # what let_idle_workers_sleep put into os.environ
 
 
 def child_environ(xpnet: bool) -> dict:
@@ -305,15 +305,14 @@ def blas_policy(cores: int | None = None):
     controllers = _blas_controllers()
     saved = [lib.get_num_threads() for lib in controllers]
     mode = policy_mode()
-    numba = sys.modules.get("numba")  # Numba's count is per calling thread: restored on exit
-    numba_saved = numba.get_num_threads() if numba is not None else None
-    _active = _Policy(controllers, max(saved, default=1), mode, None if mode == "adaptive" or isinstance(mode, int) else cores,
-                      numba)
+    numba = sys.modules.get("numba")  # Numba's count is per calling thread: restored on exit (numba_ceiling)
+    policy = _active = _Policy(controllers, max(saved, default=1), mode,
+                               None if mode == "adaptive" or isinstance(mode, int) else cores, numba)
     try:
-        yield _active
+        yield policy
     finally:
         _active = None
         for lib, n in zip(controllers, saved):
             lib.set_num_threads(n)
         if numba is not None:
-            numba.set_num_threads(numba_saved)
+            numba.set_num_threads(policy.numba_ceiling)
