@@ -12,6 +12,7 @@ checkout, else scikit-learn's bundled digits), or taken from ``XPNET_DEMO_MODEL`
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import io
 import json
@@ -56,16 +57,24 @@ def model_path(tmp_path_factory):
     return _save_random_model(tmp_path_factory.mktemp("demo") / "fashion.npz", FASHION_NAMES, "fashion-mnist")
 
 
-@pytest.fixture(scope="module")
-def server(model_path):
+@contextlib.contextmanager
+def _serving(model_path):
+    """The demo server for ``model_path`` on a free port, in a daemon thread, closed afterwards."""
     from xpnet.demo import make_server
 
     srv = make_server(model_path, port=0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(model_path):
+    with _serving(model_path) as srv:
+        yield srv
 
 
 def _request(url, method="GET", body=None, headers=None):
@@ -489,6 +498,15 @@ def _draw(driver, pad, strokes):
     actions.perform()
 
 
+def _open_page(driver, srv):
+    """Load the demo page and wait until its script says it is ready."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(srv.url)
+    WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+
+
 def _read_prediction(driver, n_strokes: int) -> int:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -505,17 +523,10 @@ def _read_prediction(driver, n_strokes: int) -> int:
 
 def test_browser_draws_digits_and_reads_the_page(browser, drawn_model, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    from xpnet.demo import make_server
 
     path, what, bound = drawn_model
-    srv = make_server(path, port=0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        browser.get(srv.url)
-        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    with _serving(path) as srv:
+        _open_page(browser, srv)
         assert len(browser.find_elements(By.CSS_SELECTOR, "#bars li")) == 10
         pad = browser.find_element(By.ID, "pad")
         clear = browser.find_element(By.ID, "clear")
@@ -542,9 +553,6 @@ def test_browser_draws_digits_and_reads_the_page(browser, drawn_model, tmp_path)
         # Clear empties the page
         clear.click()
         assert browser.find_element(By.ID, "prediction").get_attribute("data-class") == ""
-    finally:
-        srv.shutdown()
-        srv.server_close()
     truth, read = np.array(truth), np.array(read)
     accuracy = float((truth == read).mean())
     per_digit = " ".join(f"{d}:{(read[truth == d] == d).mean() * 100:.0f}%" for d in range(10))
@@ -556,18 +564,11 @@ def test_browser_uploads_an_image_for_a_fashion_model(browser, model_path, tmp_p
     """A Fashion-MNIST model: the page asks for an upload, and the file input gets an answer
     with the model's own class names."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    from xpnet.demo import make_server
 
     image = tmp_path / "upload.png"
     image.write_bytes(_png_bytes(_drawn_digit(0, seed=9)))
-    srv = make_server(model_path, port=0)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        browser.get(srv.url)
-        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    with _serving(model_path) as srv:
+        _open_page(browser, srv)
         assert "Upload" in browser.find_element(By.ID, "draw-title").text
         browser.find_element(By.ID, "upload").send_keys(str(image))
         predicted = _read_prediction(browser, 1)
@@ -576,9 +577,6 @@ def test_browser_uploads_an_image_for_a_fashion_model(browser, model_path, tmp_p
         assert browser.find_element(By.ID, "prediction").text == FASHION_NAMES[predicted]
         names = [li.text.split("\n")[0] for li in browser.find_elements(By.CSS_SELECTOR, "#bars li .name")]
         assert names == FASHION_NAMES
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_every_hidden_layer_is_returned_for_deeper_models():
@@ -605,15 +603,9 @@ def test_browser_updates_while_a_stroke_is_drawn(browser, model_path):
     from selenium.webdriver.common.actions.action_builder import ActionBuilder
     from selenium.webdriver.common.actions.pointer_input import PointerInput
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    from xpnet.demo import make_server
-
-    srv = make_server(model_path, port=0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        browser.get(srv.url)
-        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    with _serving(model_path) as srv:
+        _open_page(browser, srv)
         pad = browser.find_element(By.ID, "pad")
         actions = ActionBuilder(browser, mouse=PointerInput(interaction.POINTER_MOUSE, "slow"), duration=25)
         pointer = actions.pointer_action
@@ -630,6 +622,3 @@ def test_browser_updates_while_a_stroke_is_drawn(browser, model_path):
         assert 3 <= sent <= 20, sent  # during the stroke (throttled to one per 150 ms) and at its end
         canvas_png = base64.b64decode(browser.execute_script("return document.getElementById('pad').toDataURL('image/png')").split(",")[1])
         assert _predict(srv, {"image": _data_url(canvas_png)})[2]["predicted"] == predicted
-    finally:
-        srv.shutdown()
-        srv.server_close()

@@ -151,17 +151,22 @@ def test_bayes_without_optuna_is_one_line(monkeypatch, tmp_path, capsys):
     assert "xpnet[tune]" in err and err.count("\n") == 1
 
 
+def _two_workers(cmd, tmp_path):
+    """Run ``cmd`` as two worker processes at once (outputs in tmp_path/w0, w1), one thread each; both must succeed."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+
+
 def test_two_workers_share_one_sqlite_study(data_dir, tmp_path):
     optuna = pytest.importorskip("optuna")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     cmd = [sys.executable, "-m", "xpnet", "tune", "--method", "bayes", "--storage", storage, "--study-name", "s",
            "--trials", "4", "--epochs", "1", "--hidden", "8", "--hidden", "16", "--data-dir", str(data_dir)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=env) for i in range(2)]
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err.decode()
+    _two_workers(cmd, tmp_path)
     study = optuna.load_study(study_name="s", storage=storage)
     numbers = [t.number for t in study.trials]
     # --trials is the study's total: the workers stop at 4 finished (one more if both start the last one together)
@@ -181,12 +186,7 @@ def test_grid_on_a_shared_storage_is_a_gridsampler_study(data_dir, tmp_path):
     cmd = [sys.executable, "-m", "xpnet", "tune", "--method", "grid", "--storage", storage, "--study-name", "g",
            "--epochs", "1", "--hidden", "8", "--hidden", "16", "--lr", "0.01,0.1", "--dropout", "0",
            "--data-dir", str(data_dir)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=env) for i in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err.decode()
+    _two_workers(cmd, tmp_path)
     trials = optuna.load_study(study_name="g", storage=storage).trials
     done = {(t.params["lr"], t.params["hidden"]) for t in trials if t.state.name == "COMPLETE"}
     assert done == {(lr, h) for lr in (0.01, 0.1) for h in ("8", "16")}
