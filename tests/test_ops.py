@@ -522,8 +522,15 @@ def dense_step_expected(X, y, Ws, bs, smoothing):
     return rows, Zs[-1], grads
 
 
+# The CPU's paths: one Numba call between the first layer's GEMMs (small later layers), BLAS between
+# small kernels (wide ones: 70·80 + 80·6 and 20·300 + 300·5 multiply-adds), the first GEMM
+# feature-major (96, 70 units) or transposed after it (fewer units), and no hidden layer.
+DENSE_SHAPES = [((784, 10, 10), 128), ((20, 7), 5), ((30, 16, 8, 4), 33), ((12, 10, 3), 1), ((50, 96, 8), 17),
+                ((40, 70, 80, 6), 9), ((30, 20, 300, 5), 6)]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("sizes, m", [((784, 10, 10), 128), ((20, 7), 5), ((30, 16, 8, 4), 33), ((12, 10, 3), 1)])
+@pytest.mark.parametrize("sizes, m", DENSE_SHAPES)
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_dense_step(impl, rng, dtype, sizes, m, smoothing):
     if not hasattr(impl.ops, "dense_step"):
@@ -553,28 +560,34 @@ def test_dense_step(impl, rng, dtype, sizes, m, smoothing):
                                rtol=1e-4 if dtype == np.float32 else 1e-9, atol=1e-5 if dtype == np.float32 else 1e-12)
 
 
-def test_dense_step_fits_small_networks_only():
+def test_dense_step_fits_float_networks_with_numba_only():
     from xpnet.ops import cpu
 
     assert not reference.dense_step_fits((784, 10, 10), 128, np.float32)
     if cpu.AVAILABLE:
         assert cpu.dense_step_fits((784, 10, 10), 128, np.float32)
-        assert not cpu.dense_step_fits((784, 1024, 10), 128, np.float32)
+        assert cpu.dense_step_fits((784, 1024, 10), 128, np.float64)
         assert not cpu.dense_step_fits((784, 10, 10), 128, np.float16)
 
 
-def test_mlp_takes_the_dense_step_where_it_fits_with_the_reference_results(rng):
+@pytest.mark.parametrize("hidden", [[16], [80, 70]])
+def test_mlp_takes_the_dense_step_where_it_fits_with_the_reference_results(rng, hidden):
     pytest.importorskip("numba")
     from xpnet.nn.model import MLP, StepCounters
 
     X = rng.standard_normal((40, 30)).astype(np.float32)
     y = rng.integers(0, 4, 40).astype(np.int32)
-    fast, ref = MLP([30, 16, 4], seed=1, label_smoothing=0.1), MLP([30, 16, 4], seed=1, label_smoothing=0.1, fast_ops=False)
+    sizes = [30, *hidden, 4]
+    fast, ref = MLP(sizes, seed=1, label_smoothing=0.1), MLP(sizes, seed=1, label_smoothing=0.1, fast_ops=False)
     assert fast._dense_step_fits(X, True) and not ref._dense_step_fits(X, True)
-    assert not MLP([30, 16, 4], dropout=0.2)._dense_step_fits(X, True)  # dropout: the op-by-op step
+    assert not MLP(sizes, dropout=0.2)._dense_step_fits(X, True)  # dropout: the op-by-op step
     counters = [StepCounters(np), StepCounters(np)]
     for net, c in zip((fast, ref), counters):
         net.train_step(X, y, c)
     np.testing.assert_allclose(fast.flat_grads, ref.flat_grads, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(counters[0].loss, counters[1].loss, rtol=1e-5)
     assert counters[0].correct[0] == counters[1].correct[0] and counters[0].t[0] == counters[1].t[0] == 1
+    # The cached activations read by the init study and the demo, whatever layout the dense step keeps.
+    for key in ("Z", "H"):
+        for got, want in zip(fast._cache[0][key], ref._cache[0][key], strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -22,6 +22,7 @@ from xpnet.nn.activations import get_activation
 from xpnet.errors import ConfigError, DataError, ShapeError
 from xpnet.nn.initializers import init_weights
 from xpnet.ops import get_ops
+from xpnet.ops.reference import dense_views
 
 _MAX_CACHED_BATCH_SHAPES = 4
 
@@ -287,7 +288,7 @@ class MLP:
 
     def _dense_step_fits(self, X, train: bool) -> bool:
         """Whether the ops run this step as one ``ops.dense_step`` call: a ReLU/softmax-CE network
-        without dropout, and ops that prefer it for this size (Numba for small networks)."""
+        without dropout, and ops that prefer it (Numba's; the reference and the GPU compose the ops)."""
         fits = getattr(self.ops, "dense_step_fits", None)
         return (fits is not None and self.activation.is_relu and self.loss_name == "cross_entropy"
                 and not (train and self.dropout > 0) and fits(self.sizes, X.shape[0], self.dtype))
@@ -303,9 +304,10 @@ class MLP:
             flat = (xp.empty(m * sum(self.sizes[1:]), dtype=self.dtype), xp.empty(m * hidden, dtype=self.dtype),
                     xp.empty(m * hidden, dtype=self.dtype), xp.empty((m, self.sizes[-1]), dtype=self.dtype),
                     xp.empty(m, dtype=self.dtype))
-            # Per-layer views of the flat buffers, as forward() leaves them in _cache (read by the init study).
-            views = {"Z": _split(flat[0], m, self.sizes[1:]), "H": _split(flat[1], m, self.sizes[1:-1]),
-                     "dA": _split(flat[2], m, self.sizes[1:-1])}
+            # Per-layer (m, n) views of the flat buffers in the ops' layout, as forward() leaves them in
+            # _cache (read by the init study and the demo).
+            *_, Zs, Hs, dAs = dense_views(self.flat_params, self.flat_grads, self.sizes, m, *flat[:3])
+            views = {"Z": Zs, "H": Hs, "dA": dAs}
             bufs["dense"] = (flat, views)
         (Z, H, dA, G, rows), views = bufs["dense"]
         self.ops.dense_step(X, T, self.flat_params, self.flat_grads, self.sizes, Z, H, dA, G, rows, counters.loss,
@@ -441,15 +443,6 @@ def _check_sizes(sizes) -> list[int]:
     if bad:
         raise ConfigError(f"layer sizes must be positive, got {sizes}")
     return sizes
-
-
-def _split(flat, m: int, widths) -> list:
-    """(m, n) views, one per width, laid one after another in ``flat``."""
-    views, offset = [], 0
-    for n in widths:
-        views.append(flat[offset : offset + m * n].reshape(m, n))
-        offset += m * n
-    return views
 
 
 class StepCounters:

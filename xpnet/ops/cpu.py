@@ -26,11 +26,14 @@ Design notes, each measured:
   else on one thread.
   The row-wise ops stay serial: they sit between GEMMs, where a second thread pool only
   contends with OpenBLAS.
-* ``dense_step``: for small networks the whole step but the update in three calls (the first
-  layer's two GEMMs on BLAS, one Numba kernel between them), since there a step of a dozen
-  small calls is mostly per-call overhead. Its later-layer GEMMs are plain loops whose dot
-  products are reassociated into SIMD lanes (``fastmath`` reassoc/contract on those two
-  kernels only), as a BLAS orders its sums its own way.
+* ``dense_step``: the whole step but the update for ReLU networks, in the reference's buffer
+  layout (hidden layers feature-major, ``reference.dense_views``). The first layer's two GEMMs
+  stay on BLAS; between them, one Numba kernel when the later layers are small (a step of a
+  dozen small calls is mostly per-call overhead there), else BLAS GEMMs between small kernels.
+  The one-call kernel's GEMMs are plain loops whose sums are reassociated into SIMD lanes
+  (``fastmath`` reassoc/contract on the ``_gemm_jit`` kernels only), as a BLAS orders its sums
+  its own way. Measured at 784-1024-10 on 2 cores against the op-by-op step:
+  bench/results/cpu-2core-2026-11-30-dense/.
 """
 
 from __future__ import annotations
@@ -197,87 +200,46 @@ if AVAILABLE:
             dZ[i, y] -= scale * keep
 
 
-    _gemm_jit = numba.njit(cache=True, fastmath={"reassoc", "contract"})
-
-    @_gemm_jit
-    def _dense_forward(A, W, b, Z, H, relu, zero):
-        # Z = A @ W.T + b, rows of A against rows of W: the dot products are reassociated into
-        # SIMD lanes, as any BLAS sums them in its own order. H = max(Z, 0) when relu.
-        for i in range(A.shape[0]):
-            for j in range(W.shape[0]):
-                s = zero
-                for k in range(A.shape[1]):
-                    s += A[i, k] * W[j, k]
-                z = s + b[j]
-                Z[i, j] = z
-                if relu:
-                    H[i, j] = zero if z < zero else z
-
-    @_gemm_jit
-    def _dense_backward(dZ, A, W, dW, db, dA, Zprev, zero):
-        # dW = dZ.T @ A, db = Σ_i dZ[i] (row after row), dA = (dZ @ W) * (Zprev > 0).
-        dW[:, :] = zero
-        db[:] = zero
-        for i in range(dZ.shape[0]):
-            for j in range(dZ.shape[1]):
-                g = dZ[i, j]
-                db[j] += g
-                for k in range(A.shape[1]):
-                    dW[j, k] += g * A[i, k]
-        for i in range(dZ.shape[0]):
-            for k in range(W.shape[1]):
-                if Zprev[i, k] > zero:
-                    s = zero
-                    for j in range(dZ.shape[1]):
-                        s += dZ[i, j] * W[j, k]
-                    dA[i, k] = s
-                else:
-                    dA[i, k] = zero
+    @_jit
+    def _fm_bias_relu(ZT, b, HT, zero):
+        # A feature-major hidden layer (n, m): ZT += b per row, HT = max(ZT, 0).
+        for j in range(ZT.shape[0]):
+            bj = b[j]
+            for i in range(ZT.shape[1]):
+                z = ZT[j, i] + bj
+                ZT[j, i] = z
+                HT[j, i] = zero if z < zero else z
 
     @_jit
-    def _dense_middle(labels, P, Gr, sizes, Zw, Hw, dAw, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing):
-        # Everything of the dense step between the first layer's two GEMMs (left to BLAS):
-        # Z0 += b0 (ReLU), the later layers, softmax-CE, metrics, their backward, and dZ0 / db0.
-        m = G.shape[0]
-        L = sizes.shape[0] - 1
-        zero = scale - scale
-        po = np.zeros(L + 1, dtype=np.int64)  # where W_l starts in P, Z_l in Zw, H_l (and dA_l) in Hw
-        zo = np.zeros(L + 1, dtype=np.int64)
-        ho = np.zeros(L + 1, dtype=np.int64)
-        for l in range(L):
-            po[l + 1] = po[l] + sizes[l + 1] * sizes[l] + sizes[l + 1]
-            zo[l + 1] = zo[l] + m * sizes[l + 1]
-            ho[l + 1] = ho[l] + (m * sizes[l + 1] if l < L - 1 else 0)
-        n1 = sizes[1]
-        b0 = P[po[0] + n1 * sizes[0] : po[1]]
-        Z0 = Zw[zo[0] : zo[1]].reshape((m, n1))
-        if L == 1:
-            for i in range(m):
-                for j in range(n1):
-                    Z0[i, j] += b0[j]
-        else:
-            H0 = Hw[ho[0] : ho[1]].reshape((m, n1))
-            _bias_relu_forward(Z0, b0, H0, zero)
-            A = H0
-            for l in range(1, L):
-                n_in, n_out = sizes[l], sizes[l + 1]
-                W = P[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
-                b = P[po[l] + n_out * n_in : po[l + 1]]
-                Z = Zw[zo[l] : zo[l + 1]].reshape((m, n_out))
-                if l < L - 1:
-                    H = Hw[ho[l] : ho[l + 1]].reshape((m, n_out))
-                    _dense_forward(A, W, b, Z, H, True, zero)
-                    A = H
-                else:
-                    _dense_forward(A, W, b, Z, Z, False, zero)
-        Zl = Zw[zo[L - 1] : zo[L]].reshape((m, sizes[L]))
+    def _fm_from_rows(R, b, ZT, HT, zero):
+        # The same from a row-major GEMM output R (m, n), transposed into ZT, HT (n, m).
+        for i in range(R.shape[0]):
+            for j in range(R.shape[1]):
+                z = R[i, j] + b[j]
+                ZT[j, i] = z
+                HT[j, i] = zero if z < zero else z
+
+    @_jit
+    def _transpose(src, dst):
+        for i in range(dst.shape[0]):
+            for j in range(dst.shape[1]):
+                dst[i, j] = src[j, i]
+
+    @_jit
+    def _dense_output(Zl, b, labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing):
+        # The logits' bias, softmax-CE into G, and step_metrics (float64 loss sum, argmax where a
+        # NaN wins as in NumPy, t += 1). Zl (m, k) row-major.
+        m, k = Zl.shape
+        for i in range(m):
+            for j in range(k):
+                Zl[i, j] += b[j]
         _softmax_xent(Zl, labels, G, loss_rows, scale, smoothing)
         total = 0.0
         hits = 0
-        for i in range(m):  # step_metrics: float64 loss sum, argmax (a NaN wins, as in NumPy)
+        for i in range(m):
             total += loss_rows[i]
             best = 0
-            for j in range(Zl.shape[1]):
+            for j in range(k):
                 if np.isnan(Zl[i, j]):
                     best = j
                     break
@@ -288,18 +250,103 @@ if AVAILABLE:
         loss_acc[0] += total
         correct_acc[0] += hits
         t[0] += 1
-        dZ = G
-        for l in range(L - 1, 0, -1):
+
+    _gemm_jit = numba.njit(cache=True, fastmath={"reassoc", "contract"})
+
+    @_gemm_jit
+    def _fm_relu_backward(dAT, ZT, db, zero):
+        # dAT *= (ZT > 0) in place and db = its row sums: a feature-major hidden layer's dZ and
+        # bias gradient in one pass (a select, not a branch: 3x faster; the sums reassociated).
+        for k in range(dAT.shape[0]):
+            s = zero
+            for i in range(dAT.shape[1]):
+                v = dAT[k, i] if ZT[k, i] > zero else zero
+                dAT[k, i] = v
+                s += v
+            db[k] = s
+
+    @_gemm_jit
+    def _fm_matmul(AT, W, ZT, zero):
+        # ZT = W @ AT on feature-major layers: row j of ZT accumulates W[j, k] * AT[k] over k, SIMD
+        # over the samples (multiply-adds contracted into FMAs, as a BLAS does).
+        for j in range(W.shape[0]):
+            for i in range(AT.shape[1]):
+                ZT[j, i] = zero
+            for k in range(W.shape[1]):
+                w = W[j, k]
+                for i in range(AT.shape[1]):
+                    ZT[j, i] += w * AT[k, i]
+
+    @_gemm_jit
+    def _fm_backward(dZT, AT, W, dW, dAT, ZpT, dbp, zero):
+        # dW = dZT @ AT.T (dot products over the samples, reassociated into SIMD lanes as a BLAS
+        # orders its sums its own way), dAT = (W.T @ dZT) * (ZpT > 0), dbp = row sums of dAT.
+        m = dZT.shape[1]
+        for j in range(W.shape[0]):
+            for k in range(W.shape[1]):
+                acc = zero
+                for i in range(m):
+                    acc += dZT[j, i] * AT[k, i]
+                dW[j, k] = acc
+        for k in range(W.shape[1]):
+            for i in range(m):
+                dAT[k, i] = zero
+            for j in range(W.shape[0]):
+                w = W[j, k]
+                for i in range(m):
+                    dAT[k, i] += w * dZT[j, i]
+        _fm_relu_backward(dAT, ZpT, dbp, zero)
+
+    @_jit
+    def _dense_middle(rows_first, labels, P, Gr, sizes, Zw, Hw, dAw, G, loss_rows, loss_acc, correct_acc, t, scale,
+                      smoothing):
+        # Everything of the dense step between the first layer's two GEMMs (left to BLAS), in the
+        # layout of reference.dense_views: the first layer's bias (and ReLU), the later layers,
+        # softmax-CE, metrics, their backward, and dZ0 / db0. rows_first: the first GEMM wrote
+        # (m, n1) rows into dA's first block, to be transposed here.
+        m = G.shape[0]
+        L = sizes.shape[0] - 1
+        zero = scale - scale
+        po = np.zeros(L + 1, dtype=np.int64)  # where W_l starts in P, and the layer's block in Zw (H, dA)
+        zo = np.zeros(L + 1, dtype=np.int64)
+        for l in range(L):
+            po[l + 1] = po[l] + sizes[l + 1] * sizes[l] + sizes[l + 1]
+            zo[l + 1] = zo[l] + m * sizes[l + 1]
+        n1, nL = sizes[1], sizes[L]
+        Zl = Zw[zo[L - 1] : zo[L]].reshape((m, nL))
+        if L > 1:
+            b0 = P[po[0] + n1 * sizes[0] : po[1]]
+            Z0, H0 = Zw[: zo[1]].reshape((n1, m)), Hw[: zo[1]].reshape((n1, m))
+            if rows_first:
+                _fm_from_rows(dAw[: zo[1]].reshape((m, n1)), b0, Z0, H0, zero)
+            else:
+                _fm_bias_relu(Z0, b0, H0, zero)
+            for l in range(1, L):
+                n_in, n_out = sizes[l], sizes[l + 1]
+                W = P[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
+                A = Hw[zo[l - 1] : zo[l]].reshape((n_in, m))
+                if l < L - 1:
+                    Z = Zw[zo[l] : zo[l + 1]].reshape((n_out, m))
+                    _fm_matmul(A, W, Z, zero)
+                    _fm_bias_relu(Z, P[po[l] + n_out * n_in : po[l + 1]], Hw[zo[l] : zo[l + 1]].reshape((n_out, m)), zero)
+                else:  # the logits, through G's memory (written only after this)
+                    ZT = G.reshape((nL, m))
+                    _fm_matmul(A, W, ZT, zero)
+                    _transpose(ZT, Zl)
+        _dense_output(Zl, P[po[L] - nL : po[L]], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
+        _bias_grad(G, Gr[po[L] - nL : po[L]])
+        if L == 1:
+            return
+        dZ = np.empty((nL, m), dtype=G.dtype)
+        _transpose(G, dZ)
+        for l in range(L - 1, 0, -1):  # dW_l, then dZ_{l-1} and db_{l-1}
             n_in, n_out = sizes[l], sizes[l + 1]
             W = P[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
             dW = Gr[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
-            db = Gr[po[l] + n_out * n_in : po[l + 1]]
-            A = Hw[ho[l - 1] : ho[l]].reshape((m, n_in))
-            dA = dAw[ho[l - 1] : ho[l]].reshape((m, n_in))
-            Zp = Zw[zo[l - 1] : zo[l]].reshape((m, n_in))
-            _dense_backward(dZ, A, W, dW, db, dA, Zp, zero)
+            A = Hw[zo[l - 1] : zo[l]].reshape((n_in, m))
+            dA = dAw[zo[l - 1] : zo[l]].reshape((n_in, m))
+            _fm_backward(dZ, A, W, dW, dA, Zw[zo[l - 1] : zo[l]].reshape((n_in, m)), Gr[po[l] - n_in : po[l]], zero)
             dZ = dA
-        _bias_grad(dZ, Gr[po[0] + n1 * sizes[0] : po[1]])
 
 
 def _adam_threads() -> int:
@@ -358,20 +405,25 @@ def softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing=0.0, validate=True):
 
 
 # The one-call dense step when every layer after the first is at most this many multiply-adds
-# per sample (Σ_{l≥1} n_l·n_{l+1}): there a step of many small calls is per-call overhead. The
-# first layer's two GEMMs (784 inputs) stay with BLAS, which Numba's loops do not beat.
+# per sample (Σ_{l≥1} n_l·n_{l+1}): there a step of many small calls is per-call overhead. Wider
+# later layers run on BLAS between small kernels (_dense_middle_blas).
 DENSE_STEP_MAX_MACS = 4096
+# The first hidden layer's GEMMs run feature-major (Z0 = W0 @ X.T) from this width: OpenBLAS does
+# them faster than X @ W0.T at 120 and 1024 units, slower at 10 (then the product is transposed).
+FEATURE_MAJOR_MIN = 64
+# A later layer's weight gradient is computed transposed up to this many outputs: OpenBLAS writes
+# a (1024, 10) product in 55 us and a (10, 1024) one in 93 us; equal at 256 or 64 inputs.
+NARROW = 16
 
 
 def dense_step_fits(sizes, m, dtype) -> bool:
-    """True for networks whose layers after the first are small, in a float dtype, with Numba."""
-    later = sum(int(a) * int(b) for a, b in zip(sizes[1:-1], sizes[2:]))
-    return AVAILABLE and np.dtype(dtype) in _FLOATS and later <= DENSE_STEP_MAX_MACS
+    """True for ReLU networks in a float dtype, with Numba."""
+    return AVAILABLE and np.dtype(dtype) in _FLOATS
 
 
 def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0):
-    """The reference's dense step in three calls: the first layer's GEMM (BLAS), everything up
-    to that layer's weight gradient in one Numba kernel, the weight-gradient GEMM (BLAS)."""
+    """The reference's dense step in its buffer layout: the first layer's two GEMMs on BLAS, and
+    between them one Numba kernel for small later layers, or BLAS and small kernels for wide ones."""
     labels = np.asarray(labels)
     sizes_arr = np.asarray(sizes, dtype=np.int64)
     m = X.shape[0]
@@ -383,15 +435,59 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
     if not ok:
         return reference.dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc,
                                     t, smoothing)
-    n0, n1 = int(sizes_arr[0]), int(sizes_arr[1])
-    W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
-    matmul(X, W0, Z[: m * n1].reshape(m, n1), trans_b=True)
+    Ws, bs, dWs, dbs, Zs, Hs, dAs = reference.dense_views(params, grads, sizes_arr, m, Z, H, dA)
+    n1, L = int(sizes_arr[1]), len(sizes_arr) - 1
+    rows_first = L == 1 or n1 < FEATURE_MAJOR_MIN
+    if L == 1:
+        matmul(X, Ws[0], Zs[0], trans_b=True)  # the logits, row-major
+    elif rows_first:
+        matmul(X, Ws[0], dA[: m * n1].reshape(m, n1), trans_b=True)  # dA's block as scratch until the backward
+    else:
+        matmul(Ws[0], X, Zs[0].T, trans_b=True)
     dt = X.dtype.type
-    _dense_middle(labels, params, grads, sizes_arr, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t,
-                  dt(1.0 / m), dt(smoothing))
-    dZ0 = G if len(sizes_arr) == 2 else dA[: m * n1].reshape(m, n1)
-    matmul(dZ0, X, dW0, trans_a=True)
+    later = sum(int(a) * int(b) for a, b in zip(sizes_arr[1:-1], sizes_arr[2:]))
+    if later <= DENSE_STEP_MAX_MACS:
+        _dense_middle(rows_first, labels, params, grads, sizes_arr, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t,
+                      dt(1.0 / m), dt(smoothing))
+    else:
+        _dense_middle_blas(rows_first, labels, Ws, bs, dWs, dbs, Zs, Hs, dAs, G, loss_rows, loss_acc, correct_acc, t,
+                           dt(1.0 / m), dt(smoothing))
+    if L == 1:
+        matmul(G, X, dWs[0], trans_a=True)
+    else:
+        matmul(dAs[0].T, X, dWs[0])
     return loss_rows
+
+
+def _dense_middle_blas(rows_first, labels, Ws, bs, dWs, dbs, Zs, Hs, dAs, G, loss_rows, loss_acc, correct_acc, t,
+                       scale, smoothing):
+    """:func:`_dense_middle` for wide later layers (two or more layers): their GEMMs on BLAS,
+    feature-major (``Z_l = W_l @ A``, ``dW_l = dZ_l @ A.T``, ``dA = W_l.T @ dZ_l``)."""
+    zero = scale - scale
+    L, m = len(Ws), G.shape[0]
+    if rows_first:
+        _fm_from_rows(dAs[0].T.reshape(m, -1), bs[0], Zs[0].T, Hs[0].T, zero)
+    else:
+        _fm_bias_relu(Zs[0].T, bs[0], Hs[0].T, zero)
+    for l in range(1, L - 1):
+        matmul(Ws[l], Hs[l - 1].T, Zs[l].T)
+        _fm_bias_relu(Zs[l].T, bs[l], Hs[l].T, zero)
+    logits_t = G.reshape(G.shape[1], m)  # G's memory, written only after this
+    matmul(Ws[-1], Hs[-1].T, logits_t)
+    _transpose(logits_t, Zs[-1])
+    _dense_output(Zs[-1], bs[-1], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
+    _bias_grad(G, dbs[-1])
+    dZ = G.T
+    for l in range(L - 1, 0, -1):  # dW_l, then dZ_{l-1} and db_{l-1}
+        if dZ.shape[0] <= NARROW:  # dW_l.T, then transposed: OpenBLAS writes the (n_in, n_out) product faster
+            dWt = np.empty(dWs[l].shape[::-1], dWs[l].dtype)
+            matmul(Hs[l - 1].T, dZ, dWt, trans_b=True)
+            _transpose(dWt, dWs[l])
+        else:
+            matmul(dZ, Hs[l - 1].T, dWs[l], trans_b=True)
+        matmul(Ws[l], dZ, dAs[l - 1].T, trans_a=True)
+        _fm_relu_backward(dAs[l - 1].T, Zs[l - 1].T, dbs[l - 1], zero)
+        dZ = dAs[l - 1].T
 
 
 def dropout(H, D, U, rate, seed, t, layer):

@@ -145,18 +145,19 @@ def step_metrics(Z, labels, loss_rows, loss_acc, correct_acc, t):
     return loss_acc
 
 
-def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0):
-    """A ReLU MLP's whole step but the update: forward, softmax cross-entropy (mean), step
-    metrics and backward, composed of the ops above.
+def dense_views(params, grads, sizes, m: int, Z, H, dA):
+    """The layout of :func:`dense_step`'s flat buffers, as per-layer views.
 
-    ``sizes`` = (n_0, ..., n_L); ``params``/``grads``: flat ``[W0, b0, W1, b1, ...]`` with ``W_l``
-    (n_{l+1}, n_l); ``X`` (m, n_0); ``labels`` (m,) class indices (not validated). Work buffers,
-    flat: ``Z`` of m·Σ_{l≥1} n_l (pre-activations, logits last), ``H`` and ``dA`` of m·Σ n_hidden;
-    ``G`` (m, n_L) receives dLoss/dlogits, ``loss_rows`` (m,). Counters as :func:`step_metrics`.
-    An implementation may fuse it into one call (small networks are per-call overhead).
+    Returns ``(Ws, bs, dWs, dbs, Zs, Hs, dAs)``: ``W_l`` (n_{l+1}, n_l) and ``b_l`` from
+    ``params`` (flat ``[W0, b0, W1, b1, ...]``), their gradients from ``grads``, and ``Z_l``,
+    ``H_l``, ``dA_l`` as (m, n_l) views. Each hidden layer's block in ``Z``, ``H`` and ``dA``
+    is stored feature-major, (n_l, m) with samples as columns (the course notes' ``Z = W·A + b``),
+    so the first layer's GEMMs may run as ``W0 @ X.T`` and ``dZ0 @ X``, which OpenBLAS does
+    faster than ``X @ W0.T`` and ``dZ0.T @ X`` at wide layers; the views here are their
+    transposes. The logits block (last in ``Z``) is row-major (m, n_L), as the loss reads it.
     """
-    m, L = X.shape[0], len(sizes) - 1
-    Ws, bs, dWs, dbs, Zs, Hs, dAs, po, zo, ho = [], [], [], [], [], [], [], 0, 0, 0
+    L = len(sizes) - 1
+    Ws, bs, dWs, dbs, Zs, Hs, dAs, po, zo = [], [], [], [], [], [], [], 0, 0
     for l in range(L):
         n_in, n_out = int(sizes[l]), int(sizes[l + 1])
         Ws.append(params[po : po + n_out * n_in].reshape(n_out, n_in))
@@ -164,12 +165,29 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
         bs.append(params[po + n_out * n_in : po + n_out * n_in + n_out])
         dbs.append(grads[po + n_out * n_in : po + n_out * n_in + n_out])
         po += n_out * n_in + n_out
-        Zs.append(Z[zo : zo + m * n_out].reshape(m, n_out))
+        if l == L - 1:
+            Zs.append(Z[zo : zo + m * n_out].reshape(m, n_out))
+        else:
+            Zs.append(Z[zo : zo + m * n_out].reshape(n_out, m).T)
+            Hs.append(H[zo : zo + m * n_out].reshape(n_out, m).T)  # H, dA: the hidden blocks of Z, in order
+            dAs.append(dA[zo : zo + m * n_out].reshape(n_out, m).T)
         zo += m * n_out
-        if l < L - 1:
-            Hs.append(H[ho : ho + m * n_out].reshape(m, n_out))
-            dAs.append(dA[ho : ho + m * n_out].reshape(m, n_out))
-            ho += m * n_out
+    return Ws, bs, dWs, dbs, Zs, Hs, dAs
+
+
+def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0):
+    """A ReLU MLP's whole step but the update: forward, softmax cross-entropy (mean), step
+    metrics and backward, composed of the ops above.
+
+    ``sizes`` = (n_0, ..., n_L); ``params``/``grads``: flat ``[W0, b0, W1, b1, ...]`` with ``W_l``
+    (n_{l+1}, n_l); ``X`` (m, n_0); ``labels`` (m,) class indices (not validated). Work buffers,
+    flat, laid out as :func:`dense_views` says: ``Z`` of m·Σ_{l≥1} n_l (pre-activations, logits
+    last), ``H`` and ``dA`` of m·Σ n_hidden; ``G`` (m, n_L) receives dLoss/dlogits, ``loss_rows``
+    (m,). Counters as :func:`step_metrics`. An implementation may fuse it into fewer calls (small
+    networks are per-call overhead).
+    """
+    m, L = X.shape[0], len(sizes) - 1
+    Ws, bs, dWs, dbs, Zs, Hs, dAs = dense_views(params, grads, sizes, m, Z, H, dA)
     inputs = [X]
     for l in range(L):
         matmul(inputs[l], Ws[l], Zs[l], trans_b=True)
