@@ -38,6 +38,7 @@ Design notes, each measured:
 
 from __future__ import annotations
 
+import functools
 
 import numpy as np
 
@@ -350,8 +351,10 @@ if AVAILABLE:
 
 
 def _adam_threads() -> int:
-    """Threads for the Adam kernel (:func:`xpnet.ops.threads.numba_threads`)."""
-    return threads.numba_threads(numba.get_num_threads())
+    """Threads for the Adam kernel: inside a training run, the count the BLAS policy set for Numba;
+    elsewhere :func:`xpnet.ops.threads.numba_threads` (which reads the environment: 2 us a step)."""
+    n = numba.get_num_threads()
+    return n if threads.policy_active() else threads.numba_threads(n)
 
 
 def _fast(*arrays) -> bool:
@@ -421,50 +424,55 @@ def dense_step_fits(sizes, m, dtype) -> bool:
     return AVAILABLE and np.dtype(dtype) in _FLOATS
 
 
+@functools.lru_cache(maxsize=64)
+def _dense_plan(sizes: tuple) -> tuple:
+    """Per network, once: the sizes as the kernels' int64 array, whether the first GEMM writes rows
+    (then transposed), and the middle of the step (one Numba call, or BLAS between small kernels)."""
+    later = sum(int(a) * int(b) for a, b in zip(sizes[1:-1], sizes[2:]))
+    rows_first = len(sizes) == 2 or int(sizes[1]) < FEATURE_MAJOR_MIN
+    return np.asarray(sizes, dtype=np.int64), rows_first, (_dense_middle if later <= DENSE_STEP_MAX_MACS else
+                                                           _dense_middle_blas)
+
+
 def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0):
     """The reference's dense step in its buffer layout: the first layer's two GEMMs on BLAS, and
     between them one Numba kernel for small later layers, or BLAS and small kernels for wide ones."""
     labels = np.asarray(labels)
-    sizes_arr = np.asarray(sizes, dtype=np.int64)
+    sizes = tuple(sizes)
     m = X.shape[0]
     ok = (
         _fast(X, params, grads, Z, G, loss_rows) and (H.size == 0 or _fast(X, H, dA)) and X.ndim == 2 and m > 0
-        and labels.dtype.kind in "iu" and labels.shape == X.shape[:1] and sizes_arr[0] == X.shape[1]
-        and loss_acc.dtype == np.float64 and G.shape == (m, sizes_arr[-1])
+        and labels.dtype.kind in "iu" and labels.shape == X.shape[:1] and sizes[0] == X.shape[1]
+        and loss_acc.dtype == np.float64 and G.shape == (m, sizes[-1])
     )
     if not ok:
         return reference.dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc,
                                     t, smoothing)
-    Ws, bs, dWs, dbs, Zs, Hs, dAs = reference.dense_views(params, grads, sizes_arr, m, Z, H, dA)
-    n1, L = int(sizes_arr[1]), len(sizes_arr) - 1
-    rows_first = L == 1 or n1 < FEATURE_MAJOR_MIN
-    if L == 1:
-        matmul(X, Ws[0], Zs[0], trans_b=True)  # the logits, row-major
-    elif rows_first:
-        matmul(X, Ws[0], dA[: m * n1].reshape(m, n1), trans_b=True)  # dA's block as scratch until the backward
+    sizes_arr, rows_first, middle = _dense_plan(sizes)
+    n0, n1, L = int(sizes[0]), int(sizes[1]), len(sizes) - 1
+    W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
+    if rows_first:  # the logits (no hidden layer), or into dA's first block, scratch until the backward
+        matmul(X, W0, (Z if L == 1 else dA)[: m * n1].reshape(m, n1), trans_b=True)
     else:
-        matmul(Ws[0], X, Zs[0].T, trans_b=True)
+        matmul(W0, X, Z[: m * n1].reshape(n1, m), trans_b=True)
     dt = X.dtype.type
-    later = sum(int(a) * int(b) for a, b in zip(sizes_arr[1:-1], sizes_arr[2:]))
-    if later <= DENSE_STEP_MAX_MACS:
-        _dense_middle(rows_first, labels, params, grads, sizes_arr, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t,
-                      dt(1.0 / m), dt(smoothing))
-    else:
-        _dense_middle_blas(rows_first, labels, Ws, bs, dWs, dbs, Zs, Hs, dAs, G, loss_rows, loss_acc, correct_acc, t,
-                           dt(1.0 / m), dt(smoothing))
+    middle(rows_first, labels, params, grads, sizes_arr, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, dt(1.0 / m),
+           dt(smoothing))
     if L == 1:
-        matmul(G, X, dWs[0], trans_a=True)
+        matmul(G, X, dW0, trans_a=True)
     else:
-        matmul(dAs[0].T, X, dWs[0])
+        matmul(dA[: m * n1].reshape(n1, m), X, dW0)
     return loss_rows
 
 
-def _dense_middle_blas(rows_first, labels, Ws, bs, dWs, dbs, Zs, Hs, dAs, G, loss_rows, loss_acc, correct_acc, t,
+def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t,
                        scale, smoothing):
     """:func:`_dense_middle` for wide later layers (two or more layers): their GEMMs on BLAS,
     feature-major (``Z_l = W_l @ A``, ``dW_l = dZ_l @ A.T``, ``dA = W_l.T @ dZ_l``)."""
     zero = scale - scale
-    L, m = len(Ws), G.shape[0]
+    m = G.shape[0]
+    Ws, bs, dWs, dbs, Zs, Hs, dAs = reference.dense_views(params, grads, sizes, m, Z, H, dA)
+    L = len(Ws)
     if rows_first:
         _fm_from_rows(dAs[0].T.reshape(m, -1), bs[0], Zs[0].T, Hs[0].T, zero)
     else:

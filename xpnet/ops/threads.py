@@ -285,6 +285,11 @@ def _blas_controllers():
     return list(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
+def policy_active() -> bool:
+    """Whether a :func:`blas_policy` block is active (it has set Numba's thread count too)."""
+    return _active is not None
+
+
 def before_gemm(m: int, n: int, k: int) -> None:
     """Set the BLAS thread count for the next ``(m × k) @ (k × n)`` GEMM; nothing outside :func:`blas_policy`."""
     if _active is not None:
