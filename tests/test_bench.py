@@ -44,6 +44,13 @@ def test_flops_peak_and_contention_lines():
     assert "with 1 busy program xpnet takes 1.33× its own single-threaded epoch on the otherwise idle machine" in table
 
 
+def test_best_peaks_keeps_the_higher_per_thread_count():
+    from xpnet.experiments.bench.peak import best_peaks
+
+    assert best_peaks({1: 100.0, 2: 171.0}, {1: 98.0, 2: 199.0}) == {1: 100.0, 2: 199.0}
+    assert best_peaks({1: 100.0}, {}) == {1: 100.0} and best_peaks({}, {2: 5.0}) == {2: 5.0}
+
+
 def test_bench_end_to_end(fashion_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("XPNET_DATA")  # use the system Fashion-MNIST
     out = tmp_path / "bench"
@@ -52,7 +59,7 @@ def test_bench_end_to_end(fashion_dir, tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "| 10 | 128 | cpu | 0 | xpnet |" in captured.out and "| 16-8 | 128 | cpu | 0 | xpnet |" in captured.out
-    assert "float32 GEMM peak" in captured.err
+    assert "float32 GEMM peak" in captured.err and "float32 GEMM peak at the end" in captured.err
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     xp_rows = [r for r in data["results"] if r["impl"] == "xpnet"]
     assert len(xp_rows) == 2 and all(r["median_epoch_s"] > 0 and 0 < r["test_acc"] <= 1 for r in xp_rows)

@@ -3,8 +3,10 @@
 A large square float32 NumPy matmul, best of many short ones (a quiet moment is more
 likely caught by many short runs than by a few long ones), with BLAS limited to ``threads``
 threads (threadpoolctl), each thread count in its own process like every bench case. The best
-of several runs estimates what the cores deliver when nothing else interferes; on a shared
-machine it is still a lower bound of the true peak, so "% of peak" errs high, and says so.
+of several runs estimates what the cores deliver when nothing else interferes; ``xpnet bench``
+measures it before and after its cases and keeps the higher (on this VM the two-thread figure
+moved between 171 and 199 GFLOP/s across runs of one day). On a shared machine it is still a
+lower bound of the true peak, so "% of peak" errs high, and says so.
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ def measure_peaks(thread_counts, n: int = 1024, repeats: int = 25, timeout: floa
         if proc.returncode == 0 and lines:
             peaks[int(threads)] = json.loads(lines[-1])["gflops"]
     return peaks
+
+
+def best_peaks(*measurements: dict) -> dict:
+    """The highest GFLOP/s per thread count over several :func:`measure_peaks` (e.g. a run's start
+    and end): the closest to the true peak, so the least flattering denominator."""
+    best: dict = {}
+    for peaks in measurements:
+        for threads, gflops in peaks.items():
+            best[threads] = max(gflops, best.get(threads, 0.0))
+    return best
 
 
 if __name__ == "__main__":
