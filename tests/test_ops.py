@@ -505,20 +505,21 @@ def test_dropout_masks_follow_the_hash(impl, rng, dtype, shape, rate):
 # ---- the dense step (forward, softmax-CE, metrics, backward in one op) ------------------------
 
 
-def dense_step_expected(X, y, Ws, bs, smoothing):
-    """float64 forward/backward of a ReLU MLP with mean softmax-CE, from scratch."""
+def dense_step_expected(X, y, Ws, bs, smoothing, masks=()):
+    """float64 forward/backward of a ReLU MLP with mean softmax-CE, from scratch; ``masks``: the
+    hidden layers' inverted-dropout multipliers (0 or 1/(1 - rate)), none without dropout."""
     A, inputs, Zs = X.astype(np.float64), [], []
     for l, (W, b) in enumerate(zip(Ws, bs)):
         inputs.append(A)
         Z = A @ W.astype(np.float64).T + b
         Zs.append(Z)
-        A = np.maximum(Z, 0) if l < len(Ws) - 1 else Z
+        A = np.maximum(Z, 0) * (masks[l] if masks else 1.0) if l < len(Ws) - 1 else Z
     rows, dZ = softmax_xent_expected(Zs[-1], y, 1.0 / len(X), smoothing)
     grads = []
     for l in range(len(Ws) - 1, -1, -1):
         grads = [dZ.T @ inputs[l], dZ.sum(axis=0)] + grads
         if l:
-            dZ = (dZ @ Ws[l].astype(np.float64)) * (Zs[l - 1] > 0)
+            dZ = (dZ @ Ws[l].astype(np.float64)) * (masks[l - 1] if masks else 1.0) * (Zs[l - 1] > 0)
     return rows, Zs[-1], grads
 
 
@@ -531,8 +532,8 @@ DENSE_SHAPES = [((784, 10, 10), 128), ((20, 7), 5), ((30, 16, 8, 4), 33), ((12, 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes, m", DENSE_SHAPES)
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_dense_step(impl, rng, dtype, sizes, m, smoothing):
+@pytest.mark.parametrize("smoothing, rate", [(0.0, 0.0), (0.1, 0.0), (0.1, 0.3)])
+def test_dense_step(impl, rng, dtype, sizes, m, smoothing, rate):
     if not hasattr(impl.ops, "dense_step"):
         pytest.skip(f"{impl} composes the step op by op")
     xp = impl.xp
@@ -543,13 +544,19 @@ def test_dense_step(impl, rng, dtype, sizes, m, smoothing):
     y = rng.integers(0, sizes[-1], m).astype(np.int32)
     grads = xp.array(np.full(params.size, np.nan, dtype))  # every gradient must be written
     hidden = sum(sizes[1:-1])
-    Z, H, dA = (xp.empty(m * sum(sizes[1:]), dtype), xp.empty(m * hidden, dtype), xp.empty(m * hidden, dtype))
+    Z, H, dA, D, U = (xp.empty(m * sum(sizes[1:]), dtype), *(xp.empty(m * hidden, dtype) for _ in range(4)))
     G, rows = xp.empty((m, sizes[-1]), dtype), xp.empty(m, dtype)
     loss_acc, correct_acc = xp.array(np.array([0.25])), xp.array(np.array([3], np.int64))
     t = xp.array(np.array([4], np.int32))
     impl.ops.dense_step(xp.array(X), xp.array(y), xp.array(params), grads, sizes, Z, H, dA, G, rows, loss_acc,
-                        correct_acc, t, smoothing)
-    exp_rows, logits, exp_grads = dense_step_expected(X, y, Ws, bs, smoothing)
+                        correct_acc, t, smoothing, rate, 77, D, U)
+    # The masks the op-by-op step draws at step 4 (its counter before the step), layer by layer.
+    masks = []
+    for l, n in enumerate(sizes[1:-1] if rate else ()):
+        keep = np.empty((m, n), dtype)
+        reference.dropout(np.ones((m, n), dtype), np.empty((m, n), dtype), keep, rate, 77, 4, l)
+        masks.append(keep.astype(np.float64))
+    exp_rows, logits, exp_grads = dense_step_expected(X, y, Ws, bs, smoothing, masks)
     terms = max(sizes)
     close(rows, exp_rows, dtype, terms=terms)
     np.testing.assert_allclose(to_numpy(loss_acc)[0], 0.25 + exp_rows.sum(), rtol=1e-4 if dtype == np.float32 else 1e-10)
@@ -570,24 +577,24 @@ def test_dense_step_fits_float_networks_with_numba_only():
         assert not cpu.dense_step_fits((784, 10, 10), 128, np.float16)
 
 
-@pytest.mark.parametrize("hidden", [[16], [80, 70]])
-def test_mlp_takes_the_dense_step_where_it_fits_with_the_reference_results(rng, hidden):
+@pytest.mark.parametrize("hidden, dropout", [([16], 0.0), ([80, 70], 0.0), ([16], 0.2), ([80, 70], 0.2)])
+def test_mlp_takes_the_dense_step_where_it_fits_with_the_reference_results(rng, hidden, dropout):
     pytest.importorskip("numba")
     from xpnet.nn.model import MLP, StepCounters
 
     X = rng.standard_normal((40, 30)).astype(np.float32)
     y = rng.integers(0, 4, 40).astype(np.int32)
     sizes = [30, *hidden, 4]
-    fast, ref = MLP(sizes, seed=1, label_smoothing=0.1), MLP(sizes, seed=1, label_smoothing=0.1, fast_ops=False)
+    fast, ref = (MLP(sizes, seed=1, label_smoothing=0.1, dropout=dropout, fast_ops=fast_ops) for fast_ops in (True, False))
     assert fast._dense_step_fits(X, True) and not ref._dense_step_fits(X, True)
-    assert not MLP(sizes, dropout=0.2)._dense_step_fits(X, True)  # dropout: the op-by-op step
-    counters = [StepCounters(np), StepCounters(np)]
+    counters = [StepCounters(np, t=6), StepCounters(np, t=6)]
     for net, c in zip((fast, ref), counters):
         net.train_step(X, y, c)
     np.testing.assert_allclose(fast.flat_grads, ref.flat_grads, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(counters[0].loss, counters[1].loss, rtol=1e-5)
-    assert counters[0].correct[0] == counters[1].correct[0] and counters[0].t[0] == counters[1].t[0] == 1
-    # The cached activations read by the init study and the demo, whatever layout the dense step keeps.
-    for key in ("Z", "H"):
+    assert counters[0].correct[0] == counters[1].correct[0] and counters[0].t[0] == counters[1].t[0] == 7
+    # The cached activations read by the init study and the demo, whatever layout the dense step keeps,
+    # and with dropout the same masks as the op-by-op step (drawn at step 6).
+    for key in ("Z", "H") + (("D", "U") if dropout else ()):
         for got, want in zip(fast._cache[0][key], ref._cache[0][key], strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

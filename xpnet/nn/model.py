@@ -267,7 +267,7 @@ class MLP:
         """
         xp, ops = self.xp, self.ops
         if mm is None and masks is None and not l2 and self._dense_step_fits(X, train):
-            return self._dense_step(X, T, counters)
+            return self._dense_step(X, T, counters, train)
         logits = self.forward(X, train=train, masks=masks, mm=mm, step=counters.t)
         bufs, inputs = self._cache
         m = logits.shape[0]
@@ -287,32 +287,34 @@ class MLP:
         self.backward(G, l2, counters.loss, mm)
 
     def _dense_step_fits(self, X, train: bool) -> bool:
-        """Whether the ops run this step as one ``ops.dense_step`` call: a ReLU/softmax-CE network
-        without dropout, and ops that prefer it (Numba's; the reference and the GPU compose the ops)."""
+        """Whether the ops run this step as one ``ops.dense_step`` call: a ReLU/softmax-CE network,
+        and ops that prefer it (Numba's; the reference and the GPU compose the ops)."""
         fits = getattr(self.ops, "dense_step_fits", None)
         return (fits is not None and self.activation.is_relu and self.loss_name == "cross_entropy"
-                and not (train and self.dropout > 0) and fits(self.sizes, X.shape[0], self.dtype))
+                and fits(self.sizes, X.shape[0], self.dtype))
 
-    def _dense_step(self, X, T, counters) -> None:
-        """:meth:`train_step` as the ops' one-call dense step (same maths, same buffers' roles)."""
+    def _dense_step(self, X, T, counters, train: bool) -> None:
+        """:meth:`train_step` as the ops' one-call dense step (same maths, same buffers' roles, the
+        same dropout masks)."""
         xp = self.xp
         X = xp.ascontiguousarray(X, dtype=self.dtype)
         m = X.shape[0]
+        drop = train and self.dropout > 0
         bufs = self._batch_buffers(m, True)
-        if "dense" not in bufs:
-            hidden = sum(self.sizes[1:-1])
-            flat = (xp.empty(m * sum(self.sizes[1:]), dtype=self.dtype), xp.empty(m * hidden, dtype=self.dtype),
-                    xp.empty(m * hidden, dtype=self.dtype), xp.empty((m, self.sizes[-1]), dtype=self.dtype),
-                    xp.empty(m, dtype=self.dtype))
+        if "dense" not in bufs or (drop and bufs["dense"][0][5] is None):  # also when dropout is switched on
+            dt, hidden = self.dtype, m * sum(self.sizes[1:-1])
+            Z, H, dA = xp.empty(m * sum(self.sizes[1:]), dtype=dt), xp.empty(hidden, dtype=dt), xp.empty(hidden, dtype=dt)
+            D, U = (xp.empty(hidden, dtype=dt), xp.empty(hidden, dtype=dt)) if drop else (None, None)
             # Per-layer (m, n) views of the flat buffers in the ops' layout, as forward() leaves them in
             # _cache (read by the init study and the demo).
-            *_, Zs, Hs, dAs = dense_views(self.flat_params, self.flat_grads, self.sizes, m, *flat[:3])
-            views = {"Z": Zs, "H": Hs, "dA": dAs}
-            bufs["dense"] = (flat, views)
-        (Z, H, dA, G, rows), views = bufs["dense"]
+            v = dense_views(self.flat_params, self.flat_grads, self.sizes, m, Z, H, dA, D, U)
+            flat = (Z, H, dA, xp.empty((m, self.sizes[-1]), dtype=dt), xp.empty(m, dtype=dt), D, U)
+            bufs["dense"] = (flat, {"Z": v.Z, "H": v.H, "dA": v.dA, "D": v.D, "U": v.U})
+        (Z, H, dA, G, rows, D, U), views = bufs["dense"]
         self.ops.dense_step(X, T, self.flat_params, self.flat_grads, self.sizes, Z, H, dA, G, rows, counters.loss,
-                            counters.correct, counters.t, self.label_smoothing)
-        self._cache = (views, [X, *views["H"]])
+                            counters.correct, counters.t, self.label_smoothing, self.dropout if drop else 0.0,
+                            self.dropout_seed, D, U)
+        self._cache = (views, [X, *(views["D"] if drop else views["H"])])
 
     def backward(self, dZ, l2: float = 0.0, loss_acc=None, mm=None) -> None:
         """Fill ``flat_grads`` from the output gradient ``dZ`` of the last ``forward(train=True)``.

@@ -156,17 +156,32 @@ if AVAILABLE:
     _SHIFT = np.uint64(64 - reference.DROPOUT_BITS)
 
     @_jit
+    def _keep(stream, index, thr, scale, zero):
+        # The reference's dropout hash of one element: scale when kept, else zero.
+        z = stream + np.uint64(index) * _PHI
+        z = (z ^ (z >> _S30)) * _M1
+        z = (z ^ (z >> _S27)) * _M2
+        z = z ^ (z >> _S31)
+        return scale if (z >> _SHIFT) >= thr else zero
+
+    @_jit
     def _dropout(H, D, U, stream, thr, scale, zero):
         n = H.shape[1]
         for i in range(H.shape[0]):
             for j in range(n):
-                z = stream + np.uint64(i * n + j) * _PHI
-                z = (z ^ (z >> _S30)) * _M1
-                z = (z ^ (z >> _S27)) * _M2
-                z = z ^ (z >> _S31)
-                u = scale if (z >> _SHIFT) >= thr else zero
+                u = _keep(stream, i * n + j, thr, scale, zero)
                 U[i, j] = u
                 D[i, j] = H[i, j] * u
+
+    @_jit
+    def _fm_dropout(HT, DT, UT, stream, thr, scale, zero):
+        # The same on a feature-major layer: element (i, j) of the (m, n) layer lies at [j, i].
+        n = HT.shape[0]
+        for j in range(n):
+            for i in range(HT.shape[1]):
+                u = _keep(stream, i * n + j, thr, scale, zero)
+                UT[j, i] = u
+                DT[j, i] = HT[j, i] * u
 
     @_jit
     def _softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing):
@@ -255,15 +270,23 @@ if AVAILABLE:
     _gemm_jit = numba.njit(cache=True, fastmath={"reassoc", "contract"})
 
     @_gemm_jit
-    def _fm_relu_backward(dAT, ZT, db, zero):
-        # dAT *= (ZT > 0) in place and db = its row sums: a feature-major hidden layer's dZ and
-        # bias gradient in one pass (a select, not a branch: 3x faster; the sums reassociated).
+    def _fm_relu_backward(dAT, UT, ZT, db, zero):
+        # dAT *= UT (dropout's mask; UT with no rows: none) and (ZT > 0) in place, and db = its row
+        # sums: a feature-major hidden layer's dZ and bias gradient in one pass (a select, not a
+        # branch: 3x faster; the sums reassociated).
+        drop = UT.shape[0] > 0
         for k in range(dAT.shape[0]):
             s = zero
-            for i in range(dAT.shape[1]):
-                v = dAT[k, i] if ZT[k, i] > zero else zero
-                dAT[k, i] = v
-                s += v
+            if drop:
+                for i in range(dAT.shape[1]):
+                    v = dAT[k, i] * UT[k, i] if ZT[k, i] > zero else zero
+                    dAT[k, i] = v
+                    s += v
+            else:
+                for i in range(dAT.shape[1]):
+                    v = dAT[k, i] if ZT[k, i] > zero else zero
+                    dAT[k, i] = v
+                    s += v
             db[k] = s
 
     @_gemm_jit
@@ -279,9 +302,9 @@ if AVAILABLE:
                     ZT[j, i] += w * AT[k, i]
 
     @_gemm_jit
-    def _fm_backward(dZT, AT, W, dW, dAT, ZpT, dbp, zero):
+    def _fm_backward(dZT, AT, W, dW, dAT, UpT, ZpT, dbp, zero):
         # dW = dZT @ AT.T (dot products over the samples, reassociated into SIMD lanes as a BLAS
-        # orders its sums its own way), dAT = (W.T @ dZT) * (ZpT > 0), dbp = row sums of dAT.
+        # orders its sums its own way), dAT = (W.T @ dZT) * UpT * (ZpT > 0), dbp = row sums of dAT.
         m = dZT.shape[1]
         for j in range(W.shape[0]):
             for k in range(W.shape[1]):
@@ -296,57 +319,67 @@ if AVAILABLE:
                 w = W[j, k]
                 for i in range(m):
                     dAT[k, i] += w * dZT[j, i]
-        _fm_relu_backward(dAT, ZpT, dbp, zero)
+        _fm_relu_backward(dAT, UpT, ZpT, dbp, zero)
 
     @_jit
-    def _dense_middle(rows_first, labels, P, Gr, sizes, Zw, Hw, dAw, G, loss_rows, loss_acc, correct_acc, t, scale,
-                      smoothing):
+    def _dense_middle(rows_first, labels, P, Gr, sizes, Zw, Hw, dAw, Dw, Uw, streams, thr, keep, G, loss_rows, loss_acc,
+                      correct_acc, t, scale, smoothing):
         # Everything of the dense step between the first layer's two GEMMs (left to BLAS), in the
         # layout of reference.dense_views: the first layer's bias (and ReLU), the later layers,
         # softmax-CE, metrics, their backward, and dZ0 / db0. rows_first: the first GEMM wrote
-        # (m, n1) rows into dA's first block, to be transposed here.
+        # (m, n1) rows into dA's first block, to be transposed here. Dropout when streams (one
+        # hash stream per hidden layer) is not empty: masks into Uw, the next layer's input in Dw.
         m = G.shape[0]
         L = sizes.shape[0] - 1
         zero = scale - scale
-        po = np.zeros(L + 1, dtype=np.int64)  # where W_l starts in P, and the layer's block in Zw (H, dA)
+        drop = streams.shape[0] > 0
+        po = np.zeros(L + 1, dtype=np.int64)  # where W_l starts in P, and the layer's block in Zw (H, dA, D, U)
         zo = np.zeros(L + 1, dtype=np.int64)
         for l in range(L):
             po[l + 1] = po[l] + sizes[l + 1] * sizes[l] + sizes[l + 1]
             zo[l + 1] = zo[l] + m * sizes[l + 1]
         n1, nL = sizes[1], sizes[L]
         Zl = Zw[zo[L - 1] : zo[L]].reshape((m, nL))
+        Aw = Dw if drop else Hw  # the later layers' inputs
         if L > 1:
-            b0 = P[po[0] + n1 * sizes[0] : po[1]]
-            Z0, H0 = Zw[: zo[1]].reshape((n1, m)), Hw[: zo[1]].reshape((n1, m))
-            if rows_first:
-                _fm_from_rows(dAw[: zo[1]].reshape((m, n1)), b0, Z0, H0, zero)
-            else:
-                _fm_bias_relu(Z0, b0, H0, zero)
-            for l in range(1, L):
+            for l in range(L):
                 n_in, n_out = sizes[l], sizes[l + 1]
-                W = P[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
-                A = Hw[zo[l - 1] : zo[l]].reshape((n_in, m))
-                if l < L - 1:
-                    Z = Zw[zo[l] : zo[l + 1]].reshape((n_out, m))
+                b = P[po[l] + n_out * n_in : po[l + 1]]
+                if l == 0:
+                    Z, H = Zw[: zo[1]].reshape((n1, m)), Hw[: zo[1]].reshape((n1, m))
+                    if rows_first:
+                        _fm_from_rows(dAw[: zo[1]].reshape((m, n1)), b, Z, H, zero)
+                    else:
+                        _fm_bias_relu(Z, b, H, zero)
+                else:
+                    W = P[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
+                    A = Aw[zo[l - 1] : zo[l]].reshape((n_in, m))
+                    if l == L - 1:  # the logits, through G's memory (written only after this)
+                        ZT = G.reshape((nL, m))
+                        _fm_matmul(A, W, ZT, zero)
+                        _transpose(ZT, Zl)
+                        break
+                    Z, H = Zw[zo[l] : zo[l + 1]].reshape((n_out, m)), Hw[zo[l] : zo[l + 1]].reshape((n_out, m))
                     _fm_matmul(A, W, Z, zero)
-                    _fm_bias_relu(Z, P[po[l] + n_out * n_in : po[l + 1]], Hw[zo[l] : zo[l + 1]].reshape((n_out, m)), zero)
-                else:  # the logits, through G's memory (written only after this)
-                    ZT = G.reshape((nL, m))
-                    _fm_matmul(A, W, ZT, zero)
-                    _transpose(ZT, Zl)
+                    _fm_bias_relu(Z, b, H, zero)
+                if drop:
+                    _fm_dropout(H, Dw[zo[l] : zo[l + 1]].reshape((n_out, m)), Uw[zo[l] : zo[l + 1]].reshape((n_out, m)),
+                                streams[l], thr, keep, zero)
         _dense_output(Zl, P[po[L] - nL : po[L]], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
         _bias_grad(G, Gr[po[L] - nL : po[L]])
         if L == 1:
             return
         dZ = np.empty((nL, m), dtype=G.dtype)
         _transpose(G, dZ)
+        no_mask = np.empty((0, 0), dtype=G.dtype)
         for l in range(L - 1, 0, -1):  # dW_l, then dZ_{l-1} and db_{l-1}
             n_in, n_out = sizes[l], sizes[l + 1]
             W = P[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
             dW = Gr[po[l] : po[l] + n_out * n_in].reshape((n_out, n_in))
-            A = Hw[zo[l - 1] : zo[l]].reshape((n_in, m))
             dA = dAw[zo[l - 1] : zo[l]].reshape((n_in, m))
-            _fm_backward(dZ, A, W, dW, dA, Zw[zo[l - 1] : zo[l]].reshape((n_in, m)), Gr[po[l] - n_in : po[l]], zero)
+            U = Uw[zo[l - 1] : zo[l]].reshape((n_in, m)) if drop else no_mask
+            _fm_backward(dZ, Aw[zo[l - 1] : zo[l]].reshape((n_in, m)), W, dW, dA, U,
+                         Zw[zo[l - 1] : zo[l]].reshape((n_in, m)), Gr[po[l] - n_in : po[l]], zero)
             dZ = dA
 
 
@@ -434,7 +467,8 @@ def _dense_plan(sizes: tuple) -> tuple:
                                                            _dense_middle_blas)
 
 
-def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0):
+def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0,
+               dropout_rate=0.0, seed=0, D=None, U=None):
     """The reference's dense step in its buffer layout: the first layer's two GEMMs on BLAS, and
     between them one Numba kernel for small later layers, or BLAS and small kernels for wide ones."""
     labels = np.asarray(labels)
@@ -444,10 +478,12 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
         _fast(X, params, grads, Z, G, loss_rows) and (H.size == 0 or _fast(X, H, dA)) and X.ndim == 2 and m > 0
         and labels.dtype.kind in "iu" and labels.shape == X.shape[:1] and sizes[0] == X.shape[1]
         and loss_acc.dtype == np.float64 and G.shape == (m, sizes[-1])
+        and (not dropout_rate or H.size == 0 or (D is not None and U is not None and _fast(X, D, U)))
+        and isinstance(t, np.ndarray) and t.size == 1 and t.dtype.kind in "iu"
     )
     if not ok:
         return reference.dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc,
-                                    t, smoothing)
+                                    t, smoothing, dropout_rate, seed, D, U)
     sizes_arr, rows_first, middle = _dense_plan(sizes)
     n0, n1, L = int(sizes[0]), int(sizes[1]), len(sizes) - 1
     W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
@@ -456,8 +492,15 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
     else:
         matmul(W0, X, Z[: m * n1].reshape(n1, m), trans_b=True)
     dt = X.dtype.type
-    middle(rows_first, labels, params, grads, sizes_arr, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, dt(1.0 / m),
-           dt(smoothing))
+    if dropout_rate and L > 1:  # masks drawn at step t, before step_metrics advances it (as the op-by-op step)
+        step = reference._count(t)
+        streams = np.array([reference.dropout_stream(seed, step, l) for l in range(L - 1)], dtype=np.uint64)
+        thr, keep = np.uint64(reference.dropout_threshold(dropout_rate)), dt(1.0 / (1.0 - dropout_rate))
+    else:
+        D = U = H
+        streams, thr, keep = _NO_STREAMS, np.uint64(0), dt(1.0)
+    middle(rows_first, labels, params, grads, sizes_arr, Z, H, dA, D, U, streams, thr, keep, G, loss_rows, loss_acc,
+           correct_acc, t, dt(1.0 / m), dt(smoothing))
     if L == 1:
         matmul(G, X, dW0, trans_a=True)
     else:
@@ -465,37 +508,45 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
     return loss_rows
 
 
-def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t,
-                       scale, smoothing):
+_NO_STREAMS = np.empty(0, dtype=np.uint64)
+
+
+def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, D, U, streams, thr, keep, G, loss_rows,
+                       loss_acc, correct_acc, t, scale, smoothing):
     """:func:`_dense_middle` for wide later layers (two or more layers): their GEMMs on BLAS,
     feature-major (``Z_l = W_l @ A``, ``dW_l = dZ_l @ A.T``, ``dA = W_l.T @ dZ_l``)."""
     zero = scale - scale
     m = G.shape[0]
-    Ws, bs, dWs, dbs, Zs, Hs, dAs = reference.dense_views(params, grads, sizes, m, Z, H, dA)
-    L = len(Ws)
-    if rows_first:
-        _fm_from_rows(dAs[0].T.reshape(m, -1), bs[0], Zs[0].T, Hs[0].T, zero)
-    else:
-        _fm_bias_relu(Zs[0].T, bs[0], Hs[0].T, zero)
-    for l in range(1, L - 1):
-        matmul(Ws[l], Hs[l - 1].T, Zs[l].T)
-        _fm_bias_relu(Zs[l].T, bs[l], Hs[l].T, zero)
+    drop = streams.size > 0
+    v = reference.dense_views(params, grads, sizes, m, Z, H, dA, D if drop else None, U if drop else None)
+    L = len(v.W)
+    inputs = v.D if drop else v.H  # each later layer's input, (m, n) views of feature-major blocks
+    for l in range(L - 1):
+        if l == 0 and rows_first:
+            _fm_from_rows(v.dA[0].T.reshape(m, -1), v.b[0], v.Z[0].T, v.H[0].T, zero)
+        else:
+            if l > 0:
+                matmul(v.W[l], inputs[l - 1].T, v.Z[l].T)
+            _fm_bias_relu(v.Z[l].T, v.b[l], v.H[l].T, zero)
+        if drop:
+            _fm_dropout(v.H[l].T, v.D[l].T, v.U[l].T, streams[l], thr, keep, zero)
     logits_t = G.reshape(G.shape[1], m)  # G's memory, written only after this
-    matmul(Ws[-1], Hs[-1].T, logits_t)
-    _transpose(logits_t, Zs[-1])
-    _dense_output(Zs[-1], bs[-1], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
-    _bias_grad(G, dbs[-1])
+    matmul(v.W[-1], inputs[-1].T, logits_t)
+    _transpose(logits_t, v.Z[-1])
+    _dense_output(v.Z[-1], v.b[-1], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
+    _bias_grad(G, v.db[-1])
     dZ = G.T
+    no_mask = np.empty((0, 0), dtype=G.dtype)
     for l in range(L - 1, 0, -1):  # dW_l, then dZ_{l-1} and db_{l-1}
         if dZ.shape[0] <= NARROW:  # dW_l.T, then transposed: OpenBLAS writes the (n_in, n_out) product faster
-            dWt = np.empty(dWs[l].shape[::-1], dWs[l].dtype)
-            matmul(Hs[l - 1].T, dZ, dWt, trans_b=True)
-            _transpose(dWt, dWs[l])
+            dWt = np.empty(v.dW[l].shape[::-1], v.dW[l].dtype)
+            matmul(inputs[l - 1].T, dZ, dWt, trans_b=True)
+            _transpose(dWt, v.dW[l])
         else:
-            matmul(dZ, Hs[l - 1].T, dWs[l], trans_b=True)
-        matmul(Ws[l], dZ, dAs[l - 1].T, trans_a=True)
-        _fm_relu_backward(dAs[l - 1].T, Zs[l - 1].T, dbs[l - 1], zero)
-        dZ = dAs[l - 1].T
+            matmul(dZ, inputs[l - 1].T, v.dW[l], trans_b=True)
+        matmul(v.W[l], dZ, v.dA[l - 1].T, trans_a=True)
+        _fm_relu_backward(v.dA[l - 1].T, v.U[l - 1].T if drop else no_mask, v.Z[l - 1].T, v.db[l - 1], zero)
+        dZ = v.dA[l - 1].T
 
 
 def dropout(H, D, U, rate, seed, t, layer):

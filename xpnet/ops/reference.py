@@ -21,6 +21,8 @@ step: the batch offset is ``(t - t0) * batch_size`` and Adam's step count is ``t
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from xpnet.backend import get_array_module, take_rows
@@ -145,67 +147,90 @@ def step_metrics(Z, labels, loss_rows, loss_acc, correct_acc, t):
     return loss_acc
 
 
-def dense_views(params, grads, sizes, m: int, Z, H, dA):
+class DenseViews(NamedTuple):
+    """Per-layer views of :func:`dense_step`'s buffers (see :func:`dense_views`)."""
+
+    W: list
+    b: list
+    dW: list
+    db: list
+    Z: list
+    H: list
+    dA: list
+    D: list
+    U: list
+
+
+def dense_views(params, grads, sizes, m: int, Z, H, dA, D=None, U=None) -> DenseViews:
     """The layout of :func:`dense_step`'s flat buffers, as per-layer views.
 
-    Returns ``(Ws, bs, dWs, dbs, Zs, Hs, dAs)``: ``W_l`` (n_{l+1}, n_l) and ``b_l`` from
-    ``params`` (flat ``[W0, b0, W1, b1, ...]``), their gradients from ``grads``, and ``Z_l``,
-    ``H_l``, ``dA_l`` as (m, n_l) views. Each hidden layer's block in ``Z``, ``H`` and ``dA``
-    is stored feature-major, (n_l, m) with samples as columns (the course notes' ``Z = W·A + b``),
-    so the first layer's GEMMs may run as ``W0 @ X.T`` and ``dZ0 @ X``, which OpenBLAS does
-    faster than ``X @ W0.T`` and ``dZ0.T @ X`` at wide layers; the views here are their
-    transposes. The logits block (last in ``Z``) is row-major (m, n_L), as the loss reads it.
+    ``W_l`` (n_{l+1}, n_l) and ``b_l`` from ``params`` (flat ``[W0, b0, W1, b1, ...]``), their
+    gradients from ``grads``, and ``Z_l``, ``H_l``, ``dA_l`` (and dropout's ``D_l``, ``U_l``) as
+    (m, n_l) views. Each hidden layer's block in ``Z``, ``H``, ``dA``, ``D`` and ``U`` is stored
+    feature-major, (n_l, m) with samples as columns (the course notes' ``Z = W·A + b``), so the
+    first layer's GEMMs may run as ``W0 @ X.T`` and ``dZ0 @ X``, which OpenBLAS does faster than
+    ``X @ W0.T`` and ``dZ0.T @ X`` at wide layers; the views here are their transposes. The
+    logits block (last in ``Z``) is row-major (m, n_L), as the loss reads it.
     """
     L = len(sizes) - 1
-    Ws, bs, dWs, dbs, Zs, Hs, dAs, po, zo = [], [], [], [], [], [], [], 0, 0
+    v = DenseViews([], [], [], [], [], [], [], [], [])
+    po, zo = 0, 0
     for l in range(L):
         n_in, n_out = int(sizes[l]), int(sizes[l + 1])
-        Ws.append(params[po : po + n_out * n_in].reshape(n_out, n_in))
-        dWs.append(grads[po : po + n_out * n_in].reshape(n_out, n_in))
-        bs.append(params[po + n_out * n_in : po + n_out * n_in + n_out])
-        dbs.append(grads[po + n_out * n_in : po + n_out * n_in + n_out])
+        v.W.append(params[po : po + n_out * n_in].reshape(n_out, n_in))
+        v.dW.append(grads[po : po + n_out * n_in].reshape(n_out, n_in))
+        v.b.append(params[po + n_out * n_in : po + n_out * n_in + n_out])
+        v.db.append(grads[po + n_out * n_in : po + n_out * n_in + n_out])
         po += n_out * n_in + n_out
         if l == L - 1:
-            Zs.append(Z[zo : zo + m * n_out].reshape(m, n_out))
-        else:
-            Zs.append(Z[zo : zo + m * n_out].reshape(n_out, m).T)
-            Hs.append(H[zo : zo + m * n_out].reshape(n_out, m).T)  # H, dA: the hidden blocks of Z, in order
-            dAs.append(dA[zo : zo + m * n_out].reshape(n_out, m).T)
+            v.Z.append(Z[zo : zo + m * n_out].reshape(m, n_out))
+        else:  # the hidden buffers hold the hidden blocks of Z, in order
+            for views, buf in ((v.Z, Z), (v.H, H), (v.dA, dA), (v.D, D), (v.U, U)):
+                if buf is not None:
+                    views.append(buf[zo : zo + m * n_out].reshape(n_out, m).T)
         zo += m * n_out
-    return Ws, bs, dWs, dbs, Zs, Hs, dAs
+    return v
 
 
-def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0):
-    """A ReLU MLP's whole step but the update: forward, softmax cross-entropy (mean), step
-    metrics and backward, composed of the ops above.
+def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0,
+               dropout_rate=0.0, seed=0, D=None, U=None):
+    """A ReLU MLP's whole step but the update: forward (with inverted dropout on the hidden
+    layers when ``dropout_rate`` > 0, masks from ``seed``), softmax cross-entropy (mean), step metrics and backward,
+    composed of the ops above.
 
     ``sizes`` = (n_0, ..., n_L); ``params``/``grads``: flat ``[W0, b0, W1, b1, ...]`` with ``W_l``
     (n_{l+1}, n_l); ``X`` (m, n_0); ``labels`` (m,) class indices (not validated). Work buffers,
     flat, laid out as :func:`dense_views` says: ``Z`` of m·Σ_{l≥1} n_l (pre-activations, logits
-    last), ``H`` and ``dA`` of m·Σ n_hidden; ``G`` (m, n_L) receives dLoss/dlogits, ``loss_rows``
-    (m,). Counters as :func:`step_metrics`. An implementation may fuse it into fewer calls (small
-    networks are per-call overhead).
+    last), ``H`` and ``dA`` (and with dropout ``D``, ``U``: :func:`dropout`'s, its masks drawn at
+    step ``t`` before the increment, as the op-by-op step draws them) of m·Σ n_hidden; ``G``
+    (m, n_L) receives dLoss/dlogits, ``loss_rows`` (m,). Counters as :func:`step_metrics`. An
+    implementation may fuse it into fewer calls (small networks are per-call overhead).
     """
     m, L = X.shape[0], len(sizes) - 1
-    Ws, bs, dWs, dbs, Zs, Hs, dAs = dense_views(params, grads, sizes, m, Z, H, dA)
+    v = dense_views(params, grads, sizes, m, Z, H, dA, D, U)
     inputs = [X]
     for l in range(L):
-        matmul(inputs[l], Ws[l], Zs[l], trans_b=True)
+        matmul(inputs[l], v.W[l], v.Z[l], trans_b=True)
         if l == L - 1:
-            bias_add(Zs[l], bs[l])
+            bias_add(v.Z[l], v.b[l])
         else:
-            bias_relu_forward(Zs[l], bs[l], Hs[l])
-            inputs.append(Hs[l])
-    softmax_xent(Zs[-1], labels, G, loss_rows, 1.0 / m, smoothing, validate=False)
-    step_metrics(Zs[-1], labels, loss_rows, loss_acc, correct_acc, t)
+            bias_relu_forward(v.Z[l], v.b[l], v.H[l])
+            if dropout_rate:
+                inputs.append(dropout(v.H[l], v.D[l], v.U[l], dropout_rate, seed, t, l))
+            else:
+                inputs.append(v.H[l])
+    softmax_xent(v.Z[-1], labels, G, loss_rows, 1.0 / m, smoothing, validate=False)
+    step_metrics(v.Z[-1], labels, loss_rows, loss_acc, correct_acc, t)
     dZ = G
     for l in range(L - 1, -1, -1):
-        matmul(dZ, inputs[l], dWs[l], trans_a=True)
-        bias_grad(dZ, dbs[l])
+        matmul(dZ, inputs[l], v.dW[l], trans_a=True)
+        bias_grad(dZ, v.db[l])
         if l > 0:
-            matmul(dZ, Ws[l], dAs[l - 1])
-            relu_backward(dAs[l - 1], Zs[l - 1], dAs[l - 1])
-            dZ = dAs[l - 1]
+            matmul(dZ, v.W[l], v.dA[l - 1])
+            if dropout_rate:
+                dropout_backward(v.dA[l - 1], v.U[l - 1], v.dA[l - 1])
+            relu_backward(v.dA[l - 1], v.Z[l - 1], v.dA[l - 1])
+            dZ = v.dA[l - 1]
     return loss_rows
 
 
