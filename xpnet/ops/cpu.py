@@ -26,8 +26,9 @@ Design notes, each measured:
   else on one thread.
   The row-wise ops stay serial: they sit between GEMMs, where a second thread pool only
   contends with OpenBLAS.
-* ``dense_step``: the whole step but the update for ReLU networks, in the reference's buffer
-  layout (hidden layers feature-major, ``reference.dense_views``). The first layer's two GEMMs
+* ``dense_step``: the whole step but the update for ReLU networks (dropout included: the same
+  counter-hash masks as the op-by-op step), in the reference's buffer layout (hidden layers
+  feature-major, ``reference.dense_views``). The first layer's two GEMMs
   stay on BLAS; between them, one Numba kernel when the later layers are small (a step of a
   dozen small calls is mostly per-call overhead there), else BLAS GEMMs between small kernels.
   The one-call kernel's GEMMs are plain loops whose sums are reassociated into SIMD lanes
