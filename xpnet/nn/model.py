@@ -309,7 +309,8 @@ class MLP:
             # _cache (read by the init study and the demo).
             v = dense_views(self.flat_params, self.flat_grads, self.sizes, m, Z, H, dA, D, U)
             flat = (Z, H, dA, xp.empty((m, self.sizes[-1]), dtype=dt), xp.empty(m, dtype=dt), D, U)
-            bufs["dense"] = (flat, {"Z": v.Z, "H": v.H, "dA": v.dA, "D": v.D, "U": v.U})
+            views = {"Z": v.Z, "H": v.H, "dA": v.dA, **({"D": v.D, "U": v.U} if drop else {})}  # "U": masks, as forward()'s
+            bufs["dense"] = (flat, views)
         (Z, H, dA, G, rows, D, U), views = bufs["dense"]
         self.ops.dense_step(X, T, self.flat_params, self.flat_grads, self.sizes, Z, H, dA, G, rows, counters.loss,
                             counters.correct, counters.t, self.label_smoothing, self.dropout if drop else 0.0,

@@ -274,7 +274,7 @@ if AVAILABLE:
     def _fm_relu_backward(dAT, UT, ZT, db, zero):
         # dAT *= UT (dropout's mask; UT with no rows: none) and (ZT > 0) in place, and db = its row
         # sums: a feature-major hidden layer's dZ and bias gradient in one pass (a select, not a
-        # branch: 3x faster; the sums reassociated).
+        # branch, so the loop vectorises; the sums reassociated).
         drop = UT.shape[0] > 0
         for k in range(dAT.shape[0]):
             s = zero
@@ -386,7 +386,7 @@ if AVAILABLE:
 
 def _adam_threads() -> int:
     """Threads for the Adam kernel: inside a training run, the count the BLAS policy set for Numba;
-    elsewhere :func:`xpnet.ops.threads.numba_threads` (which reads the environment: 2 us a step)."""
+    elsewhere :func:`xpnet.ops.threads.numba_threads` (which reads the environment, too slow for every step)."""
     n = numba.get_num_threads()
     return n if threads.policy_active() else threads.numba_threads(n)
 
@@ -449,7 +449,8 @@ DENSE_STEP_MAX_MACS = 4096
 # them faster than X @ W0.T at 120 and 1024 units, slower at 10 (then the product is transposed).
 FEATURE_MAJOR_MIN = 64
 # A later layer's weight gradient is computed transposed up to this many outputs: OpenBLAS writes
-# a (1024, 10) product in 55 us and a (10, 1024) one in 93 us; equal at 256 or 64 inputs.
+# a (1024, 10) product much faster than a (10, 1024) one, and as fast at 256 or 64 inputs
+# (bench/results/cpu-2core-2026-11-30-dense/).
 NARROW = 16
 
 
