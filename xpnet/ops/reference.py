@@ -194,9 +194,9 @@ def dense_views(params, grads, sizes, m: int, Z, H, dA, D=None, U=None) -> Dense
 
 def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0,
                dropout_rate=0.0, seed=0, D=None, U=None):
-    """A ReLU MLP's whole step but the update: forward (with inverted dropout on the hidden
-    layers when ``dropout_rate`` > 0, masks from ``seed``), softmax cross-entropy (mean), step metrics and backward,
-    composed of the ops above.
+    """A ReLU MLP's whole step but the update: forward (inverted dropout on the hidden layers
+    when ``dropout_rate`` > 0, masks from ``seed``), softmax cross-entropy (mean), step metrics
+    and backward, composed of the ops above.
 
     ``sizes`` = (n_0, ..., n_L); ``params``/``grads``: flat ``[W0, b0, W1, b1, ...]`` with ``W_l``
     (n_{l+1}, n_l); ``X`` (m, n_0); ``labels`` (m,) class indices (not validated). Work buffers,

@@ -4,9 +4,9 @@ A large square float32 NumPy matmul, best of many short ones (a quiet moment is 
 likely caught by many short runs than by a few long ones), with BLAS limited to ``threads``
 threads (threadpoolctl), each thread count in its own process like every bench case. The best
 of several runs estimates what the cores deliver when nothing else interferes; ``xpnet bench``
-measures it before and after its cases and keeps the higher (on this VM the two-thread figure
-moved between 171 and 199 GFLOP/s across runs of one day). On a shared machine it is still a
-lower bound of the true peak, so "% of peak" errs high, and says so.
+measures it before and after its cases and keeps the higher (a shared VM's speed drifts within
+a run). On a shared machine it is still a lower bound of the true peak, so "% of peak" errs
+high, and says so.
 """
 
 from __future__ import annotations
