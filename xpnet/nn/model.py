@@ -303,13 +303,16 @@ class MLP:
         bufs = self._batch_buffers(m, True)
         if "dense" not in bufs or (drop and bufs["dense"][0][5] is None):  # also when dropout is switched on
             dt, hidden = self.dtype, m * sum(self.sizes[1:-1])
-            Z, H, dA = xp.empty(m * sum(self.sizes[1:]), dtype=dt), xp.empty(hidden, dtype=dt), xp.empty(hidden, dtype=dt)
+            Z = xp.empty(m * sum(self.sizes[1:]), dtype=dt)
+            H, dA = xp.empty(hidden, dtype=dt), xp.empty(hidden, dtype=dt)
             D, U = (xp.empty(hidden, dtype=dt), xp.empty(hidden, dtype=dt)) if drop else (None, None)
             # Per-layer (m, n) views of the flat buffers in the ops' layout, as forward() leaves them in
             # _cache (read by the init study and the demo).
             v = dense_views(self.flat_params, self.flat_grads, self.sizes, m, Z, H, dA, D, U)
             flat = (Z, H, dA, xp.empty((m, self.sizes[-1]), dtype=dt), xp.empty(m, dtype=dt), D, U)
-            views = {"Z": v.Z, "H": v.H, "dA": v.dA, **({"D": v.D, "U": v.U} if drop else {})}  # "U": masks, as forward()'s
+            views = {"Z": v.Z, "H": v.H, "dA": v.dA}
+            if drop:  # the masks, as forward() leaves them
+                views.update(D=v.D, U=v.U)
             bufs["dense"] = (flat, views)
         (Z, H, dA, G, rows, D, U), views = bufs["dense"]
         self.ops.dense_step(X, T, self.flat_params, self.flat_grads, self.sizes, Z, H, dA, G, rows, counters.loss,
