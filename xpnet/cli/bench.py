@@ -34,8 +34,9 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, cas
     """Time xpnet (Adam, float32) against PyTorch, JAX and scikit-learn on the same data, in one run.
 
     Prints a Markdown table of median epoch seconds (warm-up excluded), samples/s, achieved
-    GFLOP/s (the step's GEMMs) and their % of the machine's peak — measured first with a large
-    float32 GEMM per thread count, not assumed —, test accuracy, then the ratio of xpnet's time
+    GFLOP/s (the step's GEMMs) and their % of the machine's peak — measured with a large float32
+    GEMM per thread count before and after the cases (the higher kept), not assumed —, test
+    accuracy, then the ratio of xpnet's time
     to each peer's (< 1 means xpnet is faster) and, with cpu and gpu, the GPU speed-up.
 
     \b
