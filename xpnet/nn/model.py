@@ -301,7 +301,7 @@ class MLP:
         m = X.shape[0]
         drop = train and self.dropout > 0
         bufs = self._batch_buffers(m, True)
-        if "dense" not in bufs or (drop and bufs["dense"][0][5] is None):  # also when dropout is switched on
+        if "dense" not in bufs or (drop and "U" not in bufs["dense"][1]):  # also when dropout is switched on
             dt, hidden = self.dtype, m * sum(self.sizes[1:-1])
             Z = xp.empty(m * sum(self.sizes[1:]), dtype=dt)
             H, dA = xp.empty(hidden, dtype=dt), xp.empty(hidden, dtype=dt)

@@ -278,7 +278,7 @@ if AVAILABLE:
         drop = UT.shape[0] > 0
         for k in range(dAT.shape[0]):
             s = zero
-            if drop:
+            if drop:  # two loops, not one with a select on drop: merged, LLVM sums db in another order
                 for i in range(dAT.shape[1]):
                     v = dAT[k, i] * UT[k, i] if ZT[k, i] > zero else zero
                     dAT[k, i] = v
@@ -498,7 +498,7 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
         step = reference._count(t)
         streams = np.array([reference.dropout_stream(seed, step, l) for l in range(L - 1)], dtype=np.uint64)
         thr, keep = np.uint64(reference.dropout_threshold(dropout_rate)), dt(1.0 / (1.0 - dropout_rate))
-    else:
+    else:  # no streams: the kernels never read D, U (any array of the dtype stands in)
         D = U = H
         streams, thr, keep = _NO_STREAMS, np.uint64(0), dt(1.0)
     middle(rows_first, labels, params, grads, sizes_arr, Z, H, dA, D, U, streams, thr, keep, G, loss_rows, loss_acc,
