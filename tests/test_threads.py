@@ -296,3 +296,150 @@ def test_the_command_line_lets_idle_workers_sleep():
     out = subprocess.run([sys.executable, "-m", "xpnet", "info"], capture_output=True, text=True, env=env,
                          timeout=120, check=True).stdout
     assert "workers spin" in out and "OMP_WAIT_POLICY=active" in out
+
+
+# ---------------------------------------------------------------- the side core
+def _side_ready(monkeypatch, free=2):
+    """Two usable cores and a recent look that counted ``free`` of them free (no sleep, no window)."""
+    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    _two_cores(monkeypatch, _FakeBlas(2))
+    monkeypatch.setattr(threads, "_last_decision", (threads.time.monotonic(), free))
+    monkeypatch.setattr(threads, "DECISION_REUSE_S", 1e9)
+
+
+def test_a_side_job_waits_for_a_one_thread_gemm_and_ends_before_a_split_one(monkeypatch):
+    """Handed over, a job waits; the next one-thread GEMM starts it on the worker thread; a GEMM that
+    splits (or a parallel Adam) waits for it to end. The two never run at once on the side core."""
+    import threading
+
+    _side_ready(monkeypatch)
+    go, ran = threading.Event(), []
+
+    def job(tag):
+        assert go.wait(timeout=30)
+        ran.append((tag, threading.current_thread().name))
+
+    with threads.blas_policy() as policy:
+        handle = threads.beside(job, "a")
+        threads.before_gemm(128, 1024, 784)  # splits: nothing to wait for, the job stays pending
+        assert policy.pending is handle and policy.running is None and not ran
+        threads.before_gemm(128, 10, 784)  # one thread: the job starts beside it
+        assert policy.running is handle and policy.pending is None
+        assert not ran  # blocked on `go`, on the worker
+        go.set()
+        threads.before_gemm(128, 1024, 784)  # a split GEMM: the job has ended before it returns
+        assert ran == [("a", "xpnet-side")] and policy.running is None
+        handle.wait()  # already done: returns at once
+        with pytest.raises(RuntimeError, match="one side job at a time"):
+            threads.beside(job, "b")
+            threads.beside(job, "c")
+    assert "xpnet-side" not in [t.name for t in threading.enumerate()]  # the worker ends with the policy
+
+
+def test_a_side_jobs_error_reaches_the_waiter_and_a_pending_job_runs_there(monkeypatch):
+    import threading
+
+    _side_ready(monkeypatch)
+
+    def boom():
+        raise ValueError("bad rows")
+
+    names = []
+    with threads.blas_policy():
+        failing = threads.beside(boom)
+        threads.before_gemm(128, 10, 784)  # started on the worker
+        threads.claim_cores(1)  # one thread needs no claim
+        threads.claim_cores(2)  # a 2-thread loop: the job has ended (its error kept for the waiter)
+        with pytest.raises(ValueError, match="bad rows"):
+            failing.wait()
+        never_started = threads.beside(lambda: names.append(threading.current_thread().name))
+        never_started.wait()  # no one-thread GEMM came: it runs here, in the waiting thread
+    assert names == [threading.current_thread().name]
+
+
+@pytest.mark.parametrize("case", ["outside", "one core taken", "XPNET_BLAS_THREADS=1", "switched off"])
+def test_no_side_core_means_no_side_job(monkeypatch, case):
+    _side_ready(monkeypatch, free=1 if case == "one core taken" else 2)
+    if case == "XPNET_BLAS_THREADS=1":
+        monkeypatch.setenv("XPNET_BLAS_THREADS", "1")
+    if case == "switched off":
+        monkeypatch.setattr(threads, "SIDE_CORE", False)
+    if case == "outside":
+        assert threads.beside(print) is None
+        return
+    with threads.blas_policy():
+        assert threads.beside(print) is None
+
+
+def test_the_side_cores_own_look_does_not_sleep(monkeypatch):
+    """With no recent look, the first calls say no (never sleeping) until the look's window has passed;
+    then the load it measured decides, and a later large GEMM reuses it."""
+    monkeypatch.delenv("XPNET_BLAS_THREADS", raising=False)
+    clock = [100.0]
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(threads.time, "sleep", lambda s: pytest.fail("the side core's look must not sleep"))
+    monkeypatch.setattr(threads, "_blas_controllers", lambda: [_FakeBlas(2)])
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_last_decision", None)
+    monkeypatch.setattr(threads, "_look", None)
+    monkeypatch.setattr(threads.MachineLoad, "others", lambda self: 0.0)
+    with threads.blas_policy() as policy:
+        assert not policy.side_core_free()  # the look starts
+        clock[0] += threads.SIDE_LOOK_S / 2
+        assert not policy.side_core_free()
+        clock[0] += threads.SIDE_LOOK_S
+        assert policy.side_core_free() and policy.side
+        threads.before_gemm(128, 1024, 784)  # the run mode's decision reuses that look: no sleep
+        assert policy.cores == 2
+
+
+def test_the_trainer_gathers_ahead_on_the_side_core_and_the_weights_do_not_change(monkeypatch):
+    """Every batch after an epoch's first is gathered on the side core during the step before, and the
+    run (a short last batch, a stop mid-epoch and its resume included) ends with the same weights,
+    bit for bit, as gathering each batch in its own step."""
+    import threading
+
+    from xpnet import MLP
+    from xpnet.ops import cpu
+    from xpnet.optim.optimizers import get_optimizer
+    from xpnet.training.trainer import Trainer
+
+    pytest.importorskip("numba")
+    _side_ready(monkeypatch)
+    where = []
+    gather = cpu.gather_batch
+
+    def recorded(*args):
+        where.append(threading.current_thread().name)
+        return gather(*args)
+
+    monkeypatch.setattr(cpu, "gather_batch", recorded)
+    rng = np.random.default_rng(0)
+    X, y = rng.random((300, 784), dtype=np.float32), rng.integers(0, 10, 300)
+
+    def train(hidden, side, stop_at=None):
+        monkeypatch.setattr(threads, "SIDE_CORE", side)
+        net = MLP([784, hidden, 10], seed=0, dropout=0.1)
+        trainer = Trainer(net, get_optimizer("adam", lr=1e-3), X, y, batch_size=64, seed=1)
+        if stop_at is not None:
+            def stop(t):
+                t.stop_requested = t.epoch == 0 and t.batch == stop_at
+            trainer.step_callbacks.append(stop)
+            trainer.run(2)
+            assert trainer.history.interrupted and trainer.batch == stop_at
+            trainer.stop_requested = False
+            trainer.step_callbacks.clear()
+        history = trainer.run(2)
+        return net.flat_params.copy(), history["train_loss"]
+
+    for hidden in (16, 1024):  # one-thread GEMMs only; split GEMMs (the claim before them)
+        where.clear()
+        plain = train(hidden, side=False)
+        assert set(where) == {threading.current_thread().name}
+        where.clear()
+        ahead = train(hidden, side=True)
+        assert where.count("xpnet-side") == 2 * 4  # batches 2-5 of each epoch (300 rows, 64 a batch)
+        resumed = train(hidden, side=True, stop_at=2)
+        for other in (ahead, resumed):
+            np.testing.assert_array_equal(other[0], plain[0])
+            assert other[1] == plain[1]

@@ -61,8 +61,9 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _SMALL = 512
 
 if AVAILABLE:
-    _jit = numba.njit(cache=True, fastmath=False)
-    _pjit = numba.njit(cache=True, fastmath=False, parallel=True)
+    # nogil: while one kernel runs, a side job's Python (ops/threads.py) can run on the other core.
+    _jit = numba.njit(cache=True, fastmath=False, nogil=True)
+    _pjit = numba.njit(cache=True, fastmath=False, parallel=True, nogil=True)
 
     @_pjit
     def _adam(p, g, m, v, lr_t, b1, c1, b2, c2, eps, sqrt_bc2):
@@ -606,14 +607,16 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     bc2 = 1.0 - beta2**t
     dt = p.dtype.type
     args = (dt(lr / bc1), dt(beta1), dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2), dt(eps), dt(bc2**0.5))
-    threads = _adam_threads()
+    n_threads = _adam_threads()
     if p.shape[0] < _SMALL:
         _adam_small(p, g, m, v, *args)
-    elif threads == numba.get_num_threads():  # always, inside a training run (ops/threads.py sets it)
+        return p
+    threads.claim_cores(n_threads)
+    if n_threads == numba.get_num_threads():  # always, inside a training run (ops/threads.py sets it)
         _adam(p, g, m, v, *args)
     else:  # set_num_threads is per calling thread in Numba: nothing global changes
         saved = numba.get_num_threads()
-        numba.set_num_threads(threads)
+        numba.set_num_threads(n_threads)
         try:
             _adam(p, g, m, v, *args)
         finally:

@@ -32,6 +32,13 @@ through the environment before NumPy loads OpenBLAS (the ``xpnet`` command and t
 xpnet processes call it; it is read only when each library loads), and then Adam runs on the cores
 the run's BLAS uses (measured at 784-1024-10 on 2 cores: Adam 0.42 -> 0.25 ms per step).
 
+The side core: while the training step runs on one thread (a network's small GEMMs, or the
+single-threaded middle of a large one), the second core would idle. :func:`beside` hands it a job
+(the trainer's gather of the next batch) on a worker thread: the job starts at the next one-thread
+GEMM, and a GEMM or parallel loop that needs every core waits for it first (:func:`claim_cores`), so
+the two never share a core. Only where the policy counts a second free core; nothing computed
+changes, only when.
+
 This module does not import NumPy: the command line calls it before anything loads OpenBLAS.
 """
 
@@ -40,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
 
 # A GEMM of at least this many multiply-adds (m·n·k) per thread is worth splitting: below it the
@@ -155,7 +163,7 @@ class MachineLoad:
         self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._value = float(_online_cpus() if assume is None else assume)
         self._last = self._sample()
-        self._next = time.monotonic() + self.window_s
+        self._next = self.first_at = time.monotonic() + self.window_s
 
     def _sample(self):
         try:
@@ -215,12 +223,43 @@ _last_decision: tuple[float, int] | None = None  # (monotonic time, free cores) 
 def free_cores(usable: int) -> int:
     """Cores of ``usable`` that other processes leave free now: one look of :data:`DECIDE_S` seconds
     (reused for :data:`DECISION_REUSE_S`), at least one."""
-    global _last_decision
-    now = time.monotonic()
-    if _last_decision is not None and now - _last_decision[0] < DECISION_REUSE_S:
-        return min(usable, _last_decision[1])
+    recent = _recent_decision()
+    if recent is not None:
+        return min(usable, recent)
     load = MachineLoad(window_s=DECIDE_S)
     time.sleep(DECIDE_S)
+    return _decided(usable, load)
+
+
+def _recent_decision() -> int | None:
+    """The free cores the last look counted, if it was recent (:data:`DECISION_REUSE_S`)."""
+    if _last_decision is not None and time.monotonic() - _last_decision[0] < DECISION_REUSE_S:
+        return _last_decision[1]
+    return None
+
+
+# The side core's look (_Policy.side_core_free): its own window, started by one run and read by a later
+# one (short fits), unless it is older than a decision is reused.
+SIDE_LOOK_S = 0.1
+_look: MachineLoad | None = None
+
+
+def _side_look() -> MachineLoad | None:
+    """A look at the machine whose :data:`SIDE_LOOK_S` window has passed (then used up), or None
+    (one is started, or still under way)."""
+    global _look
+    now = time.monotonic()
+    if _look is None or now - _look.first_at > DECISION_REUSE_S:
+        _look = MachineLoad(window_s=SIDE_LOOK_S)
+    if now < _look.first_at:
+        return None
+    look, _look = _look, None
+    return look
+
+
+def _decided(usable: int, load: MachineLoad) -> int:
+    """The free cores ``load`` shows (at least one), kept for later runs to reuse."""
+    global _last_decision
     free = max(1, usable - _taken(load.others()))
     _last_decision = (time.monotonic(), free)
     return free
@@ -248,6 +287,10 @@ class _Policy:
             self.cores = None
         self.numba_ceiling = numba.get_num_threads() if numba is not None else None
         self._set_numba_threads()
+        self.side: bool | None = None  # whether a second core is free for side jobs (decided at the first)
+        self.pending: SideJob | None = None  # handed over, not started: waits for a one-thread moment
+        self.running: SideJob | None = None
+        self._worker: _SideWorker | None = None
 
     def _set_numba_threads(self) -> None:
         """Numba's parallel loops on the run's cores (one until they are known), set once per
@@ -264,10 +307,66 @@ class _Policy:
         else:
             others = self.load.others() if self.load is not None else 0.0
             want = gemm_threads(m, n, k, self.cores, others)
+        if want > 1:
+            self.claim()
+        elif self.pending is not None:
+            self.start_pending()
         if want != self.current:
             for lib in self.controllers:
                 lib.set_num_threads(want)
             self.current = want
+
+    # ---------------------------------------------------------------- the side core
+    def side_core_free(self) -> bool:
+        """Whether a side job may run on a core of its own now: the run's cores are two or more; in
+        the adaptive mode, also what other programs hold now. Before a GEMM has counted the run's
+        cores (a small network's never do), a recent look counts, or one started here: it does not
+        sleep like :func:`free_cores` (0.2 s would cost a short fit more than the side core saves),
+        so the first batches (:data:`SIDE_LOOK_S`) go without side jobs. The answer binds nothing: side jobs change
+        no result."""
+        if not SIDE_CORE:
+            return False
+        if self.side is None:
+            recent = _recent_decision()
+            if self.usable < 2:
+                self.side = False
+            elif self.cores is not None:
+                self.side = self.cores >= 2
+            elif recent is not None:
+                self.side = min(self.usable, recent) >= 2
+            else:
+                look = _side_look()
+                if look is None:
+                    return False
+                self.side = _decided(self.usable, look) >= 2
+        if self.side and self.load is not None:
+            return (self.cores or self.usable) - _taken(self.load.others()) >= 2
+        return self.side
+
+    def hand_over(self, job: SideJob) -> None:
+        if self.pending is not None or self.running is not None:
+            raise RuntimeError("one side job at a time: wait for the last one first")
+        job._policy = self
+        self.pending = job
+
+    def start_pending(self) -> None:
+        job, self.pending = self.pending, None
+        if self._worker is None:
+            self._worker = _SideWorker()
+        self._worker.start(job)
+        self.running = job
+
+    def claim(self) -> None:
+        """Every core is needed next: a running side job finishes first (a pending one stays pending)."""
+        if self.running is not None:
+            job, self.running = self.running, None
+            job._finished()  # the error, if any, is raised by job.wait()
+
+    def close(self) -> None:
+        self.claim()
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
 
 _active: _Policy | None = None
@@ -296,6 +395,102 @@ def before_gemm(m: int, n: int, k: int) -> None:
         _active.before_gemm(m, n, k)
 
 
+# Off: every side job runs where it is waited for (a switch for tests and comparisons).
+SIDE_CORE = True
+
+
+class SideJob:
+    """``fn(*args)`` handed to the side core by :func:`beside`. It must not call GEMMs (the policy's
+    thread counts belong to the main thread); :meth:`wait` returns once it has run."""
+
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+        self._policy: _Policy | None = None
+        self._started = False
+        self._done = threading.Lock()  # held until the worker has run the job
+        self._done.acquire()
+        self._error: BaseException | None = None
+        self._waited = False
+
+    def _run(self) -> None:  # on the worker
+        try:
+            self.fn(*self.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self._error = exc
+        finally:
+            self._done.release()
+
+    def _finished(self) -> None:
+        self._done.acquire()
+        self._done.release()
+
+    def wait(self) -> None:
+        """Finish the job (here, if it never started) and raise its error, if it had one."""
+        if self._waited:
+            return
+        self._waited = True
+        policy = self._policy
+        if policy is not None and policy.pending is self:
+            policy.pending = None
+        if policy is not None and policy.running is self:
+            policy.running = None
+        if not self._started:
+            self.fn(*self.args)
+            return
+        self._finished()
+        if self._error is not None:
+            raise self._error
+
+
+class _SideWorker:
+    """The side core's thread. Not ``concurrent.futures``: its executor cost 14–23 µs of the main
+    thread per job, much of it its worker's Python contending for the GIL; a lock each way costs
+    less (bench/results/cpu-2core-2026-11-30-side/)."""
+
+    def __init__(self):
+        self._go = threading.Lock()
+        self._go.acquire()
+        self._job: SideJob | None = None
+        self._thread = threading.Thread(target=self._loop, name="xpnet-side", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self._go.acquire()
+            job = self._job
+            if job is None:
+                return
+            job._run()
+
+    def start(self, job: SideJob) -> None:
+        job._started = True
+        self._job = job
+        self._go.release()
+
+    def stop(self) -> None:
+        self._job = None
+        self._go.release()
+        self._thread.join()
+
+
+def beside(fn, *args) -> SideJob | None:
+    """Run ``fn(*args)`` on a second core while this thread goes on: it starts at the next one-thread
+    GEMM and has finished before any GEMM or parallel loop takes every core. Returns the job (call
+    :meth:`SideJob.wait` before using what it writes), or ``None`` when no core is free for it
+    (outside :func:`blas_policy`, one usable core, other programs busy): the caller then does the work itself."""
+    if _active is None or not _active.side_core_free():
+        return None
+    job = SideJob(fn, args)
+    _active.hand_over(job)
+    return job
+
+
+def claim_cores(n: int) -> None:
+    """Before a parallel loop on ``n`` threads (the fused Adam): with ``n > 1``, a running side job finishes first."""
+    if _active is not None and n > 1:
+        _active.claim()
+
+
 @contextlib.contextmanager
 def blas_policy(cores: int | None = None):
     """Choose BLAS threads per GEMM inside this block (see the module docstring); restores the
@@ -316,6 +511,7 @@ def blas_policy(cores: int | None = None):
     try:
         yield policy
     finally:
+        policy.close()
         _active = None
         for lib, n in zip(controllers, saved):
             lib.set_num_threads(n)

@@ -26,6 +26,7 @@ import numpy as np
 from xpnet import backend
 from xpnet.errors import ConfigError, DivergedError
 from xpnet.nn.model import StepCounters
+from xpnet.ops import threads
 from xpnet.ops.threads import blas_policy
 from xpnet.data.preprocess import train_val_split
 from xpnet.progress import ProgressBar
@@ -34,7 +35,9 @@ from xpnet.progress import ProgressBar
 class _DeviceState:
     """The training step's device-side buffers: the epoch's order ``perm``, the batch ``Xb``/``yb``,
     the :class:`~xpnet.nn.model.StepCounters`, ``t0`` (the step count at the epoch's batch 0) and
-    ``lrs`` (per-step learning rates, for a capturable optimizer's device step); the graph trainer adds its own."""
+    ``lrs`` (per-step learning rates, for a capturable optimizer's device step); the graph trainer adds its own.
+    On the CPU also ``spare`` (a second ``Xb``/``yb`` the next batch is gathered into on a side core),
+    ``t_ahead`` (that gather's step count) and ``ahead`` (the gather under way: job, step count, rows)."""
 
 
 @dataclass
@@ -204,6 +207,10 @@ class Trainer:
             S.Xb = xp.empty((bs, self.X.shape[1]), dtype=net.dtype)
             S.yb = xp.empty((bs, *self.y.shape[1:]), dtype=self.y.dtype)
             S.lrs = None
+            S.spare, S.ahead = None, None
+            if not net.device.is_gpu:
+                S.spare = (xp.empty_like(S.Xb), xp.empty_like(S.yb))
+                S.t_ahead = xp.zeros(1, dtype=np.int64)
             self.opt._ensure_state(net.flat_params)  # optimizer buffers exist before any capture
         if self.opt.capturable and not self._lrs_filled:
             # Per-step learning rates up to this run's last step, read by the optimizer's device step
@@ -226,8 +233,12 @@ class Trainer:
         cuBLAS ``mm`` it is capturable as one CUDA graph.
         """
         net, opt, ops = self.net, self.opt, self.net.ops
+        if not self._take_ahead(S, m):
+            Xb, yb = (S.Xb, S.yb) if m == self.batch_size else (S.Xb[:m], S.yb[:m])
+            ops.gather_batch(self.X, self.y, S.perm, S.counters.t, S.t0, self.batch_size, Xb, yb)
         Xb, yb = (S.Xb, S.yb) if m == self.batch_size else (S.Xb[:m], S.yb[:m])
-        ops.gather_batch(self.X, self.y, S.perm, S.counters.t, S.t0, self.batch_size, Xb, yb)
+        if S.spare is not None:
+            self._gather_ahead(S)
         if self.augment is not None:
             self.augment(Xb, out=Xb)
         T = yb if net.loss_name == "cross_entropy" else net.targets(yb)
@@ -236,6 +247,43 @@ class Trainer:
             opt.device_step(net.flat_params, net.flat_grads, S.counters.t, S.lrs, ops)
         else:
             opt.step(net.flat_params, net.flat_grads)
+
+    def _gather_ahead(self, S: _DeviceState) -> None:
+        """CPU: gather the next batch of this epoch into ``S.spare`` on a side core while this step
+        runs (:func:`xpnet.ops.threads.beside`; nothing when no core is free). The same rows, bytes
+        and order as gathering it at the next step: only the time moves."""
+        bs, n = self.batch_size, self.X.shape[0]
+        t = int(S.counters.t[0]) + 1
+        offset = (t - int(S.t0[0])) * bs
+        if offset >= n:  # the epoch's last batch: the next epoch has a new order
+            return
+        m = min(bs, n - offset)
+        Xn, yn = S.spare
+        S.t_ahead[0] = t
+        job = threads.beside(self.net.ops.gather_batch, self.X, self.y, S.perm, S.t_ahead, S.t0, bs, Xn[:m], yn[:m])
+        if job is not None:
+            S.ahead = (job, t, m)
+
+    def _take_ahead(self, S: _DeviceState, m: int) -> bool:
+        """Make the batch gathered ahead (if it is this step's) ``S.Xb``/``S.yb``; False when there is none."""
+        if S.ahead is None:
+            return False
+        (job, t, rows), S.ahead = S.ahead, None
+        job.wait()
+        if t != int(S.counters.t[0]) or rows != m:
+            return False
+        S.spare, (S.Xb, S.yb) = (S.Xb, S.yb), S.spare
+        return True
+
+    def _settle(self) -> None:
+        """Finish a gather still under way (a run ends, stops or fails): nothing runs beside the caller.
+        Its error, if it had one, is not raised here (it would hide the run's own): gathered again at
+        the next step, the batch raises it there."""
+        S = self._dev
+        if S is not None and S.ahead is not None:
+            (job, _, _), S.ahead = S.ahead, None
+            with contextlib.suppress(Exception):
+                job.wait()
 
     def _batch(self, S: _DeviceState, b: int, m: int) -> None:
         """The per-batch hook of the epoch loop: here, the step run eagerly."""
@@ -275,6 +323,7 @@ class Trainer:
                     if self._after_epoch(record):
                         break
             finally:
+                self._settle()
                 self.blas_cores, self._blas = self.blas_cores_in_use(), None
         if self.stop_requested:
             self.history.interrupted = True
