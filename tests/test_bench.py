@@ -97,8 +97,9 @@ def test_peers_train_on_the_same_arrays(impl):
 
         torch.set_num_threads(1)  # its OpenMP pool crawls when the test machine's cores are busy
     for run in (workloads.RUNNERS[impl], workloads.run_xpnet):
-        epoch_s, acc, name = run(data, "cpu", [16, 8, 4], 64, 3, 1e-2, 0)
+        epoch_s, acc, name, *extra = run(data, "cpu", [16, 8, 4], 64, 3, 1e-2, 0)
         assert len(epoch_s) == 3 and all(t > 0 for t in epoch_s) and acc > 0.9 and name
+    assert set(extra[0]) == {"blas_cores", "gathered_ahead"} and 0 <= extra[0]["gathered_ahead"] <= 1
 
 
 def test_a_case_past_its_timeout_is_an_error_row(tmp_path):

@@ -385,9 +385,9 @@ def test_the_side_cores_own_look_does_not_sleep(monkeypatch):
     monkeypatch.setattr(threads.MachineLoad, "others", lambda self: 0.0)
     with threads.blas_policy() as policy:
         assert not policy.side_core_free()  # the look starts
-        clock[0] += threads.SIDE_LOOK_S / 2
+        clock[0] += threads.DECIDE_S / 2
         assert not policy.side_core_free()
-        clock[0] += threads.SIDE_LOOK_S
+        clock[0] += threads.DECIDE_S
         assert policy.side_core_free() and policy.side
         threads.before_gemm(128, 1024, 784)  # the run mode's decision reuses that look: no sleep
         assert policy.cores == 2

@@ -118,6 +118,8 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, cas
                                 runs[impl].append(res)
                                 label = "-".join(map(str, sizes))
                                 status = f"{res['median_epoch_s']:.3f} s/epoch, acc {res['test_acc'] * 100:.2f}%" if "error" not in res else f"error: {res['error']}"
+                                if res.get("gathered_ahead"):  # the CPU side core's share of the batches
+                                    status += f", {res['gathered_ahead']:.0%} gathered ahead"
                                 click.echo(f"  {impl:<13} {device:<5} {label:<14} batch {batch_size:<5} busy {busy} {status} "
                                            f"({time.perf_counter() - t0:.0f}s, load {res.get('load_before') or 0:.1f})", err=True)
                         results.extend(_merge(impl_runs) for impl_runs in runs.values())
@@ -217,5 +219,7 @@ def _merge(runs: list[dict]) -> dict:
     if "gflops" in ok[0]:
         merged["gflops"] = ok[0]["gflops"] * scale
     merged["test_acc"] = statistics.mean(r["test_acc"] for r in ok)
+    if all("gathered_ahead" in r for r in ok):
+        merged["gathered_ahead"] = statistics.mean(r["gathered_ahead"] for r in ok)
     merged["runs"] = len(ok)
     return merged

@@ -173,8 +173,7 @@ class MachineLoad:
             return None
         values = [int(v) for v in fields[:8]]
         busy = sum(values) - values[3] - values[4]  # all but idle and iowait (steal counts as taken)
-        own = os.times()
-        return busy, sum(values), own.user + own.system
+        return busy, sum(values), time.process_time()  # every thread of ours, in ns rather than jiffies
 
     def others(self) -> float:
         """Other processes' busy cores (refreshed at most once per window; cheap otherwise)."""
@@ -238,19 +237,19 @@ def _recent_decision() -> int | None:
     return None
 
 
-# The side core's look (_Policy.side_core_free): its own window, started by one run and read by a later
-# one (short fits), unless it is older than a decision is reused.
-SIDE_LOOK_S = 0.1
-_look: MachineLoad | None = None
+# The side core's look (_Policy.side_core_free): the run mode's window without its sleep. The first one
+# starts as this module loads, so that by a run's first step (data loaded, kernels compiled) its window
+# has usually passed; one started by a short fit serves a later one, unless older than a decision is reused.
+_look: MachineLoad | None = MachineLoad(window_s=DECIDE_S)
 
 
 def _side_look() -> MachineLoad | None:
-    """A look at the machine whose :data:`SIDE_LOOK_S` window has passed (then used up), or None
+    """A look at the machine whose :data:`DECIDE_S` window has passed (then used up), or None
     (one is started, or still under way)."""
     global _look
     now = time.monotonic()
     if _look is None or now - _look.first_at > DECISION_REUSE_S:
-        _look = MachineLoad(window_s=SIDE_LOOK_S)
+        _look = MachineLoad(window_s=DECIDE_S)
     if now < _look.first_at:
         return None
     look, _look = _look, None
@@ -322,7 +321,7 @@ class _Policy:
         the adaptive mode, also what other programs hold now. Before a GEMM has counted the run's
         cores (a small network's never do), a recent look counts, or one started here: it does not
         sleep like :func:`free_cores` (0.2 s would cost a short fit more than the side core saves),
-        so the first batches (:data:`SIDE_LOOK_S`) go without side jobs. The answer binds nothing: side jobs change
+        so the first batches (:data:`DECIDE_S`) go without side jobs. The answer binds nothing: side jobs change
         no result."""
         if not SIDE_CORE:
             return False

@@ -184,6 +184,7 @@ class Trainer:
         # so they round like one uninterrupted run. None until chosen.
         self.blas_cores: int | None = None
         self._blas = None  # the BLAS policy while run() is active
+        self.gathered_ahead = 0  # batches gathered on the side core (CPU; for benchmarks' records)
 
     # ------------------------------------------------------------------ data order
     @property
@@ -273,6 +274,7 @@ class Trainer:
         if t != int(S.counters.t[0]) or rows != m:
             return False
         S.spare, (S.Xb, S.yb) = (S.Xb, S.yb), S.spare
+        self.gathered_ahead += 1
         return True
 
     def _settle(self) -> None:

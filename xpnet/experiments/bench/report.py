@@ -92,7 +92,7 @@ def add_peak(results: list[dict], peaks: dict) -> None:
 
 def _csv_text(results) -> str:
     fields = ["impl", "device", "device_name", "hidden", "batch_size", "busy", "epochs", "median_epoch_s", "samples_per_s",
-              "gflops", "pct_peak", "test_acc", "load_before", "load_after", "skipped", "error"]
+              "gflops", "pct_peak", "test_acc", "blas_cores", "gathered_ahead", "load_before", "load_after", "skipped", "error"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()

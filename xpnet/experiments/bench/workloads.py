@@ -58,7 +58,10 @@ def run_xpnet(data, device, sizes, batch_size, epochs, lr, seed, graph=True):
     if net.device.is_gpu and graph:  # say which loop was timed: a silent eager fallback would mislead
         reason = getattr(trainer, "fallback_reason", None) or getattr(trainer, "graph_reason", "")
         name += f" (eager: {reason})" if reason else " (CUDA graph)"
-    return [r["epoch_s"] for r in history.records], test["accuracy"], name
+    # How the CPU run used the machine: its BLAS cores, and the share of steps whose batch the side core gathered.
+    steps = len(history) * trainer.n_batches
+    threads = {"blas_cores": trainer.blas_cores_in_use(), "gathered_ahead": trainer.gathered_ahead / steps}
+    return [r["epoch_s"] for r in history.records], test["accuracy"], name, threads
 
 
 def _torch_model(torch, sizes, device):
@@ -254,10 +257,10 @@ SINGLE_THREAD = ("xpnet-1thread",)
 
 def run_case(case: dict, data: dict) -> dict:
     """Run one case and return it with ``epoch_s``, ``median_epoch_s``, ``samples_per_s``, ``test_acc``."""
-    epoch_s, acc, device_name = RUNNERS[case["impl"]](
+    epoch_s, acc, device_name, *extra = RUNNERS[case["impl"]](
         data, case["device"], case["sizes"], case["batch_size"], case["epochs"], case["lr"], case["seed"])
     median = _median_after_warmup(epoch_s)
     n = len(data["X_train"])
     flops = step_flops(case["sizes"]) * n  # one epoch: every sample once
     return dict(case, epoch_s=epoch_s, median_epoch_s=median, samples_per_s=n / median, test_acc=acc,
-                device_name=device_name, epoch_gflop=flops / 1e9, gflops=flops / median / 1e9)
+                device_name=device_name, epoch_gflop=flops / 1e9, gflops=flops / median / 1e9, **(extra[0] if extra else {}))
