@@ -443,3 +443,51 @@ def test_the_trainer_gathers_ahead_on_the_side_core_and_the_weights_do_not_chang
         for other in (ahead, resumed):
             np.testing.assert_array_equal(other[0], plain[0])
             assert other[1] == plain[1]
+
+
+def test_the_side_pollers_post_wait_and_rest():
+    """The worker's poll (Numba, no GIL): a posted job count ends it at once, a rest ends it at once
+    however long it was told to poll, and the next post lifts the rest."""
+    pytest.importorskip("numba")
+    from xpnet.ops import cpu
+
+    poller = cpu._SidePoller()
+    assert not poller.wait(1, 1000)  # nothing posted: gives up after its polls
+    poller.post(1)
+    assert poller.wait(1, 10**12)  # posted: returns at once
+    poller.rest()
+    assert not poller.wait(2, 10**12)  # resting: returns at once
+    poller.post(2)
+    assert poller.wait(2, 10)
+
+
+def test_the_side_worker_stops_polling_before_every_core_is_needed(monkeypatch):
+    """After a job the worker polls for the next one (no wake-up to wait for); a split GEMM or a
+    parallel Adam sends it to sleep first, so it never polls on a core BLAS or OpenMP threads use."""
+    import time
+
+    pytest.importorskip("numba")
+    from xpnet.ops import cpu  # noqa: F401 - registers the poller
+
+    _side_ready(monkeypatch)
+    monkeypatch.setattr(threads, "SPIN_ITERS", 10**12)  # polls until told otherwise
+
+    def settled(worker, sleeping):
+        deadline = time.monotonic() + 30
+        while worker._sleeping != sleeping and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return worker._sleeping == sleeping
+
+    with threads.blas_policy() as policy:
+        for claim in (lambda: threads.before_gemm(128, 1024, 784), lambda: threads.claim_cores(2)):
+            job = threads.beside(int)
+            threads.before_gemm(128, 10, 784)  # starts it
+            worker = policy._worker
+            assert worker._spin is not None
+            job.wait()
+            assert settled(worker, False)  # done, and polling for the next job
+            claim()
+            assert settled(worker, True)  # asleep before the split
+            job = threads.beside(int)
+            threads.before_gemm(128, 10, 784)  # a sleeping worker is woken for the next job
+            job.wait()
