@@ -127,66 +127,6 @@ if AVAILABLE:
 
         return sig, codegen
 
-    @intrinsic
-    def _load_acquire(typingctx, arr, idx):
-        # arr[idx] read with acquire ordering: a loop polling it sees another thread's store.
-        sig = arr.dtype(arr, numba.types.intp)
-
-        def codegen(context, builder, sig, args):
-            ary = context.make_array(sig.args[0])(context, builder, args[0])
-            return builder.load_atomic(builder.gep(ary.data, [args[1]]), ordering="acquire", align=8)
-
-        return sig, codegen
-
-    @intrinsic
-    def _store_release(typingctx, arr, idx, value):
-        sig = numba.types.void(arr, numba.types.intp, arr.dtype)
-
-        def codegen(context, builder, sig, args):
-            ary = context.make_array(sig.args[0])(context, builder, args[0])
-            builder.store_atomic(args[2], builder.gep(ary.data, [args[1]]), ordering="release", align=8)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    @_jit
-    def _side_wait(flag, seq, iters):
-        # The side worker's poll (ops/threads.py): True once job `seq` is posted (flag[0]), False
-        # after `iters` polls or when told to rest (flag[1]).
-        for _ in range(iters):
-            if _load_acquire(flag, 1) != 0:
-                return False
-            if _load_acquire(flag, 0) >= seq:
-                return True
-        return False
-
-    @_jit
-    def _side_post(flag, seq):
-        _store_release(flag, 1, np.int64(0))
-        _store_release(flag, 0, seq)
-
-    @_jit
-    def _side_rest(flag):
-        _store_release(flag, 1, np.int64(1))
-
-    class _SidePoller:
-        """The side worker's poller (:func:`xpnet.ops.threads.register_spinner`): one flag array,
-        the job count posted and a rest request, polled without the GIL."""
-
-        def __init__(self):
-            self.flag = np.zeros(2, dtype=np.int64)
-
-        def wait(self, seq: int, iters: int) -> bool:
-            return _side_wait(self.flag, np.int64(seq), np.int64(iters))
-
-        def post(self, seq: int) -> None:
-            _side_post(self.flag, np.int64(seq))
-
-        def rest(self) -> None:
-            _side_rest(self.flag)
-
-    threads.register_spinner(_SidePoller)
-
     @_jit
     def _gather_batch(X, y, perm, t, t0, batch_size, Xb, yb):
         # The reference's gather and its checks in one call, then a prefetch of the next batch's

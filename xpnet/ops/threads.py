@@ -356,13 +356,10 @@ class _Policy:
         self.running = job
 
     def claim(self) -> None:
-        """Every core is needed next: a running side job finishes first (a pending one stays pending),
-        and the worker stops polling for the next one."""
+        """Every core is needed next: a running side job finishes first (a pending one stays pending)."""
         if self.running is not None:
             job, self.running = self.running, None
             job._finished()  # the error, if any, is raised by job.wait()
-        if self._worker is not None:
-            self._worker.rest()
 
     def close(self) -> None:
         self.claim()
@@ -444,77 +441,34 @@ class SideJob:
             raise self._error
 
 
-# How the side worker waits for its next job: polling without the GIL (a Numba kernel that
-# xpnet/ops/cpu.py registers, :func:`register_spinner`) for up to SPIN_ITERS polls, about half a
-# millisecond, then asleep on a lock. Waking a sleeping vCPU cost the step 15-35 us per job on the CI VM,
-# more than the gather saves in some phases (bench/results/cpu-2core-2026-11-30-side/); a poll
-# bridges the gap between one step's job and the next. A GEMM or loop that needs every core sends it
-# to sleep at once (:meth:`_SideWorker.rest`), so it never polls on a core BLAS or OpenMP uses.
-SPIN_ITERS = 1_000_000
-_spinner_factory = None
-
-
-def register_spinner(factory) -> None:
-    """``factory()`` makes the side worker's poller: ``.wait(seq, iters)`` polls until job ``seq`` is
-    posted (True) or ``iters`` polls or a :meth:`rest` passed (False), without the GIL; ``.post(seq)``
-    and ``.rest()`` are called by the main thread."""
-    global _spinner_factory
-    _spinner_factory = factory
-
-
 class _SideWorker:
     """The side core's thread. Not ``concurrent.futures``: its executor cost 14–23 µs of the main
-    thread per job, much of it its worker's Python contending for the GIL; a poll, or a lock, costs
+    thread per job, much of it its worker's Python contending for the GIL; a lock each way costs
     less (bench/results/cpu-2core-2026-11-30-side/)."""
 
     def __init__(self):
-        self._mutex = threading.Lock()  # guards _posted, _sleeping and _job between the two threads
-        self._wake = threading.Lock()
-        self._wake.acquire()
-        self._spin = _spinner_factory() if _spinner_factory is not None else None
-        self._posted = 0  # jobs posted so far (the stop counts as one)
-        self._sleeping = False
+        self._go = threading.Lock()
+        self._go.acquire()
         self._job: SideJob | None = None
         self._thread = threading.Thread(target=self._loop, name="xpnet-side", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        taken = 0
         while True:
-            if self._spin is None or not self._spin.wait(taken + 1, SPIN_ITERS):
-                with self._mutex:
-                    self._sleeping = self._posted <= taken
-                    sleep = self._sleeping
-                if sleep:
-                    self._wake.acquire()
-            taken += 1
-            with self._mutex:
-                job = self._job
+            self._go.acquire()
+            job = self._job
             if job is None:
                 return
             job._run()
 
-    def _post(self, job: SideJob | None) -> None:
-        with self._mutex:
-            self._job = job
-            self._posted += 1
-            if self._spin is not None:
-                self._spin.post(self._posted)
-            if self._sleeping:
-                self._sleeping = False
-                self._wake.release()
-
     def start(self, job: SideJob) -> None:
         job._started = True
-        self._post(job)
-
-    def rest(self) -> None:
-        """Stop polling now (the cores are needed): the worker sleeps until the next job."""
-        if self._spin is not None:
-            self._spin.rest()
+        self._job = job
+        self._go.release()
 
     def stop(self) -> None:
-        self._post(None)
+        self._job = None
+        self._go.release()
         self._thread.join()
 
 
