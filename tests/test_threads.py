@@ -443,3 +443,32 @@ def test_the_trainer_gathers_ahead_on_the_side_core_and_the_weights_do_not_chang
         for other in (ahead, resumed):
             np.testing.assert_array_equal(other[0], plain[0])
             assert other[1] == plain[1]
+
+
+def test_the_side_switch_follows_whichever_way_is_faster():
+    """Of every PERIOD steps the last PROBE try the other way; the faster way (by the margin, by what
+    really happened) becomes the rule, and a period with too few steps either way decides nothing."""
+    switch = threads.SideSwitch()
+    P, B = switch.PERIOD, switch.PROBE
+
+    def period(on_s, off_s, ahead_possible=True):
+        ways = []
+        for _ in range(P):
+            use = switch.use()
+            ways.append(use)
+            ahead = use and ahead_possible  # (the lag of one step does not matter to the medians here)
+            switch.record(on_s if ahead else off_s, ahead)
+        return ways
+
+    ways = period(1.0, 1.2)
+    assert ways[-B:] == [False] * B and all(ways[:-B]) and switch.on  # probes off; on is faster: stays on
+    period(1.0, 1.02)
+    assert switch.on  # within the margin: no change
+    period(1.2, 1.0)
+    assert not switch.on  # the side core slows the step: off
+    ways = period(1.2, 1.0)
+    assert ways[-B:] == [True] * B and not any(ways[:-B]) and not switch.on  # probes on, stays off
+    period(1.0, 1.2)
+    assert switch.on  # faster again: back on
+    period(5.0, 1.0, ahead_possible=False)
+    assert switch.on  # no step was gathered ahead (no free core): nothing to compare, no change

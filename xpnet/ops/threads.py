@@ -472,6 +472,54 @@ class _SideWorker:
         self._thread.join()
 
 
+class SideSwitch:
+    """Whether gathering ahead on the side core pays off here and now, found by trying both ways. On
+    the CI VM the side core takes 0.8x off a small network's step in some phases and makes it 1.03-1.15x
+    slower in others, when the second vCPU's activity slows the first one's; the phases switch over
+    minutes (bench/results/cpu-2core-2026-11-30-side/). So of every :attr:`PERIOD` steps the last
+    :attr:`PROBE` run the other way, and when they were faster (median, by :attr:`MARGIN`), the other
+    way becomes the rule. Probing costs little: a few steps in hundreds. Nothing computed depends on it.
+    The caller asks :meth:`use` before each step and :meth:`record` each step's time and whether
+    its batch was gathered ahead. Steps count by what happened (no side job where no core was free),
+    and a period in which either way has fewer than half a probe's steps decides nothing."""
+
+    PERIOD = 512
+    PROBE = 16
+    MARGIN = 0.97
+
+    def __init__(self):
+        self.on = True
+        self._i = 0
+        self._times: dict[bool, list[float]] = {True: [], False: []}
+
+    def use(self) -> bool:
+        """Whether the coming step hands its next batch to the side core."""
+        return self.on != (self._i >= self.PERIOD - self.PROBE)
+
+    def record(self, seconds: float, ahead: bool) -> None:
+        """The step's time, and whether its own batch had been gathered ahead. A block's first step is
+        left out: its batch came the other way than the block hands on."""
+        if self._i not in (0, self.PERIOD - self.PROBE):
+            self._times[ahead].append(seconds)
+        self._i += 1
+        if self._i == self.PERIOD:
+            on, off = self._times[True], self._times[False]
+            if min(len(on), len(off)) >= self.PROBE // 2:
+                best = _median(on) < _median(off)
+                quick, slow = (on, off) if best else (off, on)
+                if best != self.on and _median(quick) < self.MARGIN * _median(slow):
+                    self.on = best
+            self._i = 0
+            on.clear()
+            off.clear()
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
 def beside(fn, *args) -> SideJob | None:
     """Run ``fn(*args)`` on a second core while this thread goes on: it starts at the next one-thread
     GEMM and has finished before any GEMM or parallel loop takes every core. Returns the job (call

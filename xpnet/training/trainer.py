@@ -185,6 +185,7 @@ class Trainer:
         self.blas_cores: int | None = None
         self._blas = None  # the BLAS policy while run() is active
         self.gathered_ahead = 0  # batches gathered on the side core (CPU; for benchmarks' records)
+        self.side_switch = threads.SideSwitch()  # whether gathering ahead pays off on this machine now
 
     # ------------------------------------------------------------------ data order
     @property
@@ -234,11 +235,13 @@ class Trainer:
         cuBLAS ``mm`` it is capturable as one CUDA graph.
         """
         net, opt, ops = self.net, self.opt, self.net.ops
-        if not self._take_ahead(S, m):
+        start = time.perf_counter()
+        ahead = self._take_ahead(S, m)
+        if not ahead:
             Xb, yb = (S.Xb, S.yb) if m == self.batch_size else (S.Xb[:m], S.yb[:m])
             ops.gather_batch(self.X, self.y, S.perm, S.counters.t, S.t0, self.batch_size, Xb, yb)
         Xb, yb = (S.Xb, S.yb) if m == self.batch_size else (S.Xb[:m], S.yb[:m])
-        if S.spare is not None:
+        if S.spare is not None and self.side_switch.use():
             self._gather_ahead(S)
         if self.augment is not None:
             self.augment(Xb, out=Xb)
@@ -248,6 +251,8 @@ class Trainer:
             opt.device_step(net.flat_params, net.flat_grads, S.counters.t, S.lrs, ops)
         else:
             opt.step(net.flat_params, net.flat_grads)
+        if S.spare is not None:
+            self.side_switch.record(time.perf_counter() - start, ahead)
 
     def _gather_ahead(self, S: _DeviceState) -> None:
         """CPU: gather the next batch of this epoch into ``S.spare`` on a side core while this step
