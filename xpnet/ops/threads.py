@@ -36,8 +36,8 @@ The side core: while the training step runs on one thread (a network's small GEM
 single-threaded middle of a large one), the second core would idle. :func:`beside` hands it a job
 (the trainer's gather of the next batch) on a worker thread: the job starts at the next one-thread
 GEMM, and a GEMM or parallel loop that needs every core waits for it first (:func:`claim_cores`), so
-the two never share a core. Only where the policy counts a second free core; nothing computed
-changes, only when.
+the two never share a core. Only where the policy counts a second free core, and (the trainer asks
+:class:`SideSwitch`) while it makes the step faster; nothing computed changes, only when.
 
 This module does not import NumPy: the command line calls it before anything loads OpenBLAS.
 """

@@ -232,15 +232,15 @@ class Trainer:
 
         Everything it reads that changes per step is in device memory (``S.counters.t``,
         ``S.t0``, ``S.lrs``), and it allocates nothing once warm, so with CUDA ops and a
-        cuBLAS ``mm`` it is capturable as one CUDA graph.
+        cuBLAS ``mm`` it is capturable as one CUDA graph. On the CPU the batch may have been
+        gathered during the step before, on the side core (:meth:`_gather_ahead`).
         """
         net, opt, ops = self.net, self.opt, self.net.ops
         start = time.perf_counter()
         ahead = self._take_ahead(S, m)
-        if not ahead:
-            Xb, yb = (S.Xb, S.yb) if m == self.batch_size else (S.Xb[:m], S.yb[:m])
-            ops.gather_batch(self.X, self.y, S.perm, S.counters.t, S.t0, self.batch_size, Xb, yb)
         Xb, yb = (S.Xb, S.yb) if m == self.batch_size else (S.Xb[:m], S.yb[:m])
+        if not ahead:
+            ops.gather_batch(self.X, self.y, S.perm, S.counters.t, S.t0, self.batch_size, Xb, yb)
         if S.spare is not None and self.side_switch.use():
             self._gather_ahead(S)
         if self.augment is not None:
