@@ -342,9 +342,11 @@ class _Policy:
             return (self.cores or self.usable) - _taken(self.load.others()) >= 2
         return self.side
 
+    def busy(self) -> bool:
+        """A side job is handed over and not yet waited for (one at a time)."""
+        return self.pending is not None or self.running is not None
+
     def hand_over(self, job: SideJob) -> None:
-        if self.pending is not None or self.running is not None:
-            raise RuntimeError("one side job at a time: wait for the last one first")
         job._policy = self
         self.pending = job
 
@@ -524,8 +526,9 @@ def beside(fn, *args) -> SideJob | None:
     """Run ``fn(*args)`` on a second core while this thread goes on: it starts at the next one-thread
     GEMM and has finished before any GEMM or parallel loop takes every core. Returns the job (call
     :meth:`SideJob.wait` before using what it writes), or ``None`` when no core is free for it
-    (outside :func:`blas_policy`, one usable core, other programs busy): the caller then does the work itself."""
-    if _active is None or not _active.side_core_free():
+    (outside :func:`blas_policy`, one usable core, other programs busy, another side job not yet waited
+    for): the caller then does the work itself."""
+    if _active is None or _active.busy() or not _active.side_core_free():
         return None
     job = SideJob(fn, args)
     _active.hand_over(job)
