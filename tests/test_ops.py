@@ -525,9 +525,10 @@ def dense_step_expected(X, y, Ws, bs, smoothing, masks=()):
 
 # The CPU's paths: one Numba call between the first layer's GEMMs (small later layers), BLAS between
 # small kernels (wide ones: 70·80 + 80·6 and 20·300 + 300·5 multiply-adds), the first GEMM
-# feature-major (96, 70 units) or transposed after it (fewer units), and no hidden layer.
+# feature-major (96, 70 units) or transposed after it (fewer units: 10–16 in cpu._rows_matmul, with
+# rows and columns left over), and no hidden layer (7 outputs on BLAS, 13 in the kernel).
 DENSE_SHAPES = [((784, 10, 10), 128), ((20, 7), 5), ((30, 16, 8, 4), 33), ((12, 10, 3), 1), ((50, 96, 8), 17),
-                ((40, 70, 80, 6), 9), ((30, 20, 300, 5), 6)]
+                ((40, 70, 80, 6), 9), ((30, 20, 300, 5), 6), ((25, 13), 7), ((9, 11, 4), 6)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -565,6 +566,19 @@ def test_dense_step(impl, rng, dtype, sizes, m, smoothing, rate):
     got = to_numpy(grads)
     np.testing.assert_allclose(got, np.concatenate([g.ravel() for g in exp_grads]),
                                rtol=1e-4 if dtype == np.float32 else 1e-9, atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n, k", [(128, 10, 784), (1, 10, 12), (33, 16, 30), (7, 13, 25), (6, 11, 1), (4, 2, 5)])
+def test_rows_matmul_kernel_is_the_product(rng, dtype, m, n, k):
+    """The first layer's narrow GEMM (X @ W.T) in Numba: every block and leftover row and column."""
+    pytest.importorskip("numba")
+    from xpnet.ops import cpu
+
+    X, W = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((n, k)).astype(dtype)
+    R = np.full((m, n), np.nan, dtype)
+    cpu._rows_matmul(X, W, R, dtype(0))
+    close(R, X.astype(np.float64) @ W.astype(np.float64).T, dtype, terms=k)
 
 
 def test_dense_step_fits_float_networks_with_numba_only():

@@ -269,7 +269,37 @@ if AVAILABLE:
         correct_acc[0] += hits
         t[0] += 1
 
-    _gemm_jit = numba.njit(cache=True, fastmath={"reassoc", "contract"})
+    _gemm_jit = numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True)
+
+    @_gemm_jit
+    def _rows_matmul(X, W, R, zero):
+        # R = X @ W.T for a narrow W (see NARROW_ROWS_MIN): four samples by two outputs per sweep along
+        # the rows, so each load feeds two or four multiply-adds; the rows and columns left over
+        # as plain dot products. The sums reassociated into SIMD lanes, as a BLAS does.
+        m, n = R.shape
+        m4, n2 = m - m % 4, n - n % 2
+        for s in range(0, m4, 4):
+            for j in range(0, n2, 2):
+                a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+                for k in range(X.shape[1]):
+                    w, v = W[j, k], W[j + 1, k]
+                    x0, x1, x2, x3 = X[s, k], X[s + 1, k], X[s + 2, k], X[s + 3, k]
+                    a0 += x0 * w
+                    a1 += x1 * w
+                    a2 += x2 * w
+                    a3 += x3 * w
+                    b0 += x0 * v
+                    b1 += x1 * v
+                    b2 += x2 * v
+                    b3 += x3 * v
+                R[s, j], R[s + 1, j], R[s + 2, j], R[s + 3, j] = a0, a1, a2, a3
+                R[s, j + 1], R[s + 1, j + 1], R[s + 2, j + 1], R[s + 3, j + 1] = b0, b1, b2, b3
+        for s in range(m):
+            for j in range(n2 if s < m4 else 0, n):
+                acc = zero
+                for k in range(X.shape[1]):
+                    acc += X[s, k] * W[j, k]
+                R[s, j] = acc
 
     @_gemm_jit
     def _fm_relu_backward(dAT, UT, ZT, db, zero):
@@ -453,6 +483,11 @@ FEATURE_MAJOR_MIN = 64
 # a (1024, 10) product much faster than a (10, 1024) one, and as fast at 256 or 64 inputs
 # (bench/results/cpu-2core-2026-11-30-dense/).
 NARROW = 16
+# The first layer's GEMM X @ W0.T with at least this many units (and fewer than FEATURE_MAJOR_MIN)
+# runs in a Numba kernel (_rows_matmul) where the BLAS policy never splits it: on one thread
+# OpenBLAS's packed GEMM takes up to twice the kernel's time (at 10 units); with fewer units its
+# small-matrix path is as fast (bench/results/cpu-2core-2026-11-30-narrow/).
+NARROW_ROWS_MIN = 10
 
 
 def dense_step_fits(sizes, m, dtype) -> bool:
@@ -490,11 +525,16 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
     sizes_arr, rows_first, middle = _dense_plan(sizes)
     n0, n1, L = int(sizes[0]), int(sizes[1]), len(sizes) - 1
     W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
+    dt = X.dtype.type
     if rows_first:  # the logits (no hidden layer), or into dA's first block, scratch until the backward
-        matmul(X, W0, (Z if L == 1 else dA)[: m * n1].reshape(m, n1), trans_b=True)
+        R = (Z if L == 1 else dA)[: m * n1].reshape(m, n1)
+        if n1 >= NARROW_ROWS_MIN and threads.never_split(m, n1, n0):
+            threads.one_thread_next()
+            _rows_matmul(X, W0, R, dt(0))
+        else:
+            matmul(X, W0, R, trans_b=True)
     else:
         matmul(W0, X, Z[: m * n1].reshape(n1, m), trans_b=True)
-    dt = X.dtype.type
     if dropout_rate and L > 1:  # masks drawn at step t, before step_metrics advances it (as the op-by-op step)
         step = reference._count(t)
         streams = np.array([reference.dropout_stream(seed, step, l) for l in range(L - 1)], dtype=np.uint64)

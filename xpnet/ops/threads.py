@@ -77,6 +77,11 @@ def gemm_threads(m: int, n: int, k: int, cores: int, others_busy: float) -> int:
     return max(1, min(free, by_work))
 
 
+def never_split(m: int, n: int, k: int) -> bool:
+    """Whether :func:`gemm_threads` keeps this GEMM on one thread however many cores are free."""
+    return gemm_threads(m, n, k, 1 << 16, 0.0) == 1
+
+
 def _taken(others_busy: float) -> int:
     """Whole cores that other processes occupy: a core counts once they use BUSY_CORE of it."""
     whole = int(others_busy)
@@ -394,6 +399,13 @@ def before_gemm(m: int, n: int, k: int) -> None:
     """Set the BLAS thread count for the next ``(m × k) @ (k × n)`` GEMM; nothing outside :func:`blas_policy`."""
     if _active is not None:
         _active.before_gemm(m, n, k)
+
+
+def one_thread_next() -> None:
+    """The main thread's next work runs on one core (a serial kernel instead of a GEMM): a side job
+    handed over and waiting for such a moment starts now, as at a one-thread GEMM."""
+    if _active is not None and _active.pending is not None:
+        _active.start_pending()
 
 
 # Off: every side job runs where it is waited for (a switch for tests and comparisons).
