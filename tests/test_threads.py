@@ -395,6 +395,18 @@ def test_the_side_cores_own_look_does_not_sleep(monkeypatch):
         assert policy.cores == 2
 
 
+def test_a_later_look_that_finds_a_core_taken_ends_the_side_core(monkeypatch):
+    """The side core was granted on an early look; the run mode's own look at its first large GEMM
+    (past the reuse window) finds another program on a core: the run goes on one core, no side jobs."""
+    _side_ready(monkeypatch)
+    with threads.blas_policy() as policy:
+        assert policy.side_core_free()
+        monkeypatch.setattr(threads, "_last_decision", None)
+        monkeypatch.setattr(threads, "free_cores", lambda usable: 1)
+        threads.before_gemm(128, 1024, 784)
+        assert policy.cores == 1 and not policy.side_core_free() and threads.beside(print) is None
+
+
 def test_the_trainer_gathers_ahead_on_the_side_core_and_the_weights_do_not_change(monkeypatch):
     """Every batch after an epoch's first is gathered on the side core during the step before, and the
     run (a short last batch, a stop mid-epoch and its resume included) ends with the same weights,

@@ -306,6 +306,8 @@ class _Policy:
         if self.cores is None and gemm_threads(m, n, k, self.usable, 0.0) > 1:
             self.cores = free_cores(self.usable)  # the run mode's one look, at its first large GEMM
             self._set_numba_threads()
+            if self.side:  # decided on an earlier look: a core another program took since is not free
+                self.side = self.cores >= 2
         if self.cores is None or self.cores < 2:
             want = 1
         else:
