@@ -5,12 +5,8 @@ the kernels are not built for (other dtypes, non-contiguous views, mixed dtypes)
 reference, so callers never need to check. Numba is optional (``xpnet[fast]``): without it
 the module still imports, ``AVAILABLE`` is False and every op is the reference.
 
-Measured on 2 cores (shared VM), 2026-11-23, Adam over 784*1024+1024+1024*10+10 = 814,090
-params, median of 50 (3 runs): float32 reference 1.6-2.1 ms, Numba 0.38 ms (one thread;
-0.20 ms on two with a passive OpenMP pool); float64 4.8-6.0 ms vs 1.0-1.1 ms. Inside a step
-(two 128x784x1024 GEMMs + Adam, best of 100): 4.0 ms reference, 2.7 ms Numba. On 16 floats
-(tiny nets): 7.1 us vs 5.1 us. ReLU ops on 128x1024 float32: bias_relu_forward 71 -> 17 us,
-relu_backward 40 -> 21 us; softmax_xent on 128x10: 22 -> 10 us.
+What they save against the reference (Adam, the ReLU ops, softmax-CE, each alone and inside a
+step) was measured on the 2-core VM: bench/results/cpu-2core-2026-11-23/ops.md.
 
 Design notes, each measured:
 
@@ -29,7 +25,7 @@ Design notes, each measured:
 * ``dense_step``: the whole step but the update for ReLU networks (dropout included: the same
   counter-hash masks as the op-by-op step), in the reference's buffer layout (hidden layers
   feature-major, ``reference.dense_views``). The first layer's two GEMMs
-  stay on BLAS; between them, one Numba kernel when the later layers are small (a step of a
+  stay on BLAS (but a narrow first layer's forward GEMM: ``_rows_matmul``); between them, one Numba kernel when the later layers are small (a step of a
   dozen small calls is mostly per-call overhead there), else BLAS GEMMs between small kernels.
   The one-call kernel's GEMMs are plain loops whose sums are reassociated into SIMD lanes
   (``fastmath`` reassoc/contract on the ``_gemm_jit`` kernels only), as a BLAS orders its sums
