@@ -486,3 +486,19 @@ def test_the_side_switch_follows_whichever_way_is_faster():
     assert switch.on  # faster again: back on
     period(5.0, 1.0, ahead_possible=False)
     assert switch.on  # no step was gathered ahead (no free core): nothing to compare, no change
+
+
+def test_the_side_switch_compares_the_probe_with_the_steps_just_before_it():
+    """Slow steps early in a period (a run warming up, the machine drifting) do not count against the
+    rule: only the PROBE steps before the probe do."""
+    switch = threads.SideSwitch()
+    P, B = switch.PERIOD, switch.PROBE
+    for i in range(P):
+        ahead = switch.use()
+        # on: slow (3.0) for most of the period, then 1.0 just before the probe; off: 1.1
+        switch.record((3.0 if i < P - 2 * B else 1.0) if ahead else 1.1, ahead)
+    assert switch.on
+    for i in range(P):
+        ahead = switch.use()
+        switch.record((1.0 if i < P - 2 * B else 1.3) if ahead else 1.1, ahead)
+    assert not switch.on  # slower than the probe just before it, however quick earlier in the period

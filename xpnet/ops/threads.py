@@ -493,11 +493,13 @@ class SideSwitch:
     the CI VM the side core takes 0.8x off a small network's step in some phases and makes it 1.03-1.15x
     slower in others, when the second vCPU's activity slows the first one's; the phases switch over
     minutes (bench/results/cpu-2core-2026-11-30-side/). So of every :attr:`PERIOD` steps the last
-    :attr:`PROBE` run the other way, and when they were faster (median, by :attr:`MARGIN`), the other
-    way becomes the rule. Probing costs little: a few steps in hundreds. Nothing computed depends on it.
-    The caller asks :meth:`use` before each step and :meth:`record` each step's time and whether
-    its batch was gathered ahead. Steps count by what happened (no side job where no core was free),
-    and a period in which either way has fewer than half a probe's steps decides nothing."""
+    :attr:`PROBE` run the other way, and are compared with the :attr:`PROBE` steps just before them (not
+    with the whole period: a run's first steps are slow, warming up, and the machine drifts): when the
+    probe was faster (median, by :attr:`MARGIN`), the other way becomes the rule. Probing costs little:
+    a few steps in hundreds. Nothing computed depends on it. The caller asks :meth:`use` before each
+    step and :meth:`record` each step's time and whether its batch was gathered ahead. Steps count by
+    what happened (no side job where no core was free), and a comparison in which either way has fewer
+    than half a probe's steps decides nothing."""
 
     PERIOD = 512
     PROBE = 16
@@ -513,9 +515,9 @@ class SideSwitch:
         return self.on != (self._i >= self.PERIOD - self.PROBE)
 
     def record(self, seconds: float, ahead: bool) -> None:
-        """The step's time, and whether its own batch had been gathered ahead. A block's first step is
-        left out: its batch came the other way than the block hands on."""
-        if self._i not in (0, self.PERIOD - self.PROBE):
+        """The step's time, and whether its own batch had been gathered ahead. The probe's first step
+        is left out: its batch came the rule's way."""
+        if self._i >= self.PERIOD - 2 * self.PROBE and self._i != self.PERIOD - self.PROBE:
             self._times[ahead].append(seconds)
         self._i += 1
         if self._i == self.PERIOD:
