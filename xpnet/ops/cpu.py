@@ -24,9 +24,10 @@ Design notes, each measured:
   contends with OpenBLAS.
 * ``dense_step``: the whole step but the update for ReLU networks (dropout included: the same
   counter-hash masks as the op-by-op step), in the reference's buffer layout (hidden layers
-  feature-major, ``reference.dense_views``). The first layer's two GEMMs
-  stay on BLAS (but a narrow first layer's forward GEMM: ``_rows_matmul``); between them, one Numba kernel when the later layers are small (a step of a
-  dozen small calls is mostly per-call overhead there), else BLAS GEMMs between small kernels.
+  feature-major, ``reference.dense_views``). The first layer's two GEMMs stay on BLAS (but a
+  narrow first layer's forward GEMM: ``_rows_matmul``); between them, one Numba kernel when the
+  later layers are small (a step of a dozen small calls is mostly per-call overhead there), else
+  BLAS GEMMs between small kernels.
   The one-call kernel's GEMMs are plain loops whose sums are reassociated into SIMD lanes
   (``fastmath`` reassoc/contract on the ``_gemm_jit`` kernels only), as a BLAS orders its sums
   its own way. Measured at 784-1024-10 on 2 cores against the op-by-op step:
