@@ -523,19 +523,15 @@ class SideSwitch:
         if self._i == self.PERIOD:
             on, off = self._times[True], self._times[False]
             if min(len(on), len(off)) >= self.PROBE // 2:
-                best = _median(on) < _median(off)
+                from statistics import median  # noqa: PLC0415 - here, not at start-up (it loads fractions, decimal)
+
+                best = median(on) < median(off)
                 quick, slow = (on, off) if best else (off, on)
-                if best != self.on and _median(quick) < self.MARGIN * _median(slow):
+                if best != self.on and median(quick) < self.MARGIN * median(slow):
                     self.on = best
             self._i = 0
             on.clear()
             off.clear()
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
 def beside(fn, *args) -> SideJob | None:
