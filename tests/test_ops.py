@@ -449,7 +449,7 @@ def test_ops_modules_import_without_their_library(blocked, module):
         "import numpy as np\n"
         f"from xpnet.ops import {module} as impl, get_ops, reference\n"
         "names = list(reference.OPS + reference.COMPOSITES)\n"
-        "assert len(names) == 14 and not [n for n in names if not hasattr(impl, n)], names\n"
+        "assert len(names) == 15 and not [n for n in names if not hasattr(impl, n)], names\n"
     )
     if module == "cpu":
         code += (
@@ -549,8 +549,9 @@ def test_dense_step(impl, rng, dtype, sizes, m, smoothing, rate):
     G, rows = xp.empty((m, sizes[-1]), dtype), xp.empty(m, dtype)
     loss_acc, correct_acc = xp.array(np.array([0.25])), xp.array(np.array([3], np.int64))
     t = xp.array(np.array([4], np.int32))
+    XT = xp.array(np.ascontiguousarray(X.T)) if impl.ops.dense_step_transposed(sizes) else None
     impl.ops.dense_step(xp.array(X), xp.array(y), xp.array(params), grads, sizes, Z, H, dA, G, rows, loss_acc,
-                        correct_acc, t, smoothing, rate, 77, D, U)
+                        correct_acc, t, smoothing, rate, 77, D, U, XT)
     # The masks the op-by-op step draws at step 4 (its counter before the step), layer by layer.
     masks = []
     for l, n in enumerate(sizes[1:-1] if rate else ()):
@@ -566,6 +567,27 @@ def test_dense_step(impl, rng, dtype, sizes, m, smoothing, rate):
     got = to_numpy(grads)
     np.testing.assert_allclose(got, np.concatenate([g.ravel() for g in exp_grads]),
                                rtol=1e-4 if dtype == np.float32 else 1e-9, atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_dense_step_reads_the_transposed_batch_where_it_says_so(rng):
+    """Where ``dense_step_transposed`` is true, the first GEMM reads ``XT`` (here deliberately not
+    X.T, to see which one it read); elsewhere ``XT`` is not asked for."""
+    pytest.importorskip("numba")
+    from xpnet.ops import cpu
+
+    assert cpu.dense_step_transposed((784, 1024, 10)) and cpu.dense_step_transposed((50, 96, 8))
+    assert not cpu.dense_step_transposed((784, 10, 10)) and not cpu.dense_step_transposed((784, 10))
+    assert not reference.dense_step_transposed((784, 1024, 10))
+    sizes, m = (20, 96, 5), 6
+    params = rng.standard_normal(sum(b * (a + 1) for a, b in zip(sizes[:-1], sizes[1:]))).astype(np.float32)
+    X = rng.standard_normal((m, sizes[0])).astype(np.float32)
+    XT = np.ascontiguousarray(2 * X.T)
+    Z, H, dA = np.empty(m * sum(sizes[1:]), np.float32), np.empty(m * 96, np.float32), np.empty(m * 96, np.float32)
+    cpu.dense_step(X, np.zeros(m, np.int32), params, np.empty_like(params), sizes, Z, H, dA,
+                   np.empty((m, sizes[-1]), np.float32), np.empty(m, np.float32), np.zeros(1), np.zeros(1, np.int64),
+                   np.zeros(1, np.int32), XT=XT)
+    v = reference.dense_views(params, params, sizes, m, Z, H, dA)
+    np.testing.assert_allclose(v.Z[0], (2 * X) @ v.W[0].T + v.b[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -600,7 +622,7 @@ def test_mlp_takes_the_dense_step_where_it_fits_with_the_reference_results(rng, 
     y = rng.integers(0, 4, 40).astype(np.int32)
     sizes = [30, *hidden, 4]
     fast, ref = (MLP(sizes, seed=1, label_smoothing=0.1, dropout=dropout, fast_ops=fast_ops) for fast_ops in (True, False))
-    assert fast._dense_step_fits(X, True) and not ref._dense_step_fits(X, True)
+    assert fast._dense_step_fits(len(X)) and not ref._dense_step_fits(len(X))
     counters = [StepCounters(np, t=6), StepCounters(np, t=6)]
     for net, c in zip((fast, ref), counters):
         net.train_step(X, y, c)

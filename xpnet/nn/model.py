@@ -259,15 +259,16 @@ class MLP:
         self._cache = (bufs, inputs)
         return bufs["Z"][-1]
 
-    def train_step(self, X, T, counters, l2: float = 0.0, mm=None, masks=None, train: bool = True) -> None:
+    def train_step(self, X, T, counters, l2: float = 0.0, mm=None, masks=None, train: bool = True, XT=None) -> None:
         """Forward, loss, metrics, backward: gradients into ``flat_grads``; the batch's loss sum
         (L2 penalty included), correct count and one step into ``counters``. No host sync.
 
-        ``T`` is :meth:`targets` of the labels (int32 class indices for softmax-CE).
+        ``T`` is :meth:`targets` of the labels (int32 class indices for softmax-CE). ``XT``: the
+        batch transposed (C-contiguous), where :meth:`takes_transposed_batch` says the step reads it.
         """
         xp, ops = self.xp, self.ops
-        if mm is None and masks is None and not l2 and self._dense_step_fits(X, train):
-            return self._dense_step(X, T, counters, train)
+        if mm is None and masks is None and not l2 and self._dense_step_fits(X.shape[0]):
+            return self._dense_step(X, T, counters, train, XT)
         logits = self.forward(X, train=train, masks=masks, mm=mm, step=counters.t)
         bufs, inputs = self._cache
         m = logits.shape[0]
@@ -286,14 +287,19 @@ class MLP:
             counters.t += 1
         self.backward(G, l2, counters.loss, mm)
 
-    def _dense_step_fits(self, X, train: bool) -> bool:
+    def _dense_step_fits(self, m: int) -> bool:
         """Whether the ops run this step as one ``ops.dense_step`` call: a ReLU/softmax-CE network,
         and ops that prefer it (Numba's; the reference and the GPU compose the ops)."""
         fits = getattr(self.ops, "dense_step_fits", None)
         return (fits is not None and self.activation.is_relu and self.loss_name == "cross_entropy"
-                and fits(self.sizes, X.shape[0], self.dtype))
+                and fits(self.sizes, m, self.dtype))
 
-    def _dense_step(self, X, T, counters, train: bool) -> None:
+    def takes_transposed_batch(self, m: int, l2: float = 0.0) -> bool:
+        """Whether :meth:`train_step` on ``m`` rows reads the batch transposed as well (``XT``), when
+        the caller can make it off the critical path (the trainer, on the side core)."""
+        return not l2 and self._dense_step_fits(m) and self.ops.dense_step_transposed(self.sizes)
+
+    def _dense_step(self, X, T, counters, train: bool, XT=None) -> None:
         """:meth:`train_step` as the ops' one-call dense step (same maths, same buffers' roles, the
         same dropout masks)."""
         xp = self.xp
@@ -317,7 +323,7 @@ class MLP:
         (Z, H, dA, G, rows, D, U), views = bufs["dense"]
         self.ops.dense_step(X, T, self.flat_params, self.flat_grads, self.sizes, Z, H, dA, G, rows, counters.loss,
                             counters.correct, counters.t, self.label_smoothing, self.dropout if drop else 0.0,
-                            self.dropout_seed, D, U)
+                            self.dropout_seed, D, U, XT)
         self._cache = (views, [X, *(views["D"] if drop else views["H"])])
 
     def backward(self, dZ, l2: float = 0.0, loss_acc=None, mm=None) -> None:

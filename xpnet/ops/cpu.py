@@ -25,7 +25,8 @@ Design notes, each measured:
 * ``dense_step``: the whole step but the update for ReLU networks (dropout included: the same
   counter-hash masks as the op-by-op step), in the reference's buffer layout (hidden layers
   feature-major, ``reference.dense_views``). The first layer's two GEMMs stay on BLAS (but a
-  narrow first layer's forward GEMM: ``_rows_matmul``); between them, one Numba kernel when the
+  narrow first layer's forward GEMM: ``_rows_matmul``; a wide one's reads the batch transposed
+  when the caller gives it, ``dense_step_transposed``); between them, one Numba kernel when the
   later layers are small (a step of a dozen small calls is mostly per-call overhead there), else
   BLAS GEMMs between small kernels.
   The one-call kernel's GEMMs are plain loops whose sums are reassociated into SIMD lanes
@@ -502,8 +503,15 @@ def _dense_plan(sizes: tuple) -> tuple:
                                                            _dense_middle_blas)
 
 
+def dense_step_transposed(sizes) -> bool:
+    """Whether :func:`dense_step` takes the batch transposed too (``XT``): its first GEMM runs
+    feature-major, and OpenBLAS does ``W0 @ XT`` faster than ``W0 @ X.T`` (it packs X.T itself)
+    by more than a transpose costs when the trainer makes it on the side core."""
+    return AVAILABLE and not _dense_plan(tuple(sizes))[1]
+
+
 def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0,
-               dropout_rate=0.0, seed=0, D=None, U=None):
+               dropout_rate=0.0, seed=0, D=None, U=None, XT=None):
     """The reference's dense step in its buffer layout: the first layer's two GEMMs on BLAS, and
     between them one Numba kernel for small later layers, or BLAS and small kernels for wide ones."""
     labels = np.asarray(labels)
@@ -518,7 +526,7 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
     )
     if not ok:
         return reference.dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc,
-                                    t, smoothing, dropout_rate, seed, D, U)
+                                    t, smoothing, dropout_rate, seed, D, U, XT)
     sizes_arr, rows_first, middle = _dense_plan(sizes)
     n0, n1, L = int(sizes[0]), int(sizes[1]), len(sizes) - 1
     W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
@@ -530,6 +538,8 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
             _rows_matmul(X, W0, R, dt(0))
         else:
             matmul(X, W0, R, trans_b=True)
+    elif XT is not None and _fast(X, XT) and XT.shape == (n0, m):
+        matmul(W0, XT, Z[: m * n1].reshape(n1, m))
     else:
         matmul(W0, X, Z[: m * n1].reshape(n1, m), trans_b=True)
     if dropout_rate and L > 1:  # masks drawn at step t, before step_metrics advances it (as the op-by-op step)

@@ -197,7 +197,9 @@ def load_all() -> None:
 # ---- ops -----------------------------------------------------------------------------
 
 matmul = reference.matmul  # cupy.matmul (cuBLAS); inside a capture the trainer passes ops.cublas's
-dense_step, dense_step_fits = reference.dense_step, reference.dense_step_fits  # the GPU keeps the op-by-op step
+# the GPU keeps the op-by-op step
+dense_step, dense_step_fits, dense_step_transposed = (reference.dense_step, reference.dense_step_fits,
+                                                      reference.dense_step_transposed)
 
 
 def gather_batch(X, y, perm, t, t0, batch_size, Xb, yb):

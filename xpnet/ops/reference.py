@@ -193,7 +193,7 @@ def dense_views(params, grads, sizes, m: int, Z, H, dA, D=None, U=None) -> Dense
 
 
 def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0,
-               dropout_rate=0.0, seed=0, D=None, U=None):
+               dropout_rate=0.0, seed=0, D=None, U=None, XT=None):
     """A ReLU MLP's whole step but the update: forward (inverted dropout on the hidden layers
     when ``dropout_rate`` > 0, masks from ``seed``), softmax cross-entropy (mean), step metrics
     and backward, composed of the ops above.
@@ -204,7 +204,8 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
     last), ``H`` and ``dA`` (and with dropout ``D``, ``U``: :func:`dropout`'s, its masks drawn at
     step ``t`` before the increment, as the op-by-op step draws them) of m·Σ n_hidden; ``G``
     (m, n_L) receives dLoss/dlogits, ``loss_rows`` (m,). Counters as :func:`step_metrics`. An
-    implementation may fuse it into fewer calls (small networks are per-call overhead).
+    implementation may fuse it into fewer calls (small networks are per-call overhead). ``XT``:
+    ``X.T`` as a C-contiguous (n_0, m) array, read where :func:`dense_step_transposed` says so.
     """
     m, L = X.shape[0], len(sizes) - 1
     v = dense_views(params, grads, sizes, m, Z, H, dA, D, U)
@@ -237,6 +238,12 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
 def dense_step_fits(sizes, m, dtype) -> bool:
     """Whether this implementation prefers :func:`dense_step` over the op-by-op step for this
     network: the reference does not (the same ops, called one by one)."""
+    return False
+
+
+def dense_step_transposed(sizes) -> bool:
+    """Whether :func:`dense_step` reads ``XT`` (the batch transposed) for this network: the
+    reference does not."""
     return False
 
 
@@ -347,4 +354,4 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
 # (check_labels, check_step, step_lr, dropout_stream, dropout_threshold) are shared checks and formulas.
 OPS = ("matmul", "gather_batch", "bias_add", "bias_relu_forward", "relu_backward", "bias_grad", "softmax_xent",
        "step_metrics", "dropout", "dropout_backward", "l2_grad", "adam_step")
-COMPOSITES = ("dense_step", "dense_step_fits")
+COMPOSITES = ("dense_step", "dense_step_fits", "dense_step_transposed")

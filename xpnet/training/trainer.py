@@ -32,11 +32,19 @@ from xpnet.data.preprocess import train_val_split
 from xpnet.progress import ProgressBar
 
 
+def _gather(ops, X, y, perm, t, t0, batch_size, Xb, yb, XT) -> None:
+    """``ops.gather_batch``, and the batch transposed into ``XT`` (when not None) for a step that reads it."""
+    ops.gather_batch(X, y, perm, t, t0, batch_size, Xb, yb)
+    if XT is not None:
+        XT[...] = Xb.T
+
+
 class _DeviceState:
     """The training step's device-side buffers: the epoch's order ``perm``, the batch ``Xb``/``yb``,
     the :class:`~xpnet.nn.model.StepCounters`, ``t0`` (the step count at the epoch's batch 0) and
     ``lrs`` (per-step learning rates, for a capturable optimizer's device step); the graph trainer adds its own.
-    On the CPU also ``spare`` (a second ``Xb``/``yb`` the next batch is gathered into on a side core),
+    On the CPU also ``XT`` (flat room for the batch transposed, where the step reads it, else None),
+    ``spare`` (a second ``Xb``/``yb``/``XT`` the next batch is gathered into on a side core),
     ``t_ahead`` (that gather's step count) and ``ahead`` (the gather under way: job, step count, rows)."""
 
 
@@ -209,9 +217,13 @@ class Trainer:
             S.Xb = xp.empty((bs, self.X.shape[1]), dtype=net.dtype)
             S.yb = xp.empty((bs, *self.y.shape[1:]), dtype=self.y.dtype)
             S.lrs = None
-            S.spare, S.ahead = None, None
+            S.spare, S.ahead, S.XT = None, None, None
             if not net.device.is_gpu:
-                S.spare = (xp.empty_like(S.Xb), xp.empty_like(S.yb))
+                # The batch transposed, made with the gather (on the side core when it gathers ahead):
+                # not with augmentation, which changes the batch after the gather.
+                if self.augment is None and net.takes_transposed_batch(bs, self.l2):
+                    S.XT = xp.empty(S.Xb.size, dtype=net.dtype)
+                S.spare = (xp.empty_like(S.Xb), xp.empty_like(S.yb), None if S.XT is None else xp.empty_like(S.XT))
                 S.t_ahead = xp.zeros(1, dtype=np.int64)
             self.opt._ensure_state(net.flat_params)  # optimizer buffers exist before any capture
         if self.opt.capturable and not self._lrs_filled:
@@ -239,14 +251,15 @@ class Trainer:
         start = time.perf_counter()
         ahead = self._take_ahead(S, m)
         Xb, yb = (S.Xb, S.yb) if m == self.batch_size else (S.Xb[:m], S.yb[:m])
+        XT = None if S.XT is None else S.XT[: Xb.size].reshape(Xb.shape[::-1])
         if not ahead:
-            ops.gather_batch(self.X, self.y, S.perm, S.counters.t, S.t0, self.batch_size, Xb, yb)
+            _gather(ops, self.X, self.y, S.perm, S.counters.t, S.t0, self.batch_size, Xb, yb, XT)
         if S.spare is not None and self.side_switch.use():
             self._gather_ahead(S)
         if self.augment is not None:
             self.augment(Xb, out=Xb)
         T = yb if net.loss_name == "cross_entropy" else net.targets(yb)
-        net.train_step(Xb, T, S.counters, self.l2, mm=mm)
+        net.train_step(Xb, T, S.counters, self.l2, mm=mm, XT=XT)
         if opt.capturable:  # reads t and lrs[t - 1] on the device: the same step replays as a graph
             opt.device_step(net.flat_params, net.flat_grads, S.counters.t, S.lrs, ops)
         else:
@@ -264,9 +277,10 @@ class Trainer:
         if offset >= n:  # the epoch's last batch: the next epoch has a new order
             return
         m = min(bs, n - offset)
-        Xn, yn = S.spare
+        Xn, yn, XTn = S.spare
+        XTn = None if XTn is None else XTn[: m * Xn.shape[1]].reshape(Xn.shape[1], m)
         S.t_ahead[0] = t
-        job = threads.beside(self.net.ops.gather_batch, self.X, self.y, S.perm, S.t_ahead, S.t0, bs, Xn[:m], yn[:m])
+        job = threads.beside(_gather, self.net.ops, self.X, self.y, S.perm, S.t_ahead, S.t0, bs, Xn[:m], yn[:m], XTn)
         if job is not None:
             S.ahead = (job, t, m)
 
@@ -278,7 +292,7 @@ class Trainer:
         job.wait()
         if t != int(S.counters.t[0]) or rows != m:
             return False
-        S.spare, (S.Xb, S.yb) = (S.Xb, S.yb), S.spare
+        S.spare, (S.Xb, S.yb, S.XT) = (S.Xb, S.yb, S.XT), S.spare
         self.gathered_ahead += 1
         return True
 
