@@ -1,6 +1,9 @@
-"""The first layer's narrow GEMM (X @ W0.T, 784 inputs) per batch size and number of units: OpenBLAS
-on one and on two threads against xpnet's Numba kernel (``xpnet.ops.cpu._rows_matmul``, one thread),
-and the threads xpnet's BLAS policy gives the GEMM where two cores are free.
+"""The first layer's forward GEMM (784 inputs) per batch size and number of units.
+
+Narrow layers (X @ W0.T): OpenBLAS on one and on two threads against xpnet's Numba kernel
+(``xpnet.ops.cpu._rows_matmul``, one thread), and the threads xpnet's BLAS policy gives the GEMM where
+two cores are free. Wide, feature-major layers (``cpu.dense_step_transposed``): W0 @ X.T, where
+OpenBLAS packs X.T itself, against W0 @ XT from a transposed copy, and what the copy costs (NumPy).
 
 Usage: python bench/narrow_gemm.py [OUT.md]   (median of 500 calls per cell, best of three rounds in turn)
 """
@@ -47,6 +50,22 @@ def main(out: str | None = None) -> None:
         policy = threads.gemm_threads(m, n, k, 2, 0.0)
         b1, b2, c = min(one), min(two), min(kern)
         rows.append(f"| {m} | {n} | {policy} | {b1:.1f} | {b2:.1f} | {c:.1f} | {c / (b1 if policy == 1 else b2):.2f} |")
+    rows += ["", "| batch | units | threads | W0 @ X.T (µs) | W0 @ XT (µs) | saved (µs) | the copy XT = X.T (µs) |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in (64, 120, 256, 512, 1024):
+        m = 128
+        X = rng.standard_normal((m, k)).astype(np.float32)
+        XT = np.ascontiguousarray(X.T)
+        W = rng.standard_normal((n, k)).astype(np.float32)
+        Z = np.empty((n, m), np.float32)
+        for t in (1, 2):
+            nt, nn, copy = [], [], []
+            with threadpool_limits(t):
+                for _ in range(3):
+                    nt.append(median_us(np.matmul, W, X.T, Z))
+                    nn.append(median_us(np.matmul, W, XT, Z))
+                    copy.append(median_us(np.copyto, XT, X.T))
+            rows.append(f"| {m} | {n} | {t} | {min(nt):.1f} | {min(nn):.1f} | {min(nt) - min(nn):.1f} | {min(copy):.1f} |")
     text = "\n".join(rows) + "\n"
     print(text, end="")
     if out:
