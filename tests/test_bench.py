@@ -44,6 +44,31 @@ def test_flops_peak_and_contention_lines():
     assert "with 1 busy program xpnet takes 1.33× its own single-threaded epoch on the otherwise idle machine" in table
 
 
+def test_a_run_in_a_slow_phase_is_noted_and_merged_runs_keep_the_slowest_phase():
+    from xpnet.cli.bench import _merge
+
+    run = dict(_row("xpnet", "cpu", 1.0, 0.88), epoch_s=[1.1, 1.0])
+    merged = _merge([dict(run, two_cores=1.52), dict(run, two_cores=1.04), dict(run)])
+    assert merged["two_cores"] == 1.04 and merged["runs"] == 3
+    assert "two_cores" not in _merge([run])
+    rows = [dict(_row("xpnet", "cpu", 1.0, 0.88), two_cores=1.04), dict(_row("jax", "cpu", 2.0, 0.88), two_cores=1.52)]
+    table = summarise(rows)
+    assert ("- 10 batch 128 cpu: xpnet ran in a slow phase of the machine: around one of its runs two BLAS threads "
+            "ran a small GEMM only 1.04× as fast as one") in table
+    assert "jax ran in a slow phase" not in table
+
+
+def test_the_two_core_probe_compares_one_and_two_blas_threads(monkeypatch):
+    from xpnet.experiments.bench import peak
+    from xpnet.ops import threads
+
+    if threads.usable_cores() >= 2:
+        ratio = peak.two_core_speedup(calls=30)
+        assert 0.3 < ratio < 3.0  # a ratio of two medians of the same GEMM, not a time
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    assert peak.two_core_speedup(calls=3) is None
+
+
 def test_best_peaks_keeps_the_higher_per_thread_count():
     from xpnet.experiments.bench.peak import best_peaks
 
@@ -64,6 +89,10 @@ def test_bench_end_to_end(fashion_dir, tmp_path, capsys, monkeypatch):
     xp_rows = [r for r in data["results"] if r["impl"] == "xpnet"]
     assert len(xp_rows) == 2 and all(r["median_epoch_s"] > 0 and 0 < r["test_acc"] <= 1 for r in xp_rows)
     assert all(r["gflops"] > 0 and r["pct_peak"] > 0 for r in xp_rows) and data["meta"]["peak_gflops"]
+    from xpnet.ops.threads import usable_cores
+
+    assert all(r.get("two_cores", 0) > 0 for r in xp_rows) == (usable_cores() >= 2)  # the phase around each run
+    assert ("two cores" in captured.err) == (usable_cores() >= 2)
     assert (out / "results.csv").read_text(encoding="utf-8").startswith("impl,device,device_name,hidden")
     if pytest.importorskip("matplotlib"):
         assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -37,13 +37,16 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, cas
     GFLOP/s (the step's GEMMs) and their % of the machine's peak — measured with a large float32
     GEMM per thread count before and after the cases (the higher kept), not assumed —, test
     accuracy, then the ratio of xpnet's time
-    to each peer's (< 1 means xpnet is faster) and, with cpu and gpu, the GPU speed-up.
+    to each peer's (< 1 means xpnet is faster) and, with cpu and gpu, the GPU speed-up. Around
+    each CPU run a small GEMM on one and on two threads says whether two cores ran apart (about
+    1.5× on a 2-core VM; a run in a shared VM's slow phase, near 1.0×, is noted under the table).
 
     \b
     With --to-accuracy TARGET: time to accuracy of one fixed recipe instead, e.g.
       xpnet bench --to-accuracy 98 --dataset mnist --data-dir DIR --peers torch --out DIR
     """
     from xpnet.experiments.bench.report import add_peak, summarise, write_outputs
+    from xpnet.experiments.bench.peak import two_core_speedup
     from xpnet.experiments.bench.runner import busy_processes, prepare_data, run_in_subprocess, unavailable_reason
     from xpnet.experiments.bench.workloads import IMPLEMENTATIONS, SINGLE_THREAD
 
@@ -112,14 +115,20 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, peers, busy_levels, cas
                         for r in range(repeats):
                             for impl, case in cases.items():
                                 t0 = time.perf_counter()
+                                before = two_core_speedup() if device == "cpu" else None
                                 with busy_processes(busy):
                                     res = run_in_subprocess(dict(case, seed=seed + r), Path(tmp), timeout=case_timeout,
                                                             threads=1 if impl in SINGLE_THREAD else None)
+                                after = two_core_speedup() if device == "cpu" else None
+                                if before and after:  # the machine's phase around the run, the slower look
+                                    res["two_cores"] = min(before, after)
                                 runs[impl].append(res)
                                 label = "-".join(map(str, sizes))
                                 status = f"{res['median_epoch_s']:.3f} s/epoch, acc {res['test_acc'] * 100:.2f}%" if "error" not in res else f"error: {res['error']}"
                                 if res.get("gathered_ahead"):  # the CPU side core's share of the batches
                                     status += f", {res['gathered_ahead']:.0%} gathered ahead"
+                                if res.get("two_cores"):
+                                    status += f", two cores {res['two_cores']:.2f}× one"
                                 click.echo(f"  {impl:<13} {device:<5} {label:<14} batch {batch_size:<5} busy {busy} {status} "
                                            f"({time.perf_counter() - t0:.0f}s, load {res.get('load_before') or 0:.1f})", err=True)
                         results.extend(_merge(impl_runs) for impl_runs in runs.values())
@@ -221,5 +230,7 @@ def _merge(runs: list[dict]) -> dict:
     merged["test_acc"] = statistics.mean(r["test_acc"] for r in ok)
     if all("gathered_ahead" in r for r in ok):
         merged["gathered_ahead"] = statistics.mean(r["gathered_ahead"] for r in ok)
+    if any("two_cores" in r for r in ok):  # the slowest phase any of the runs met
+        merged["two_cores"] = min(r["two_cores"] for r in ok if "two_cores" in r)
     merged["runs"] = len(ok)
     return merged

@@ -47,6 +47,34 @@ def measure_peaks(thread_counts, n: int = 1024, repeats: int = 25, timeout: floa
     return peaks
 
 
+def two_core_speedup(calls: int = 300) -> float | None:
+    """How much faster a small GEMM (784-120-64-10's first layer, 120 × 784 by 784 × 128) runs on two BLAS
+    threads than on one, here and now (median of ``calls`` each). About 1.5× where two cores run apart; about
+    1.0× while a shared VM runs two busy vCPUs at one core's speed, in phases of seconds to minutes
+    (bench/results/cpu-2core-2026-11-30-xt/). None with fewer than two usable cores."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from xpnet.ops.threads import usable_cores
+
+    if usable_cores() < 2:
+        return None
+    rng = np.random.default_rng(0)
+    W, XT = rng.random((120, 784), dtype=np.float32), rng.random((784, 128), dtype=np.float32)
+    Z = np.empty((120, 128), np.float32)
+    medians = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            np.matmul(W, XT, out=Z)
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                np.matmul(W, XT, out=Z)
+                times.append(time.perf_counter() - start)
+        medians.append(float(np.median(times)))
+    return medians[0] / medians[1]
+
+
 def best_peaks(*measurements: dict) -> dict:
     """The highest GFLOP/s per thread count over several :func:`measure_peaks` (e.g. a run's start
     and end): the closest to the true peak, so the least flattering denominator."""
