@@ -11,23 +11,13 @@ Usage: python bench/narrow_gemm.py [OUT.md]   (median of 500 calls per cell, bes
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from xpnet.experiments.bench.peak import median_us
 from xpnet.fileio import atomic_write
 from xpnet.ops import cpu, threads
-
-
-def median_us(fn, *args, calls: int = 500) -> float:
-    fn(*args)
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e6
 
 
 def main(out: str | None = None) -> None:

@@ -18,38 +18,28 @@ import threading
 import time
 
 CHILD = "child"
-
-
-def median_us(fn, calls: int = 2000) -> float:
-    import numpy as np
-
-    fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e6
+CALLS = 2000
 
 
 def child() -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    from xpnet.experiments.bench.peak import median_us
+
     rng = np.random.default_rng(0)
     W0, XT = rng.random((120, 784), dtype=np.float32), rng.random((784, 128), dtype=np.float32)
     Z = np.empty((120, 128), np.float32)
-    gemm = lambda: np.matmul(W0, XT, Z)  # noqa: E731
     with threadpool_limits(1):
-        one = median_us(gemm)
-    two = median_us(gemm)
+        one = median_us(np.matmul, W0, XT, Z, calls=CALLS)
+    two = median_us(np.matmul, W0, XT, Z, calls=CALLS)
     me, tasks = threading.get_native_id(), [int(t) for t in os.listdir("/proc/self/task")]
     saved = {t: os.sched_getaffinity(t) for t in tasks}
     stat = open(f"/proc/self/task/{me}/stat", encoding="ascii").read()
     here = int(stat[stat.index(")") + 2:].split()[36])  # the core this thread last ran on
     for t in tasks:
         os.sched_setaffinity(t, {here} if t == me else (saved[t] - {here}) or saved[t])
-    pinned = median_us(gemm)
+    pinned = median_us(np.matmul, W0, XT, Z, calls=CALLS)
     for t, mask in saved.items():
         os.sched_setaffinity(t, mask)
     print(f"{time.strftime('%H:%M:%S', time.gmtime())} {one:.0f} {two:.0f} {pinned:.0f}")

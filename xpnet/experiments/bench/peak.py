@@ -47,6 +47,19 @@ def measure_peaks(thread_counts, n: int = 1024, repeats: int = 25, timeout: floa
     return peaks
 
 
+def median_us(fn, *args, calls: int = 500) -> float:
+    """Median microseconds of ``fn(*args)`` over ``calls`` calls, after one untimed call."""
+    import numpy as np
+
+    fn(*args)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e6
+
+
 def two_core_speedup(calls: int = 300) -> float | None:
     """How much faster a small GEMM (784-120-64-10's first layer, 120 × 784 by 784 × 128) runs on two BLAS
     threads than on one, here and now (median of ``calls`` each). About 1.5× where two cores run apart; about
@@ -65,13 +78,7 @@ def two_core_speedup(calls: int = 300) -> float | None:
     medians = []
     for threads in (1, 2):
         with threadpool_limits(limits=threads, user_api="blas"):
-            np.matmul(W, XT, out=Z)
-            times = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                np.matmul(W, XT, out=Z)
-                times.append(time.perf_counter() - start)
-        medians.append(float(np.median(times)))
+            medians.append(median_us(np.matmul, W, XT, Z, calls=calls))
     return medians[0] / medians[1]
 
 
