@@ -39,6 +39,11 @@ def _gather(ops, X, y, perm, t, t0, batch_size, Xb, yb, XT) -> None:
         XT[...] = Xb.T
 
 
+def _transposed(room, Xb):
+    """The first ``Xb.size`` elements of the flat buffer ``room``, shaped as ``Xb.T`` (None without one)."""
+    return None if room is None else room[: Xb.size].reshape(Xb.shape[::-1])
+
+
 class _DeviceState:
     """The training step's device-side buffers: the epoch's order ``perm``, the batch ``Xb``/``yb``,
     the :class:`~xpnet.nn.model.StepCounters`, ``t0`` (the step count at the epoch's batch 0) and
@@ -251,7 +256,7 @@ class Trainer:
         start = time.perf_counter()
         ahead = self._take_ahead(S, m)
         Xb, yb = (S.Xb, S.yb) if m == self.batch_size else (S.Xb[:m], S.yb[:m])
-        XT = None if S.XT is None else S.XT[: Xb.size].reshape(Xb.shape[::-1])
+        XT = _transposed(S.XT, Xb)
         if not ahead:
             _gather(ops, self.X, self.y, S.perm, S.counters.t, S.t0, self.batch_size, Xb, yb, XT)
         if S.spare is not None and self.side_switch.use():
@@ -278,9 +283,9 @@ class Trainer:
             return
         m = min(bs, n - offset)
         Xn, yn, XTn = S.spare
-        XTn = None if XTn is None else XTn[: m * Xn.shape[1]].reshape(Xn.shape[1], m)
         S.t_ahead[0] = t
-        job = threads.beside(_gather, self.net.ops, self.X, self.y, S.perm, S.t_ahead, S.t0, bs, Xn[:m], yn[:m], XTn)
+        job = threads.beside(_gather, self.net.ops, self.X, self.y, S.perm, S.t_ahead, S.t0, bs, Xn[:m], yn[:m],
+                             _transposed(XTn, Xn[:m]))
         if job is not None:
             S.ahead = (job, t, m)
 
