@@ -58,6 +58,62 @@ def test_a_run_in_a_slow_phase_is_noted_and_merged_runs_keep_the_slowest_phase()
     assert "jax ran in a slow phase" not in table
 
 
+def test_a_run_in_a_slow_phase_is_taken_again_and_the_fastest_phase_counts():
+    from xpnet.experiments.bench.runner import take_outside_slow_phases
+
+    def takes(*phases):
+        it = iter(dict(_row("xpnet", "cpu", 1.0 + i, 0.88), two_cores=p) for i, p in enumerate(phases))
+        return lambda: next(it)
+
+    said = []
+    kept = take_outside_slow_phases(takes(1.02, 1.51), retakes=1, say=said.append)
+    assert kept["two_cores"] == 1.51 and kept["median_epoch_s"] == 2.0
+    assert kept["slow_takes"] == [{"median_epoch_s": 1.0, "two_cores": 1.02}]
+    assert said == ["slow phase (two cores 1.02× one): taken again"]
+    kept = take_outside_slow_phases(takes(1.02, 1.10, 1.05, 1.5), retakes=2)  # still slow: the fastest phase of three
+    assert kept["two_cores"] == 1.10 and [s["two_cores"] for s in kept["slow_takes"]] == [1.02, 1.05]
+    assert "slow_takes" not in take_outside_slow_phases(takes(1.02, 1.5), retakes=0)
+    assert "slow_takes" not in take_outside_slow_phases(takes(1.3, 1.02), retakes=3)  # a fast first take stays
+    assert "slow_takes" not in take_outside_slow_phases(takes(None, 1.5), retakes=3)  # no probe (GPU, one core)
+    error = iter([dict(_row("xpnet", "cpu", 1.0, 0.88), two_cores=1.0), {"impl": "xpnet", "error": "boom", "two_cores": 1.6}])
+    kept = take_outside_slow_phases(lambda: next(error), retakes=1)  # a timing beats an error, whatever its phase
+    assert kept["median_epoch_s"] == 1.0 and kept["slow_takes"] == [{"median_epoch_s": None, "two_cores": 1.6}]
+
+
+def test_takes_set_aside_are_merged_noted_and_counted():
+    from xpnet.cli.bench import _merge
+    from xpnet.experiments.bench.report import _csv_text
+
+    run = dict(_row("xpnet", "cpu", 1.0, 0.88), epoch_s=[1.1, 1.0], two_cores=1.5)
+    merged = _merge([dict(run, slow_takes=[{"median_epoch_s": 1.4, "two_cores": 1.01}]), run,
+                     dict(run, slow_takes=[{"median_epoch_s": 1.3, "two_cores": 1.1}])])
+    assert [s["median_epoch_s"] for s in merged["slow_takes"]] == [1.4, 1.3] and merged["two_cores"] == 1.5
+    assert "slow_takes" not in _merge([run, run])
+    table = summarise([merged])
+    assert ("- 10 batch 128 cpu: xpnet: 2 takes set aside, in a slow phase of the machine (1.400 s at 1.01×, "
+            "1.300 s at 1.10×), and taken again") in table
+    assert "ran in a slow phase" not in table  # what counts ran in a fast one
+    lines = _csv_text([merged, run]).splitlines()
+    column = lines[0].split(",").index("retaken")
+    assert [line.split(",")[column] for line in lines[1:]] == ["2", ""]
+
+
+def test_bench_takes_a_slow_run_again(fashion_dir, tmp_path, capsys, monkeypatch):
+    from xpnet.experiments.bench import peak
+
+    monkeypatch.delenv("XPNET_DATA")
+    phases = iter([1.0, 1.02, 1.5, 1.52])  # before and after the first take, then the second's
+    monkeypatch.setattr(peak, "two_core_speedup", lambda: next(phases))
+    out = tmp_path / "bench"
+    code = main(["bench", "--hidden", "10", "--epochs", "2", "--limit", "300", "--peers", "xpnet", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "slow phase (two cores 1.00× one): taken again" in captured.err
+    [row] = json.loads((out / "results.json").read_text(encoding="utf-8"))["results"]
+    assert row["two_cores"] == 1.5 and len(row["slow_takes"]) == 1 and row["slow_takes"][0]["two_cores"] == 1.0
+    assert "xpnet: 1 take set aside, in a slow phase of the machine" in captured.out
+
+
 def test_the_two_core_probe_compares_one_and_two_blas_threads(monkeypatch):
     from xpnet.experiments.bench import peak
     from xpnet.ops import threads

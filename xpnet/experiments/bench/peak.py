@@ -60,6 +60,16 @@ def median_us(fn, *args, calls: int = 500) -> float:
     return float(np.median(times)) * 1e6
 
 
+# Below this two-core speed-up (two_core_speedup, measured around each CPU run) a run counts as taken in a slow
+# phase: about 1.5x where two cores run apart, about 1.0x in the shared VM's slow phases.
+SLOW_PHASE = 1.25
+
+
+def in_slow_phase(run: dict) -> bool:
+    """Whether the probe around a benchmark run (its ``two_cores``) says the machine was in a slow phase."""
+    return "error" not in run and 0 < (run.get("two_cores") or SLOW_PHASE) < SLOW_PHASE
+
+
 def two_core_speedup(calls: int = 300) -> float | None:
     """How much faster a small GEMM (784-120-64-10's first layer, 120 × 784 by 784 × 128) runs on two BLAS
     threads than on one, here and now (median of ``calls`` each). About 1.5× where two cores run apart; about
