@@ -60,14 +60,17 @@ def median_us(fn, *args, calls: int = 500) -> float:
     return float(np.median(times)) * 1e6
 
 
-# Below this two-core speed-up (two_core_speedup, measured around each CPU run) a run counts as taken in a slow
-# phase: about 1.5x where two cores run apart, about 1.0x in the shared VM's slow phases.
-SLOW_PHASE = 1.25
+# A run counts as taken in a slow phase when the two-core probe around it (two_core_speedup) reads under this
+# fraction of the best look of the bench: about 1.5x where two cores run apart, about 1.0x in a shared VM's slow
+# phases. Relative, so a machine whose two threads never run apart (two hardware threads of one core) has none.
+SLOW_FRACTION = 0.8
 
 
-def in_slow_phase(run: dict) -> bool:
-    """Whether the probe around a benchmark run (its ``two_cores``) says the machine was in a slow phase."""
-    return "error" not in run and 0 < (run.get("two_cores") or SLOW_PHASE) < SLOW_PHASE
+def in_slow_phase(run: dict, best: float | None) -> bool:
+    """Whether the probe around a benchmark run (its ``two_cores``) says the machine was in a slow phase,
+    against ``best``, the highest look of the bench."""
+    look = run.get("two_cores")
+    return "error" not in run and bool(look) and bool(best) and look < SLOW_FRACTION * best
 
 
 def two_core_speedup(calls: int = 300) -> float | None:

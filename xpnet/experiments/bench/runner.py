@@ -106,14 +106,15 @@ def run_in_subprocess(case: dict, data_dir: Path, timeout: float = 1800, module:
                 load_after=load_average())
 
 
-def take_outside_slow_phases(take, retakes: int, say=lambda line: None) -> dict:
+def take_outside_slow_phases(take, retakes: int, best=lambda: None, say=lambda line: None) -> dict:
     """One run from ``take()``, taken again (up to ``retakes`` more times) while the probe around it
-    says the machine was in a slow phase (:func:`~xpnet.experiments.bench.peak.in_slow_phase`): such a
-    phase slows whichever implementation it meets. Keeps the take in the fastest phase; the others stay
-    on record in its ``slow_takes`` (their median epoch and phase)."""
+    says the machine was in a slow phase (:func:`~xpnet.experiments.bench.peak.in_slow_phase` against
+    ``best()``, the bench's best look so far): such a phase slows whichever implementation it meets.
+    Keeps the take in the fastest phase; the others stay on record in its ``slow_takes`` (their median
+    epoch and phase)."""
     takes = [take()]
-    while in_slow_phase(takes[-1]) and len(takes) <= retakes:
-        say(f"slow phase (two cores {takes[-1]['two_cores']:.2f}× one): taken again")
+    while in_slow_phase(takes[-1], best()) and len(takes) <= retakes:
+        say(f"slow phase (two cores {takes[-1]['two_cores']:.2f}× one, the best look {best():.2f}×): taken again")
         takes.append(take())
     kept = max(takes, key=lambda r: ("error" not in r, r.get("two_cores") or 0.0))
     aside = [{"median_epoch_s": r.get("median_epoch_s"), "two_cores": r.get("two_cores")} for r in takes if r is not kept]
