@@ -98,6 +98,8 @@ def test_takes_set_aside_are_merged_noted_and_counted():
     assert ("- 10 batch 128 cpu: xpnet: 2 takes set aside, in a slow phase of the machine (1.400 s at 1.01×, "
             "1.300 s at 1.10×), and taken again") in table
     assert "ran in a slow phase" not in table  # what counts ran in a fast one
+    failed = dict(run, slow_takes=[{"median_epoch_s": None, "two_cores": 1.6}])
+    assert "xpnet: 1 take set aside, in a slow phase of the machine (an error), and taken again" in summarise([failed])
     lines = _csv_text([merged, run]).splitlines()
     column = lines[0].split(",").index("retaken")
     assert [line.split(",")[column] for line in lines[1:]] == ["2", ""]

@@ -117,7 +117,7 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, retake_slow, peers, bus
                         runs = {impl: [] for impl in cases}
                         for r in range(repeats):
                             for impl, case in cases.items():
-                                take = functools.partial(_take, case, dict(case, seed=seed + r), busy, Path(tmp), case_timeout,
+                                take = functools.partial(_take, dict(case, seed=seed + r), busy, Path(tmp), case_timeout,
                                                          1 if impl in SINGLE_THREAD else None, looks)
                                 runs[impl].append(take_outside_slow_phases(
                                     take, retake_slow if device == "cpu" else 0, best=lambda: max(looks, default=None),
@@ -140,7 +140,7 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, retake_slow, peers, bus
         click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
 
 
-def _take(case, run_case, busy, tmp, case_timeout, threads, looks: list) -> dict:
+def _take(case, busy, tmp, case_timeout, threads, looks: list) -> dict:
     """One run of a case in its own process (beside ``busy`` busy programs), the machine's phase probed
     around it on the CPU (both looks added to ``looks``), and its log line."""
     from xpnet.experiments.bench.peak import two_core_speedup
@@ -150,7 +150,7 @@ def _take(case, run_case, busy, tmp, case_timeout, threads, looks: list) -> dict
     cpu = case["device"] == "cpu"
     before = two_core_speedup() if cpu else None
     with busy_processes(busy):
-        res = run_in_subprocess(run_case, tmp, timeout=case_timeout, threads=threads)
+        res = run_in_subprocess(case, tmp, timeout=case_timeout, threads=threads)
     after = two_core_speedup() if cpu else None
     if before and after:  # the machine's phase around the run, the slower look
         res["two_cores"] = min(before, after)

@@ -77,8 +77,7 @@ def summarise(results: list[dict]) -> str:
                              f"{single['median_epoch_s']:.3f} s)")
     for r in results:
         if r.get("slow_takes"):
-            aside = ", ".join(f"{s['median_epoch_s']:.3f} s at {s['two_cores']:.2f}×" if s.get("median_epoch_s") else "an error"
-                              for s in r["slow_takes"])
+            aside = ", ".join(_set_aside(s) for s in r["slow_takes"])
             notes.append(f"- {_key(r)[0]} batch {_key(r)[1]} {r['device']}{_with_busy(r)}: {r['impl']}: "
                          f"{len(r['slow_takes'])} take{'s' if len(r['slow_takes']) > 1 else ''} set aside, in a slow phase "
                          f"of the machine ({aside}), and taken again")
@@ -95,6 +94,13 @@ def summarise(results: list[dict]) -> str:
                 notes.append(f"- {_key(r)[0]} batch {_key(r)[1]}: GPU speed-up over xpnet's CPU backend "
                              f"{cpu / r['median_epoch_s']:.1f}×")
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def _set_aside(take: dict) -> str:
+    """A take set aside for a slow phase, in a note: its median epoch and the probe's look."""
+    if not take.get("median_epoch_s"):
+        return "an error"
+    return f"{take['median_epoch_s']:.3f} s" + (f" at {take['two_cores']:.2f}×" if take.get("two_cores") else "")
 
 
 def add_peak(results: list[dict], peaks: dict) -> None:
