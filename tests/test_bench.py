@@ -56,6 +56,9 @@ def test_a_run_in_a_slow_phase_is_noted_and_merged_runs_keep_the_slowest_phase()
     assert ("- 10 batch 128 cpu: xpnet ran in a slow phase of the machine: around one of its runs two BLAS threads "
             "ran a small GEMM only 1.04× as fast as one (the best look of the bench: 1.52×)") in table
     assert "jax ran in a slow phase" not in table
+    # judged against the bench's best look when given (the probe's looks, not only the rows' slower ones)
+    assert "xpnet ran in a slow phase" in summarise(rows, best_look=1.6) and "jax ran in a slow phase" not in table
+    assert "1.04× as fast as one (the best look of the bench: 1.60×)" in summarise(rows, best_look=1.6)
     rows[1]["two_cores"] = 1.06  # two threads that never run apart (one core's hardware threads): nothing is slow
     assert "slow phase" not in summarise(rows)
 
@@ -118,6 +121,7 @@ def test_bench_takes_a_slow_run_again(fashion_dir, tmp_path, capsys, monkeypatch
     assert "slow phase (two cores 1.00× one, the best look 1.50×): taken again" in captured.err
     [row] = json.loads((out / "results.json").read_text(encoding="utf-8"))["results"]
     assert row["two_cores"] == 1.52 and len(row["slow_takes"]) == 1 and row["slow_takes"][0]["two_cores"] == 1.0
+    assert json.loads((out / "results.json").read_text(encoding="utf-8"))["meta"]["two_cores_best"] == 1.53
     assert "xpnet: 1 take set aside, in a slow phase of the machine" in captured.out
 
 

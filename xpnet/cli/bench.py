@@ -131,12 +131,14 @@ def bench(devices, hidden, batch_sizes, epochs, repeats, retake_slow, peers, bus
             click.echo("  float32 GEMM peak at the end: " + _peaks_text(end) + "; the higher of the two: " +
                        _peaks_text(peaks), err=True)
         add_peak(results, peaks)
-    table = summarise(results)
+    best_look = max(looks, default=None)
+    table = summarise(results, best_look)
     click.echo(table)
     if out:
         written = write_outputs(results, table, out, meta={"dataset": dataset, "epochs": epochs, "repeats": repeats,
                                                            "lr": lr, "limit": limit, "busy": busy_list,
-                                                           "peak_gflops": {str(k): v for k, v in peaks.items()}})
+                                                           "peak_gflops": {str(k): v for k, v in peaks.items()},
+                                                           "two_cores_best": best_look})
         click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
 
 

@@ -36,12 +36,14 @@ def _xpnet_time(results, r, device=None):
     return row["median_epoch_s"] if row else None
 
 
-def summarise(results: list[dict]) -> str:
+def summarise(results: list[dict], best_look: float | None = None) -> str:
     """A Markdown table plus ratio lines (xpnet time ÷ peer time; < 1 means xpnet is faster).
 
     ``busy`` is the number of other busy programs during the case; GFLOP/s counts the step's
     GEMMs only (``workloads.step_flops``), and % of peak is against ``pct_peak``'s measured GEMM
-    peak of all cores when the row has one."""
+    peak of all cores when the row has one. ``best_look``: the two-core probe's highest look of the
+    bench, what a row's slow phase is judged against (:func:`~xpnet.experiments.bench.peak.in_slow_phase`,
+    as the bench judged its retakes); without it, the highest ``two_cores`` of the rows."""
     lines = ["| hidden | batch | device | busy | implementation | median epoch s | samples/s | GFLOP/s | % of peak | "
              "test acc | xpnet ÷ this |",
              "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -81,7 +83,7 @@ def summarise(results: list[dict]) -> str:
             notes.append(f"- {_key(r)[0]} batch {_key(r)[1]} {r['device']}{_with_busy(r)}: {r['impl']}: "
                          f"{len(r['slow_takes'])} take{'s' if len(r['slow_takes']) > 1 else ''} set aside, in a slow phase "
                          f"of the machine ({aside}), and taken again")
-    best = max((r["two_cores"] for r in results if r.get("two_cores")), default=None)
+    best = best_look or max((r["two_cores"] for r in results if r.get("two_cores")), default=None)
     for r in results:
         if in_slow_phase(r, best) and "median_epoch_s" in r:
             notes.append(f"- {_key(r)[0]} batch {_key(r)[1]} {r['device']}{_with_busy(r)}: {r['impl']} ran in a slow phase of the "
