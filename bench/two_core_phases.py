@@ -25,21 +25,19 @@ def child() -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from xpnet.experiments.bench.peak import median_us
+    from xpnet.experiments.bench.peak import median_us, probe_gemm
 
-    rng = np.random.default_rng(0)
-    W0, XT = rng.random((120, 784), dtype=np.float32), rng.random((784, 128), dtype=np.float32)
-    Z = np.empty((120, 128), np.float32)
+    gemm = probe_gemm()  # the bench's two-core probe's GEMM
     with threadpool_limits(1):
-        one = median_us(np.matmul, W0, XT, Z, calls=CALLS)
-    two = median_us(np.matmul, W0, XT, Z, calls=CALLS)
+        one = median_us(np.matmul, *gemm, calls=CALLS)
+    two = median_us(np.matmul, *gemm, calls=CALLS)
     me, tasks = threading.get_native_id(), [int(t) for t in os.listdir("/proc/self/task")]
     saved = {t: os.sched_getaffinity(t) for t in tasks}
     stat = open(f"/proc/self/task/{me}/stat", encoding="ascii").read()
     here = int(stat[stat.index(")") + 2:].split()[36])  # the core this thread last ran on
     for t in tasks:
         os.sched_setaffinity(t, {here} if t == me else (saved[t] - {here}) or saved[t])
-    pinned = median_us(np.matmul, W0, XT, Z, calls=CALLS)
+    pinned = median_us(np.matmul, *gemm, calls=CALLS)
     for t, mask in saved.items():
         os.sched_setaffinity(t, mask)
     print(f"{time.strftime('%H:%M:%S', time.gmtime())} {one:.0f} {two:.0f} {pinned:.0f}")

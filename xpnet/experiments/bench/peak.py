@@ -73,6 +73,16 @@ def in_slow_phase(run: dict, best: float | None) -> bool:
     return "error" not in run and bool(look) and bool(best) and look < SLOW_FRACTION * best
 
 
+def probe_gemm() -> tuple:
+    """The two-core probe's GEMM as ``np.matmul`` arguments: 784-120-64-10's first layer, ``W0 @ XT`` into ``Z``
+    (120 × 784 by 784 × 128, float32)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    W, XT = rng.random((120, 784), dtype=np.float32), rng.random((784, 128), dtype=np.float32)
+    return W, XT, np.empty((120, 128), np.float32)
+
+
 def two_core_speedup(calls: int = 300) -> float | None:
     """How much faster a small GEMM (784-120-64-10's first layer, 120 × 784 by 784 × 128) runs on two BLAS
     threads than on one, here and now (median of ``calls`` each). About 1.5× where two cores run apart; about
@@ -85,13 +95,11 @@ def two_core_speedup(calls: int = 300) -> float | None:
 
     if usable_cores() < 2:
         return None
-    rng = np.random.default_rng(0)
-    W, XT = rng.random((120, 784), dtype=np.float32), rng.random((784, 128), dtype=np.float32)
-    Z = np.empty((120, 128), np.float32)
+    gemm = probe_gemm()
     medians = []
     for threads in (1, 2):
         with threadpool_limits(limits=threads, user_api="blas"):
-            medians.append(median_us(np.matmul, W, XT, Z, calls=calls))
+            medians.append(median_us(np.matmul, *gemm, calls=calls))
     return medians[0] / medians[1]
 
 
