@@ -21,7 +21,7 @@ Design notes, each measured:
   BLAS cores when idle OpenBLAS and OpenMP workers sleep (as the ``xpnet`` command sets up),
   else on one thread.
   The row-wise ops stay serial: they sit between GEMMs, where a second thread pool only
-  contends with OpenBLAS.
+  contends with OpenBLAS (the split step below runs them in parts, with OpenBLAS on one thread).
 * ``dense_step``: the whole step but the update for ReLU networks (dropout included: the same
   counter-hash masks as the op-by-op step), in the reference's buffer layout (hidden layers
   feature-major, ``reference.dense_views``). The first layer's two GEMMs stay on BLAS (but a
@@ -33,6 +33,12 @@ Design notes, each measured:
   (``fastmath`` reassoc/contract on the ``_gemm_jit`` kernels only), as a BLAS orders its sums
   its own way. Measured at 784-1024-10 on 2 cores against the op-by-op step:
   bench/results/cpu-2core-2026-11-30-dense/.
+* The split step (``_dense_step_split``): with one hidden layer wide enough that the BLAS policy would
+  split its GEMMs (``threads.split_gemm``), the layer's units are cut into one part per core instead.
+  A part's forward and backward need nothing of the other parts' but their sum of the logits, so each
+  part runs its own single-threaded GEMMs (Numba's ``np.dot``, SciPy's BLAS) and its small kernels,
+  beside the others, in two parallel loops; in the step of two split BLAS GEMMs those small kernels ran
+  on one thread while the other core waited. ``bench/split_step.py`` compares the two.
 """
 
 from __future__ import annotations
@@ -412,6 +418,76 @@ if AVAILABLE:
                          Zw[zo[l - 1] : zo[l]].reshape((n_in, m)), Gr[po[l] - n_in : po[l]], zero)
             dZ = dA
 
+    # The split step (_dense_step_split): one hidden layer, its units cut into parts, one part per
+    # core. Each part's GEMMs are single-threaded BLAS calls (Numba's np.dot: SciPy's BLAS) and
+    # its small kernels run on the same core, on data that core just wrote.
+
+    @_jit
+    def _split_forward_part(W0, XT, b0, Z0, H0, W1, lo, W1p, Pp, zero):
+        # Z0 = W0 @ XT + b0, H0 = relu(Z0) for these units; Pp = their share of the logits.
+        np.dot(W0, XT, Z0)
+        _fm_bias_relu(Z0, b0, H0, zero)
+        for c in range(W1p.shape[0]):  # W1's columns for these units, contiguous for BLAS
+            for j in range(W1p.shape[1]):
+                W1p[c, j] = W1[c, lo + j]
+        np.dot(W1p, H0, Pp)
+
+    @_pjit
+    def _split_forward(P, sizes, bounds, XT, Zw, Hw, W1s, Ps, zero):
+        n0, n1, nc = sizes[0], sizes[1], sizes[2]
+        m = XT.shape[1]
+        ob = n1 * n0  # where b0 starts in P; W1 follows it
+        W1 = P[ob + n1 : ob + n1 + nc * n1].reshape((nc, n1))
+        for p in numba.prange(bounds.shape[0] - 1):
+            lo, hi = bounds[p], bounds[p + 1]
+            _split_forward_part(P[lo * n0 : hi * n0].reshape((hi - lo, n0)), XT, P[ob + lo : ob + hi],
+                                Zw[lo * m : hi * m].reshape((hi - lo, m)), Hw[lo * m : hi * m].reshape((hi - lo, m)),
+                                W1, lo, W1s[p, : nc * (hi - lo)].reshape((nc, hi - lo)), Ps[p], zero)
+
+    @_jit
+    def _split_output(Ps, P, sizes, Zw, labels, G, dZ, Gr, loss_rows, loss_acc, correct_acc, t, scale, smoothing):
+        # The logits (the parts' shares summed in part order), softmax-CE, metrics, db1; dZ = G.T.
+        n0, n1, nc = sizes[0], sizes[1], sizes[2]
+        m = G.shape[0]
+        ob1 = n1 * n0 + n1 + nc * n1  # where b1 starts in P and Gr
+        Zl = Zw[m * n1 : m * (n1 + nc)].reshape((m, nc))
+        for i in range(m):
+            for c in range(nc):
+                acc = Ps[0, c, i]
+                for p in range(1, Ps.shape[0]):
+                    acc += Ps[p, c, i]
+                Zl[i, c] = acc
+        _dense_output(Zl, P[ob1 : ob1 + nc], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
+        _bias_grad(G, Gr[ob1 : ob1 + nc])
+        _transpose(G, dZ)
+
+    @_jit
+    def _split_backward_part(H0, dZ, dW1p, W1p, dA, Z0, db0, X, dW0, dW1, lo, no_mask, zero):
+        # dW1's columns for these units (written transposed, as _dense_middle_blas), dA = W1p.T @ dZ
+        # masked by ReLU', db0, and dW0's rows for these units.
+        np.dot(H0, dZ.T, dW1p)
+        for c in range(dW1p.shape[1]):  # along dW1's rows: contiguous writes (the other order is 5x slower)
+            for j in range(dW1p.shape[0]):
+                dW1[c, lo + j] = dW1p[j, c]
+        np.dot(W1p.T, dZ, dA)
+        _fm_relu_backward(dA, no_mask, Z0, db0, zero)
+        np.dot(dA, X, dW0)
+
+    @_pjit
+    def _split_backward(Gr, sizes, bounds, X, Zw, Hw, dAw, W1s, dW1s, dZ, zero):
+        n0, n1, nc = sizes[0], sizes[1], sizes[2]
+        m = X.shape[0]
+        ob = n1 * n0
+        dW1 = Gr[ob + n1 : ob + n1 + nc * n1].reshape((nc, n1))
+        no_mask = np.empty((0, 0), dtype=X.dtype)
+        for p in numba.prange(bounds.shape[0] - 1):
+            lo, hi = bounds[p], bounds[p + 1]
+            rows = slice(lo * m, hi * m)
+            _split_backward_part(Hw[rows].reshape((hi - lo, m)), dZ, dW1s[p, : (hi - lo) * nc].reshape((hi - lo, nc)),
+                                 W1s[p, : nc * (hi - lo)].reshape((nc, hi - lo)), dAw[rows].reshape((hi - lo, m)),
+                                 Zw[rows].reshape((hi - lo, m)), Gr[ob + lo : ob + hi], X,
+                                 Gr[lo * n0 : hi * n0].reshape((hi - lo, n0)), dW1, lo, no_mask, zero)
+
 
 def _adam_threads() -> int:
     """Threads for the Adam kernel: inside a training run, the count the BLAS policy set for Numba;
@@ -470,6 +546,9 @@ def softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing=0.0, validate=True):
     return loss_rows
 
 
+# Off: one hidden layer's step runs its two large GEMMs on a multi-threaded BLAS, as deeper networks'
+# do, instead of in parts of its units (_dense_step_split). A switch for tests and comparisons.
+SPLIT_STEP = True
 # The one-call dense step when every layer after the first is at most this many multiply-adds
 # per sample (Σ_{l≥1} n_l·n_{l+1}): there a step of many small calls is per-call overhead. Wider
 # later layers run on BLAS between small kernels (_dense_middle_blas).
@@ -529,6 +608,13 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
                                     t, smoothing, dropout_rate, seed, D, U, XT)
     sizes_arr, rows_first, middle = _dense_plan(sizes)
     n0, n1, L = int(sizes[0]), int(sizes[1]), len(sizes) - 1
+    if SPLIT_STEP and L == 2 and not rows_first and not dropout_rate and _numba_blas():
+        parts = min(threads.split_gemm(n1, m, n0), n1)
+        if parts > 1:
+            if XT is None or not (_fast(X, XT) and XT.shape == (n0, m)):
+                XT = np.ascontiguousarray(X.T)
+            return _dense_step_split(X, XT, labels, params, grads, sizes_arr, Z, H, dA, G, loss_rows, loss_acc,
+                                     correct_acc, t, smoothing, parts)
     W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
     dt = X.dtype.type
     if rows_first:  # the logits (no hidden layer), or into dA's first block, scratch until the backward
@@ -559,6 +645,39 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
 
 
 _NO_STREAMS = np.empty(0, dtype=np.uint64)
+
+
+@functools.lru_cache(maxsize=1)
+def _numba_blas() -> bool:
+    """Whether Numba's ``np.dot`` can run (it calls SciPy's BLAS), loading it now: before the split
+    step asks the BLAS policy for cores, so that the policy finds the library to set."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def _dense_step_split(X, XT, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t,
+                      smoothing, parts):
+    """:func:`dense_step` for one wide hidden layer on ``parts`` cores, its units cut into as many
+    parts. A part's forward (its rows of ``W0 @ XT``, bias, ReLU, its share of the logits) and
+    backward (its columns of dW1, its rows of dA, db0 and dW0) need no other part's: one parallel
+    loop for each, and between them the logits' sum and the loss, on one thread. On 2 cores this
+    replaces two 2-thread GEMMs with single-threaded serial work between them by two parallel loops
+    whose small kernels run beside each other (bench/results/ has the measurements)."""
+    m, n1, nc = X.shape[0], int(sizes[1]), int(sizes[2])
+    bounds = (np.arange(parts + 1, dtype=np.int64) * n1) // parts
+    width = int(np.max(np.diff(bounds)))
+    dt = X.dtype
+    W1s, dW1s = np.empty((parts, nc * width), dt), np.empty((parts, nc * width), dt)
+    Ps, dZ = np.empty((parts, nc, m), dt), np.empty((nc, m), dt)
+    zero = dt.type(0)
+    _split_forward(params, sizes, bounds, XT, Z, H, W1s, Ps, zero)
+    _split_output(Ps, params, sizes, Z, labels, G, dZ, grads, loss_rows, loss_acc, correct_acc, t, dt.type(1.0 / m),
+                  dt.type(smoothing))
+    _split_backward(grads, sizes, bounds, X, Z, H, dA, W1s, dW1s, dZ, zero)
+    return loss_rows
 
 
 def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, D, U, streams, thr, keep, G, loss_rows,
