@@ -589,38 +589,42 @@ def test_dense_step(impl, rng, dtype, sizes, m, smoothing, rate):
 
 
 # The split step: one hidden layer's units in parts, one per core: 784-1024-10 in two, 70 units in
-# three (24, 23, 23: uneven), 65 in two with a single sample.
+# three (23, 23, 24: uneven), 65 in two with a single sample.
 SPLIT_SHAPES = [((784, 1024, 10), 128, 2), ((30, 70, 6), 9, 3), ((20, 65, 3), 1, 2)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes, m, parts", SPLIT_SHAPES)
-@pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_split_dense_step_is_the_step_in_the_references_buffers(rng, dtype, sizes, m, parts, smoothing):
-    """cpu._dense_step_split against the maths, and its work buffers (Z, H, dA, G, which the init
-    study and the demo read) against the reference's step."""
+@pytest.mark.parametrize("smoothing, rate", [(0.0, 0.0), (0.1, 0.0), (0.1, 0.3)])
+def test_split_dense_step_is_the_step_in_the_references_buffers(monkeypatch, rng, dtype, sizes, m, parts, smoothing,
+                                                                rate):
+    """The split step (the BLAS policy's parts stood in for: three, or one) against the maths, and its
+    work buffers (Z, H, dA, G, and with dropout D and U, which the init study and the demo read)
+    against the reference's step: dropout's masks by each unit's place in the whole layer."""
     pytest.importorskip("numba")
     pytest.importorskip("scipy")  # Numba's np.dot
-    from xpnet.ops import cpu
+    from xpnet.ops import cpu, threads
 
+    monkeypatch.setattr(threads, "split_gemm", lambda m, n, k: parts)
     case = DenseCase(np, rng, dtype, sizes, m)
     ref = DenseCase(np, rng, dtype, sizes, m)  # its own buffers; the same network and batch
     ref.Ws, ref.bs, ref.X, ref.y, ref.params = case.Ws, case.bs, case.X, case.y, case.params
-    X, y, params, grads, _, Z, H, dA, G, rows, loss_acc, correct_acc, t, _ = case.args()
-    cpu._dense_step_split(X, np.ascontiguousarray(X.T), y, params, grads, np.array(sizes), Z, H, dA, G, rows,
-                          loss_acc, correct_acc, t, smoothing, parts)
-    case.check(smoothing)
-    reference.dense_step(*ref.args(smoothing))
-    for name in ("Z", "H", "dA", "G"):
+    split = []
+    real = cpu._dense_step_split
+    monkeypatch.setattr(cpu, "_dense_step_split", lambda *a: split.append(a[-1]) or real(*a))
+    cpu.dense_step(*case.args(smoothing), rate, 77, case.D, case.U)
+    assert split == [parts]
+    case.check(smoothing, rate)
+    reference.dense_step(*ref.args(smoothing), rate, 77, ref.D, ref.U)
+    for name in ("Z", "H", "dA", "G") + (("D", "U") if rate else ()):
         close(getattr(case, name), getattr(ref, name), dtype, terms=max(sizes))
 
 
-@pytest.mark.parametrize("sizes, rate, split", [((30, 70, 6), 0.0, True), ((30, 70, 6), 0.2, False),
-                                                ((30, 16, 8, 6), 0.0, False), ((30, 12, 6), 0.0, False)])
-def test_dense_step_splits_one_wide_hidden_layer_where_the_policy_gives_cores(monkeypatch, rng, sizes, rate, split):
+@pytest.mark.parametrize("sizes, split", [((30, 70, 6), True), ((30, 16, 8, 6), False), ((30, 12, 6), False)])
+def test_dense_step_splits_one_wide_hidden_layer_where_the_policy_gives_cores(monkeypatch, rng, sizes, split):
     """With two parts or more from the BLAS policy (here three, whatever this machine has), one
-    feature-major hidden layer without dropout takes the split step; dropout, two hidden layers
-    and a narrow layer (its first GEMM row-major) do not ask. Either way the step is right."""
+    feature-major hidden layer takes the split step; two hidden layers and a narrow layer (its first
+    GEMM row-major) do not ask; one part is the step of BLAS GEMMs. Either way the step is right."""
     pytest.importorskip("numba")
     pytest.importorskip("scipy")
     from xpnet.ops import cpu, threads
@@ -630,19 +634,31 @@ def test_dense_step_splits_one_wide_hidden_layer_where_the_policy_gives_cores(mo
     real = cpu._dense_step_split
     monkeypatch.setattr(cpu, "_dense_step_split", lambda *a: parts.append(a[-1]) or real(*a))
     case = DenseCase(np, rng, np.float64, sizes, 9)
-    cpu.dense_step(*case.args(0.1), rate, 77, case.D, case.U)
-    case.check(0.1, rate)
+    cpu.dense_step(*case.args(0.1), 0.2, 77, case.D, case.U)
+    case.check(0.1, 0.2)
     assert asked == ([(70, 9, 30)] if split else []) and parts == ([3] if split else [])
+    monkeypatch.setattr(threads, "split_gemm", lambda m, n, k: 1)
+    case = DenseCase(np, rng, np.float64, sizes, 9)
+    cpu.dense_step(*case.args(0.1), 0.2, 77, case.D, case.U)
+    case.check(0.1, 0.2)
+    assert parts == ([3] if split else [])
 
 
-def test_dense_step_reads_the_transposed_batch_where_it_says_so(rng):
+def test_dense_step_reads_the_transposed_batch_where_it_says_so(monkeypatch, rng):
     """Where ``dense_step_transposed`` is true, the first GEMM reads ``XT`` (here deliberately not
     X.T, to see which one it read); elsewhere ``XT`` is not asked for."""
     pytest.importorskip("numba")
     from xpnet.ops import cpu
 
+    from xpnet.ops import threads
+
+    monkeypatch.setattr(threads, "idle_workers_sleep", lambda environ=None: False)  # Numba's loops on one thread
     assert cpu.dense_step_transposed((784, 1024, 10)) and cpu.dense_step_transposed((50, 96, 8))
     assert not cpu.dense_step_transposed((784, 10, 10)) and not cpu.dense_step_transposed((784, 10))
+    assert cpu.dense_step_transposed((784, 120, 64, 10))
+    if cpu._numba_blas():  # the split step's single-threaded GEMMs read X.T as fast
+        monkeypatch.setattr(threads, "idle_workers_sleep", lambda environ=None: True)
+        assert not cpu.dense_step_transposed((784, 1024, 10)) and cpu.dense_step_transposed((784, 120, 64, 10))
     assert not reference.dense_step_transposed((784, 1024, 10))
     sizes, m = (20, 96, 5), 6
     params = rng.standard_normal(sum(b * (a + 1) for a, b in zip(sizes[:-1], sizes[1:]))).astype(np.float32)

@@ -70,7 +70,7 @@ if AVAILABLE:
     _pjit = numba.njit(cache=True, fastmath=False, parallel=True, nogil=True)
 
     @_pjit
-    def _adam(p, g, m, v, lr_t, b1, c1, b2, c2, eps, sqrt_bc2):
+    def _adam(p, g, m, v, lr_t, b1, c1, b2, c2, eps, inv_sqrt_bc2):
         # A flat prange: Numba's parfor lowering vectorises this body (measured 0.36 ms on
         # one thread for 814k float32); a plain serial loop or a chunked prange does not
         # (2.6 / 1.6 ms), because LLVM cannot prove p, g, m, v do not overlap there.
@@ -80,10 +80,10 @@ if AVAILABLE:
             vi = b2 * v[i] + c2 * (gi * gi)
             m[i] = mi
             v[i] = vi
-            p[i] -= lr_t * (mi / (np.sqrt(vi) / sqrt_bc2 + eps))
+            p[i] -= lr_t * (mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps))
 
     @_jit
-    def _adam_small(p, g, m, v, lr_t, b1, c1, b2, c2, eps, sqrt_bc2):
+    def _adam_small(p, g, m, v, lr_t, b1, c1, b2, c2, eps, inv_sqrt_bc2):
         # Same body without the parfor machinery, for buffers too small to amortise it.
         for i in range(p.shape[0]):
             gi = g[i]
@@ -91,7 +91,7 @@ if AVAILABLE:
             vi = b2 * v[i] + c2 * (gi * gi)
             m[i] = mi
             v[i] = vi
-            p[i] -= lr_t * (mi / (np.sqrt(vi) / sqrt_bc2 + eps))
+            p[i] -= lr_t * (mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps))
 
     @_jit
     def _bias_relu_forward(Z, b, A, zero):
@@ -180,12 +180,12 @@ if AVAILABLE:
                 D[i, j] = H[i, j] * u
 
     @_jit
-    def _fm_dropout(HT, DT, UT, stream, thr, scale, zero):
-        # The same on a feature-major layer: element (i, j) of the (m, n) layer lies at [j, i].
-        n = HT.shape[0]
-        for j in range(n):
+    def _fm_dropout(HT, DT, UT, stream, thr, scale, zero, lo, n):
+        # The same on units lo.. of a feature-major layer of n units: element (i, lo + j) of the (m, n)
+        # layer lies at [j, i].
+        for j in range(HT.shape[0]):
             for i in range(HT.shape[1]):
-                u = _keep(stream, i * n + j, thr, scale, zero)
+                u = _keep(stream, i * n + lo + j, thr, scale, zero)
                 UT[j, i] = u
                 DT[j, i] = HT[j, i] * u
 
@@ -400,7 +400,7 @@ if AVAILABLE:
                     _fm_bias_relu(Z, b, H, zero)
                 if drop:
                     _fm_dropout(H, Dw[zo[l] : zo[l + 1]].reshape((n_out, m)), Uw[zo[l] : zo[l + 1]].reshape((n_out, m)),
-                                streams[l], thr, keep, zero)
+                                streams[l], thr, keep, zero, 0, n_out)
         _dense_output(Zl, P[po[L] - nL : po[L]], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
         _bias_grad(G, Gr[po[L] - nL : po[L]])
         if L == 1:
@@ -423,25 +423,33 @@ if AVAILABLE:
     # its small kernels run on the same core, on data that core just wrote.
 
     @_jit
-    def _split_forward_part(W0, XT, b0, Z0, H0, W1, lo, W1p, Pp, zero):
-        # Z0 = W0 @ XT + b0, H0 = relu(Z0) for these units; Pp = their share of the logits.
-        np.dot(W0, XT, Z0)
+    def _split_forward_part(W0, X, b0, Z0, H0, D0, U0, streams, thr, keep, W1, lo, W1p, Pp, zero):
+        # Z0 = W0 @ X.T + b0, H0 = relu(Z0) for these units (dropout into D0, U0 when streams has
+        # one); Pp = their share of the logits. X.T: a single-threaded GEMM packs it as fast as a
+        # transposed copy.
+        np.dot(W0, X.T, Z0)
         _fm_bias_relu(Z0, b0, H0, zero)
+        A = H0
+        if streams.shape[0] > 0:
+            _fm_dropout(H0, D0, U0, streams[0], thr, keep, zero, lo, W1.shape[1])
+            A = D0
         for c in range(W1p.shape[0]):  # W1's columns for these units, contiguous for BLAS
             for j in range(W1p.shape[1]):
                 W1p[c, j] = W1[c, lo + j]
-        np.dot(W1p, H0, Pp)
+        np.dot(W1p, A, Pp)
 
     @_pjit
-    def _split_forward(P, sizes, bounds, XT, Zw, Hw, W1s, Ps, zero):
+    def _split_forward(P, sizes, bounds, X, Zw, Hw, Dw, Uw, streams, thr, keep, W1s, Ps, zero):
         n0, n1, nc = sizes[0], sizes[1], sizes[2]
-        m = XT.shape[1]
+        m = X.shape[0]
         ob = n1 * n0  # where b0 starts in P; W1 follows it
         W1 = P[ob + n1 : ob + n1 + nc * n1].reshape((nc, n1))
         for p in numba.prange(bounds.shape[0] - 1):
             lo, hi = bounds[p], bounds[p + 1]
-            _split_forward_part(P[lo * n0 : hi * n0].reshape((hi - lo, n0)), XT, P[ob + lo : ob + hi],
-                                Zw[lo * m : hi * m].reshape((hi - lo, m)), Hw[lo * m : hi * m].reshape((hi - lo, m)),
+            rows = slice(lo * m, hi * m)
+            _split_forward_part(P[lo * n0 : hi * n0].reshape((hi - lo, n0)), X, P[ob + lo : ob + hi],
+                                Zw[rows].reshape((hi - lo, m)), Hw[rows].reshape((hi - lo, m)),
+                                Dw[rows].reshape((hi - lo, m)), Uw[rows].reshape((hi - lo, m)), streams, thr, keep,
                                 W1, lo, W1s[p, : nc * (hi - lo)].reshape((nc, hi - lo)), Ps[p], zero)
 
     @_jit
@@ -462,19 +470,21 @@ if AVAILABLE:
         _transpose(G, dZ)
 
     @_jit
-    def _split_backward_part(H0, dZ, dW1p, W1p, dA, Z0, db0, X, dW0, dW1, lo, no_mask, zero):
-        # dW1's columns for these units (written transposed, as _dense_middle_blas), dA = W1p.T @ dZ
-        # masked by ReLU', db0, and dW0's rows for these units.
-        np.dot(H0, dZ.T, dW1p)
+    def _split_backward_part(A0, dZ, dW1p, W1p, dA, U0, Z0, db0, X, dW0, dW1, lo, zero):
+        # dW1's columns for these units from their layer output A0 (written transposed, as
+        # _dense_middle_blas), dA = W1p.T @ dZ masked by dropout's U0 (no rows: none) and ReLU', db0,
+        # and dW0's rows for these units.
+        np.dot(A0, dZ.T, dW1p)
         for c in range(dW1p.shape[1]):  # along dW1's rows: contiguous writes (the other order is 5x slower)
             for j in range(dW1p.shape[0]):
                 dW1[c, lo + j] = dW1p[j, c]
         np.dot(W1p.T, dZ, dA)
-        _fm_relu_backward(dA, no_mask, Z0, db0, zero)
+        _fm_relu_backward(dA, U0, Z0, db0, zero)
         np.dot(dA, X, dW0)
 
     @_pjit
-    def _split_backward(Gr, sizes, bounds, X, Zw, Hw, dAw, W1s, dW1s, dZ, zero):
+    def _split_backward(Gr, sizes, bounds, X, Zw, Aw, Uw, drop, dAw, W1s, dW1s, dZ, zero):
+        # Aw: the layer's output (D with dropout, else H); Uw: dropout's masks, read when drop.
         n0, n1, nc = sizes[0], sizes[1], sizes[2]
         m = X.shape[0]
         ob = n1 * n0
@@ -483,10 +493,11 @@ if AVAILABLE:
         for p in numba.prange(bounds.shape[0] - 1):
             lo, hi = bounds[p], bounds[p + 1]
             rows = slice(lo * m, hi * m)
-            _split_backward_part(Hw[rows].reshape((hi - lo, m)), dZ, dW1s[p, : (hi - lo) * nc].reshape((hi - lo, nc)),
+            _split_backward_part(Aw[rows].reshape((hi - lo, m)), dZ, dW1s[p, : (hi - lo) * nc].reshape((hi - lo, nc)),
                                  W1s[p, : nc * (hi - lo)].reshape((nc, hi - lo)), dAw[rows].reshape((hi - lo, m)),
+                                 Uw[rows].reshape((hi - lo, m)) if drop else no_mask,
                                  Zw[rows].reshape((hi - lo, m)), Gr[ob + lo : ob + hi], X,
-                                 Gr[lo * n0 : hi * n0].reshape((hi - lo, n0)), dW1, lo, no_mask, zero)
+                                 Gr[lo * n0 : hi * n0].reshape((hi - lo, n0)), dW1, lo, zero)
 
 
 def _adam_threads() -> int:
@@ -584,9 +595,19 @@ def _dense_plan(sizes: tuple) -> tuple:
 
 def dense_step_transposed(sizes) -> bool:
     """Whether :func:`dense_step` takes the batch transposed too (``XT``): its first GEMM runs
-    feature-major, and OpenBLAS does ``W0 @ XT`` faster than ``W0 @ X.T`` (it packs X.T itself)
-    by more than a transpose costs when the trainer makes it on the side core."""
-    return AVAILABLE and not _dense_plan(tuple(sizes))[1]
+    feature-major, and a multi-threaded OpenBLAS does ``W0 @ XT`` faster than ``W0 @ X.T`` (it packs
+    X.T itself) by more than a transpose costs when the trainer makes it on the side core. Not where
+    the step may split the layer itself (:func:`_may_split`, with Numba's threads free to take the
+    parts): its single-threaded GEMMs pack X.T as fast, and it leaves no one-thread moment for the
+    side core to make the copy in."""
+    sizes = tuple(sizes)
+    return AVAILABLE and not _dense_plan(sizes)[1] and not (_may_split(sizes) and threads.idle_workers_sleep())
+
+
+def _may_split(sizes: tuple) -> bool:
+    """Whether :func:`dense_step` may take the split step (the BLAS policy then decides the parts): one
+    feature-major hidden layer, and Numba's ``np.dot``."""
+    return SPLIT_STEP and len(sizes) == 3 and not _dense_plan(sizes)[1] and _numba_blas()
 
 
 def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0,
@@ -608,15 +629,20 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
                                     t, smoothing, dropout_rate, seed, D, U, XT)
     sizes_arr, rows_first, middle = _dense_plan(sizes)
     n0, n1, L = int(sizes[0]), int(sizes[1]), len(sizes) - 1
-    if SPLIT_STEP and L == 2 and not rows_first and not dropout_rate and _numba_blas():
+    dt = X.dtype.type
+    if dropout_rate and L > 1:  # masks drawn at step t, before step_metrics advances it (as the op-by-op step)
+        step = reference._count(t)
+        streams = np.array([reference.dropout_stream(seed, step, l) for l in range(L - 1)], dtype=np.uint64)
+        thr, keep = np.uint64(reference.dropout_threshold(dropout_rate)), dt(1.0 / (1.0 - dropout_rate))
+    else:  # no streams: the kernels never read D, U (any array of the dtype stands in)
+        D = U = H
+        streams, thr, keep = _NO_STREAMS, np.uint64(0), dt(1.0)
+    if _may_split(sizes):
         parts = min(threads.split_gemm(n1, m, n0), n1)
         if parts > 1:
-            if XT is None or not (_fast(X, XT) and XT.shape == (n0, m)):
-                XT = np.ascontiguousarray(X.T)
-            return _dense_step_split(X, XT, labels, params, grads, sizes_arr, Z, H, dA, G, loss_rows, loss_acc,
-                                     correct_acc, t, smoothing, parts)
+            return _dense_step_split(X, labels, params, grads, sizes_arr, Z, H, dA, D, U, streams, thr, keep, G,
+                                     loss_rows, loss_acc, correct_acc, t, smoothing, parts)
     W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
-    dt = X.dtype.type
     if rows_first:  # the logits (no hidden layer), or into dA's first block, scratch until the backward
         R = (Z if L == 1 else dA)[: m * n1].reshape(m, n1)
         if n1 >= NARROW_ROWS_MIN and threads.never_split(m, n1, n0):
@@ -628,13 +654,6 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
         matmul(W0, XT, Z[: m * n1].reshape(n1, m))
     else:
         matmul(W0, X, Z[: m * n1].reshape(n1, m), trans_b=True)
-    if dropout_rate and L > 1:  # masks drawn at step t, before step_metrics advances it (as the op-by-op step)
-        step = reference._count(t)
-        streams = np.array([reference.dropout_stream(seed, step, l) for l in range(L - 1)], dtype=np.uint64)
-        thr, keep = np.uint64(reference.dropout_threshold(dropout_rate)), dt(1.0 / (1.0 - dropout_rate))
-    else:  # no streams: the kernels never read D, U (any array of the dtype stands in)
-        D = U = H
-        streams, thr, keep = _NO_STREAMS, np.uint64(0), dt(1.0)
     middle(rows_first, labels, params, grads, sizes_arr, Z, H, dA, D, U, streams, thr, keep, G, loss_rows, loss_acc,
            correct_acc, t, dt(1.0 / m), dt(smoothing))
     if L == 1:
@@ -658,10 +677,10 @@ def _numba_blas() -> bool:
     return True
 
 
-def _dense_step_split(X, XT, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t,
-                      smoothing, parts):
+def _dense_step_split(X, labels, params, grads, sizes, Z, H, dA, D, U, streams, thr, keep, G, loss_rows, loss_acc,
+                      correct_acc, t, smoothing, parts):
     """:func:`dense_step` for one wide hidden layer on ``parts`` cores, its units cut into as many
-    parts. A part's forward (its rows of ``W0 @ XT``, bias, ReLU, its share of the logits) and
+    parts. A part's forward (its rows of ``W0 @ X.T``, bias, ReLU, dropout, its share of the logits) and
     backward (its columns of dW1, its rows of dA, db0 and dW0) need no other part's: one parallel
     loop for each, and between them the logits' sum and the loss, on one thread. On 2 cores this
     replaces two 2-thread GEMMs with single-threaded serial work between them by two parallel loops
@@ -673,10 +692,11 @@ def _dense_step_split(X, XT, labels, params, grads, sizes, Z, H, dA, G, loss_row
     W1s, dW1s = np.empty((parts, nc * width), dt), np.empty((parts, nc * width), dt)
     Ps, dZ = np.empty((parts, nc, m), dt), np.empty((nc, m), dt)
     zero = dt.type(0)
-    _split_forward(params, sizes, bounds, XT, Z, H, W1s, Ps, zero)
+    _split_forward(params, sizes, bounds, X, Z, H, D, U, streams, thr, keep, W1s, Ps, zero)
     _split_output(Ps, params, sizes, Z, labels, G, dZ, grads, loss_rows, loss_acc, correct_acc, t, dt.type(1.0 / m),
                   dt.type(smoothing))
-    _split_backward(grads, sizes, bounds, X, Z, H, dA, W1s, dW1s, dZ, zero)
+    drop = streams.shape[0] > 0
+    _split_backward(grads, sizes, bounds, X, Z, D if drop else H, U, drop, dA, W1s, dW1s, dZ, zero)
     return loss_rows
 
 
@@ -698,7 +718,7 @@ def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, D, U,
                 matmul(v.W[l], inputs[l - 1].T, v.Z[l].T)
             _fm_bias_relu(v.Z[l].T, v.b[l], v.H[l].T, zero)
         if drop:
-            _fm_dropout(v.H[l].T, v.D[l].T, v.U[l].T, streams[l], thr, keep, zero)
+            _fm_dropout(v.H[l].T, v.D[l].T, v.U[l].T, streams[l], thr, keep, zero, 0, v.H[l].shape[1])
     logits_t = G.reshape(G.shape[1], m)  # G's memory, written only after this
     matmul(v.W[-1], inputs[-1].T, logits_t)
     _transpose(logits_t, v.Z[-1])
@@ -762,8 +782,11 @@ def matmul(A, B, C, trans_a=False, trans_b=False):
 def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     """One Adam step, single pass: p, g, m, v read once; p, m, v written once.
 
-    The bias corrections are computed here in float64 and cast once, exactly as the
-    reference's Python-float arithmetic does.
+    The bias corrections are computed here in float64 and cast once, as the reference's
+    Python-float arithmetic does. One division fewer than the reference (PyTorch's formula): the
+    square root is multiplied by ``1/√(1-β2^t)`` rather than divided by ``√(1-β2^t)``, which moves
+    the denominator by at most an ulp; the kernel is bound by its divisions and square root, and
+    this takes a fifth off its time (measured: bench/results/cpu-2core-2026-11-30-split/).
     """
     if not (_fast(p, g, m, v) and p.ndim == 1 and p.shape == g.shape == m.shape == v.shape):
         return reference.adam_step(p, g, m, v, t, lr, beta1, beta2, eps)
@@ -772,7 +795,7 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     bc1 = 1.0 - beta1**t
     bc2 = 1.0 - beta2**t
     dt = p.dtype.type
-    args = (dt(lr / bc1), dt(beta1), dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2), dt(eps), dt(bc2**0.5))
+    args = (dt(lr / bc1), dt(beta1), dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2), dt(eps), dt(1.0 / bc2**0.5))
     n_threads = _adam_threads()
     if p.shape[0] < _SMALL:
         _adam_small(p, g, m, v, *args)
