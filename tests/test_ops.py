@@ -531,134 +531,52 @@ DENSE_SHAPES = [((784, 10, 10), 128), ((20, 7), 5), ((30, 16, 8, 4), 33), ((12, 
                 ((40, 70, 80, 6), 9), ((30, 20, 300, 5), 6), ((25, 13), 7), ((9, 11, 4), 6)]
 
 
-class DenseCase:
-    """A dense step's inputs and NaN-filled buffers (every output must be written), and its check
-    against :func:`dense_step_expected` (the float64 maths)."""
-
-    def __init__(self, xp, rng, dtype, sizes, m):
-        self.xp, self.dtype, self.sizes, self.m = xp, dtype, tuple(sizes), m
-        self.Ws = [rng.standard_normal((b, a)).astype(dtype) / math.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
-        self.bs = [rng.standard_normal(b).astype(dtype) * 0.1 for b in sizes[1:]]
-        params = np.concatenate([v for W, b in zip(self.Ws, self.bs) for v in (W.ravel(), b)])
-        self.X = rng.standard_normal((m, sizes[0])).astype(dtype)
-        self.y = rng.integers(0, sizes[-1], m).astype(np.int32)
-        self.params = xp.array(params)
-        hidden = sum(sizes[1:-1])
-        self.grads = xp.array(np.full(params.size, np.nan, dtype))
-        self.Z = xp.array(np.full(m * sum(sizes[1:]), np.nan, dtype))
-        self.H, self.dA, self.D, self.U = (xp.array(np.full(m * hidden, np.nan, dtype)) for _ in range(4))
-        self.G, self.rows = xp.array(np.full((m, sizes[-1]), np.nan, dtype)), xp.empty(m, dtype)
-        self.loss_acc, self.correct_acc = xp.array(np.array([0.25])), xp.array(np.array([3], np.int64))
-        self.t = xp.array(np.array([4], np.int32))
-
-    def args(self, smoothing=0.0):
-        """dense_step's positional arguments up to ``smoothing``."""
-        xp = self.xp
-        return (xp.array(self.X), xp.array(self.y), self.params, self.grads, self.sizes, self.Z, self.H, self.dA, self.G,
-                self.rows, self.loss_acc, self.correct_acc, self.t, smoothing)
-
-    def check(self, smoothing, rate=0.0):
-        m, dtype, sizes = self.m, self.dtype, self.sizes
-        # The masks the op-by-op step draws at step 4 (its counter before the step), layer by layer.
-        masks = []
-        for l, n in enumerate(sizes[1:-1] if rate else ()):
-            keep = np.empty((m, n), dtype)
-            reference.dropout(np.ones((m, n), dtype), np.empty((m, n), dtype), keep, rate, 77, 4, l)
-            masks.append(keep.astype(np.float64))
-        exp_rows, logits, exp_grads = dense_step_expected(self.X, self.y, self.Ws, self.bs, smoothing, masks)
-        close(self.rows, exp_rows, dtype, terms=max(sizes))
-        np.testing.assert_allclose(to_numpy(self.loss_acc)[0], 0.25 + exp_rows.sum(),
-                                   rtol=1e-4 if dtype == np.float32 else 1e-10)
-        assert int(to_numpy(self.correct_acc)[0]) == 3 + int((logits.argmax(axis=1) == self.y).sum())
-        assert int(to_numpy(self.t)[0]) == 5
-        np.testing.assert_allclose(to_numpy(self.grads), np.concatenate([g.ravel() for g in exp_grads]),
-                                   rtol=1e-4 if dtype == np.float32 else 1e-9,
-                                   atol=1e-5 if dtype == np.float32 else 1e-12)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes, m", DENSE_SHAPES)
 @pytest.mark.parametrize("smoothing, rate", [(0.0, 0.0), (0.1, 0.0), (0.1, 0.3)])
 def test_dense_step(impl, rng, dtype, sizes, m, smoothing, rate):
     if not hasattr(impl.ops, "dense_step"):
         pytest.skip(f"{impl} composes the step op by op")
-    case = DenseCase(impl.xp, rng, dtype, sizes, m)
-    XT = impl.xp.array(np.ascontiguousarray(case.X.T)) if impl.ops.dense_step_transposed(sizes) else None
-    impl.ops.dense_step(*case.args(smoothing), rate, 77, case.D, case.U, XT)
-    case.check(smoothing, rate)
+    xp = impl.xp
+    Ws = [rng.standard_normal((b, a)).astype(dtype) / math.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
+    bs = [rng.standard_normal(b).astype(dtype) * 0.1 for b in sizes[1:]]
+    params = np.concatenate([v for W, b in zip(Ws, bs) for v in (W.ravel(), b)])
+    X = rng.standard_normal((m, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], m).astype(np.int32)
+    grads = xp.array(np.full(params.size, np.nan, dtype))  # every gradient must be written
+    hidden = sum(sizes[1:-1])
+    Z, H, dA, D, U = (xp.empty(m * sum(sizes[1:]), dtype), *(xp.empty(m * hidden, dtype) for _ in range(4)))
+    G, rows = xp.empty((m, sizes[-1]), dtype), xp.empty(m, dtype)
+    loss_acc, correct_acc = xp.array(np.array([0.25])), xp.array(np.array([3], np.int64))
+    t = xp.array(np.array([4], np.int32))
+    XT = xp.array(np.ascontiguousarray(X.T)) if impl.ops.dense_step_transposed(sizes) else None
+    impl.ops.dense_step(xp.array(X), xp.array(y), xp.array(params), grads, sizes, Z, H, dA, G, rows, loss_acc,
+                        correct_acc, t, smoothing, rate, 77, D, U, XT)
+    # The masks the op-by-op step draws at step 4 (its counter before the step), layer by layer.
+    masks = []
+    for l, n in enumerate(sizes[1:-1] if rate else ()):
+        keep = np.empty((m, n), dtype)
+        reference.dropout(np.ones((m, n), dtype), np.empty((m, n), dtype), keep, rate, 77, 4, l)
+        masks.append(keep.astype(np.float64))
+    exp_rows, logits, exp_grads = dense_step_expected(X, y, Ws, bs, smoothing, masks)
+    terms = max(sizes)
+    close(rows, exp_rows, dtype, terms=terms)
+    np.testing.assert_allclose(to_numpy(loss_acc)[0], 0.25 + exp_rows.sum(), rtol=1e-4 if dtype == np.float32 else 1e-10)
+    assert int(to_numpy(correct_acc)[0]) == 3 + int((logits.argmax(axis=1) == y).sum())
+    assert int(to_numpy(t)[0]) == 5
+    got = to_numpy(grads)
+    np.testing.assert_allclose(got, np.concatenate([g.ravel() for g in exp_grads]),
+                               rtol=1e-4 if dtype == np.float32 else 1e-9, atol=1e-5 if dtype == np.float32 else 1e-12)
 
 
-# The split step: one hidden layer's units in parts, one per core: 784-1024-10 in two, 70 units in
-# three (23, 23, 24: uneven), 65 in two with a single sample.
-SPLIT_SHAPES = [((784, 1024, 10), 128, 2), ((30, 70, 6), 9, 3), ((20, 65, 3), 1, 2)]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("sizes, m, parts", SPLIT_SHAPES)
-@pytest.mark.parametrize("smoothing, rate", [(0.0, 0.0), (0.1, 0.0), (0.1, 0.3)])
-def test_split_dense_step_is_the_step_in_the_references_buffers(monkeypatch, rng, dtype, sizes, m, parts, smoothing,
-                                                                rate):
-    """The split step (the BLAS policy's parts stood in for: three, or one) against the maths, and its
-    work buffers (Z, H, dA, G, and with dropout D and U, which the init study and the demo read)
-    against the reference's step: dropout's masks by each unit's place in the whole layer."""
-    pytest.importorskip("numba")
-    pytest.importorskip("scipy")  # Numba's np.dot
-    from xpnet.ops import cpu, threads
-
-    monkeypatch.setattr(threads, "split_gemm", lambda m, n, k: parts)
-    case = DenseCase(np, rng, dtype, sizes, m)
-    ref = DenseCase(np, rng, dtype, sizes, m)  # its own buffers; the same network and batch
-    ref.Ws, ref.bs, ref.X, ref.y, ref.params = case.Ws, case.bs, case.X, case.y, case.params
-    split = []
-    real = cpu._dense_step_split
-    monkeypatch.setattr(cpu, "_dense_step_split", lambda *a: split.append(a[-1]) or real(*a))
-    cpu.dense_step(*case.args(smoothing), rate, 77, case.D, case.U)
-    assert split == [parts]
-    case.check(smoothing, rate)
-    reference.dense_step(*ref.args(smoothing), rate, 77, ref.D, ref.U)
-    for name in ("Z", "H", "dA", "G") + (("D", "U") if rate else ()):
-        close(getattr(case, name), getattr(ref, name), dtype, terms=max(sizes))
-
-
-@pytest.mark.parametrize("sizes, split", [((30, 70, 6), True), ((30, 16, 8, 6), False), ((30, 12, 6), False)])
-def test_dense_step_splits_one_wide_hidden_layer_where_the_policy_gives_cores(monkeypatch, rng, sizes, split):
-    """With two parts or more from the BLAS policy (here three, whatever this machine has), one
-    feature-major hidden layer takes the split step; two hidden layers and a narrow layer (its first
-    GEMM row-major) do not ask; one part is the step of BLAS GEMMs. Either way the step is right."""
-    pytest.importorskip("numba")
-    pytest.importorskip("scipy")
-    from xpnet.ops import cpu, threads
-
-    asked, parts = [], []
-    monkeypatch.setattr(threads, "split_gemm", lambda m, n, k: asked.append((m, n, k)) or 3)
-    real = cpu._dense_step_split
-    monkeypatch.setattr(cpu, "_dense_step_split", lambda *a: parts.append(a[-1]) or real(*a))
-    case = DenseCase(np, rng, np.float64, sizes, 9)
-    cpu.dense_step(*case.args(0.1), 0.2, 77, case.D, case.U)
-    case.check(0.1, 0.2)
-    assert asked == ([(70, 9, 30)] if split else []) and parts == ([3] if split else [])
-    monkeypatch.setattr(threads, "split_gemm", lambda m, n, k: 1)
-    case = DenseCase(np, rng, np.float64, sizes, 9)
-    cpu.dense_step(*case.args(0.1), 0.2, 77, case.D, case.U)
-    case.check(0.1, 0.2)
-    assert parts == ([3] if split else [])
-
-
-def test_dense_step_reads_the_transposed_batch_where_it_says_so(monkeypatch, rng):
+def test_dense_step_reads_the_transposed_batch_where_it_says_so(rng):
     """Where ``dense_step_transposed`` is true, the first GEMM reads ``XT`` (here deliberately not
     X.T, to see which one it read); elsewhere ``XT`` is not asked for."""
     pytest.importorskip("numba")
     from xpnet.ops import cpu
 
-    from xpnet.ops import threads
-
-    monkeypatch.setattr(threads, "idle_workers_sleep", lambda environ=None: False)  # Numba's loops on one thread
     assert cpu.dense_step_transposed((784, 1024, 10)) and cpu.dense_step_transposed((50, 96, 8))
     assert not cpu.dense_step_transposed((784, 10, 10)) and not cpu.dense_step_transposed((784, 10))
-    assert cpu.dense_step_transposed((784, 120, 64, 10))
-    if cpu._numba_blas():  # the split step's single-threaded GEMMs read X.T as fast
-        monkeypatch.setattr(threads, "idle_workers_sleep", lambda environ=None: True)
-        assert not cpu.dense_step_transposed((784, 1024, 10)) and cpu.dense_step_transposed((784, 120, 64, 10))
     assert not reference.dense_step_transposed((784, 1024, 10))
     sizes, m = (20, 96, 5), 6
     params = rng.standard_normal(sum(b * (a + 1) for a, b in zip(sizes[:-1], sizes[1:]))).astype(np.float32)

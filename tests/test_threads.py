@@ -105,34 +105,6 @@ def test_real_blas_is_set_inside_and_restored():
     assert inside and all(n == 1 for n in inside) and counts() == before
 
 
-def test_split_gemm_gives_the_policys_cores_and_runs_every_blas_on_one_thread(monkeypatch):
-    """Outside a policy, one part. Inside, on two cores: a small GEMM gets one part and sets nothing;
-    a large one two (never more than Numba's threads), and then every BLAS runs on one thread,
-    SciPy's too (Numba's np.dot loads it after the block began), until a GEMM of the run's own sets
-    them again; on exit each library gets back its own count."""
-    assert threads.split_gemm(1024, 128, 784) == 1
-    monkeypatch.setenv("XPNET_BLAS_THREADS", "shape")
-    for key, value in threads.IDLE_SLEEP_ENV.items():
-        monkeypatch.setenv(key, value)
-    numpy_blas, scipy_blas = _FakeBlas(2), _FakeBlas(3)
-    numpy_blas.filepath, scipy_blas.filepath = "numpy-openblas.so", "scipy-openblas.so"
-    loaded = [numpy_blas]
-    monkeypatch.setattr(threads, "_blas_controllers", lambda: list(loaded))
-    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    numba = _FakeBlas(2)
-    monkeypatch.setitem(threads.sys.modules, "numba", numba)
-    with threads.blas_policy():
-        assert threads.split_gemm(128, 10, 784) == 1 and numpy_blas.calls == []
-        loaded.append(scipy_blas)
-        assert threads.split_gemm(1024, 128, 784) == 2
-        assert numpy_blas.n == scipy_blas.n == 1
-        threads.before_gemm(1024, 784, 128)
-        assert numpy_blas.n == scipy_blas.n == 2
-        numba.n = 1  # Numba's loops on one thread: no parts
-        assert threads.split_gemm(1024, 128, 784) == 1
-    assert (numpy_blas.n, scipy_blas.n) == (2, 3)
-
-
 def _two_cores(monkeypatch, lib):
     monkeypatch.setattr(threads, "_blas_controllers", lambda: [lib])
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)

@@ -21,7 +21,7 @@ Design notes, each measured:
   BLAS cores when idle OpenBLAS and OpenMP workers sleep (as the ``xpnet`` command sets up),
   else on one thread.
   The row-wise ops stay serial: they sit between GEMMs, where a second thread pool only
-  contends with OpenBLAS (the split step below runs them in parts, with OpenBLAS on one thread).
+  contends with OpenBLAS.
 * ``dense_step``: the whole step but the update for ReLU networks (dropout included: the same
   counter-hash masks as the op-by-op step), in the reference's buffer layout (hidden layers
   feature-major, ``reference.dense_views``). The first layer's two GEMMs stay on BLAS (but a
@@ -33,12 +33,6 @@ Design notes, each measured:
   (``fastmath`` reassoc/contract on the ``_gemm_jit`` kernels only), as a BLAS orders its sums
   its own way. Measured at 784-1024-10 on 2 cores against the op-by-op step:
   bench/results/cpu-2core-2026-11-30-dense/.
-* The split step (``_dense_step_split``): with one hidden layer wide enough that the BLAS policy would
-  split its GEMMs (``threads.split_gemm``), the layer's units are cut into one part per core instead.
-  A part's forward and backward need nothing of the other parts' but their sum of the logits, so each
-  part runs its own single-threaded GEMMs (Numba's ``np.dot``, SciPy's BLAS) and its small kernels,
-  beside the others, in two parallel loops; in the step of two split BLAS GEMMs those small kernels ran
-  on one thread while the other core waited. ``bench/split_step.py`` compares the two.
 """
 
 from __future__ import annotations
@@ -180,12 +174,12 @@ if AVAILABLE:
                 D[i, j] = H[i, j] * u
 
     @_jit
-    def _fm_dropout(HT, DT, UT, stream, thr, scale, zero, lo, n):
-        # The same on units lo.. of a feature-major layer of n units: element (i, lo + j) of the (m, n)
-        # layer lies at [j, i].
-        for j in range(HT.shape[0]):
+    def _fm_dropout(HT, DT, UT, stream, thr, scale, zero):
+        # The same on a feature-major layer: element (i, j) of the (m, n) layer lies at [j, i].
+        n = HT.shape[0]
+        for j in range(n):
             for i in range(HT.shape[1]):
-                u = _keep(stream, i * n + lo + j, thr, scale, zero)
+                u = _keep(stream, i * n + j, thr, scale, zero)
                 UT[j, i] = u
                 DT[j, i] = HT[j, i] * u
 
@@ -400,7 +394,7 @@ if AVAILABLE:
                     _fm_bias_relu(Z, b, H, zero)
                 if drop:
                     _fm_dropout(H, Dw[zo[l] : zo[l + 1]].reshape((n_out, m)), Uw[zo[l] : zo[l + 1]].reshape((n_out, m)),
-                                streams[l], thr, keep, zero, 0, n_out)
+                                streams[l], thr, keep, zero)
         _dense_output(Zl, P[po[L] - nL : po[L]], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
         _bias_grad(G, Gr[po[L] - nL : po[L]])
         if L == 1:
@@ -417,87 +411,6 @@ if AVAILABLE:
             _fm_backward(dZ, Aw[zo[l - 1] : zo[l]].reshape((n_in, m)), W, dW, dA, U,
                          Zw[zo[l - 1] : zo[l]].reshape((n_in, m)), Gr[po[l] - n_in : po[l]], zero)
             dZ = dA
-
-    # The split step (_dense_step_split): one hidden layer, its units cut into parts, one part per
-    # core. Each part's GEMMs are single-threaded BLAS calls (Numba's np.dot: SciPy's BLAS) and
-    # its small kernels run on the same core, on data that core just wrote.
-
-    @_jit
-    def _split_forward_part(W0, X, b0, Z0, H0, D0, U0, streams, thr, keep, W1, lo, W1p, Pp, zero):
-        # Z0 = W0 @ X.T + b0, H0 = relu(Z0) for these units (dropout into D0, U0 when streams has
-        # one); Pp = their share of the logits. X.T: a single-threaded GEMM packs it as fast as a
-        # transposed copy.
-        np.dot(W0, X.T, Z0)
-        _fm_bias_relu(Z0, b0, H0, zero)
-        A = H0
-        if streams.shape[0] > 0:
-            _fm_dropout(H0, D0, U0, streams[0], thr, keep, zero, lo, W1.shape[1])
-            A = D0
-        for c in range(W1p.shape[0]):  # W1's columns for these units, contiguous for BLAS
-            for j in range(W1p.shape[1]):
-                W1p[c, j] = W1[c, lo + j]
-        np.dot(W1p, A, Pp)
-
-    @_pjit
-    def _split_forward(P, sizes, bounds, X, Zw, Hw, Dw, Uw, streams, thr, keep, W1s, Ps, zero):
-        n0, n1, nc = sizes[0], sizes[1], sizes[2]
-        m = X.shape[0]
-        ob = n1 * n0  # where b0 starts in P; W1 follows it
-        W1 = P[ob + n1 : ob + n1 + nc * n1].reshape((nc, n1))
-        for p in numba.prange(bounds.shape[0] - 1):
-            lo, hi = bounds[p], bounds[p + 1]
-            rows = slice(lo * m, hi * m)
-            _split_forward_part(P[lo * n0 : hi * n0].reshape((hi - lo, n0)), X, P[ob + lo : ob + hi],
-                                Zw[rows].reshape((hi - lo, m)), Hw[rows].reshape((hi - lo, m)),
-                                Dw[rows].reshape((hi - lo, m)), Uw[rows].reshape((hi - lo, m)), streams, thr, keep,
-                                W1, lo, W1s[p, : nc * (hi - lo)].reshape((nc, hi - lo)), Ps[p], zero)
-
-    @_jit
-    def _split_output(Ps, P, sizes, Zw, labels, G, dZ, Gr, loss_rows, loss_acc, correct_acc, t, scale, smoothing):
-        # The logits (the parts' shares summed in part order), softmax-CE, metrics, db1; dZ = G.T.
-        n0, n1, nc = sizes[0], sizes[1], sizes[2]
-        m = G.shape[0]
-        ob1 = n1 * n0 + n1 + nc * n1  # where b1 starts in P and Gr
-        Zl = Zw[m * n1 : m * (n1 + nc)].reshape((m, nc))
-        for i in range(m):
-            for c in range(nc):
-                acc = Ps[0, c, i]
-                for p in range(1, Ps.shape[0]):
-                    acc += Ps[p, c, i]
-                Zl[i, c] = acc
-        _dense_output(Zl, P[ob1 : ob1 + nc], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
-        _bias_grad(G, Gr[ob1 : ob1 + nc])
-        _transpose(G, dZ)
-
-    @_jit
-    def _split_backward_part(A0, dZ, dW1p, W1p, dA, U0, Z0, db0, X, dW0, dW1, lo, zero):
-        # dW1's columns for these units from their layer output A0 (written transposed, as
-        # _dense_middle_blas), dA = W1p.T @ dZ masked by dropout's U0 (no rows: none) and ReLU', db0,
-        # and dW0's rows for these units.
-        np.dot(A0, dZ.T, dW1p)
-        for c in range(dW1p.shape[1]):  # along dW1's rows: contiguous writes (the other order is 5x slower)
-            for j in range(dW1p.shape[0]):
-                dW1[c, lo + j] = dW1p[j, c]
-        np.dot(W1p.T, dZ, dA)
-        _fm_relu_backward(dA, U0, Z0, db0, zero)
-        np.dot(dA, X, dW0)
-
-    @_pjit
-    def _split_backward(Gr, sizes, bounds, X, Zw, Aw, Uw, drop, dAw, W1s, dW1s, dZ, zero):
-        # Aw: the layer's output (D with dropout, else H); Uw: dropout's masks, read when drop.
-        n0, n1, nc = sizes[0], sizes[1], sizes[2]
-        m = X.shape[0]
-        ob = n1 * n0
-        dW1 = Gr[ob + n1 : ob + n1 + nc * n1].reshape((nc, n1))
-        no_mask = np.empty((0, 0), dtype=X.dtype)
-        for p in numba.prange(bounds.shape[0] - 1):
-            lo, hi = bounds[p], bounds[p + 1]
-            rows = slice(lo * m, hi * m)
-            _split_backward_part(Aw[rows].reshape((hi - lo, m)), dZ, dW1s[p, : (hi - lo) * nc].reshape((hi - lo, nc)),
-                                 W1s[p, : nc * (hi - lo)].reshape((nc, hi - lo)), dAw[rows].reshape((hi - lo, m)),
-                                 Uw[rows].reshape((hi - lo, m)) if drop else no_mask,
-                                 Zw[rows].reshape((hi - lo, m)), Gr[ob + lo : ob + hi], X,
-                                 Gr[lo * n0 : hi * n0].reshape((hi - lo, n0)), dW1, lo, zero)
 
 
 def _adam_threads() -> int:
@@ -557,9 +470,6 @@ def softmax_xent(Z, labels, dZ, loss_rows, scale, smoothing=0.0, validate=True):
     return loss_rows
 
 
-# Off: one hidden layer's step runs its two large GEMMs on a multi-threaded BLAS, as deeper networks'
-# do, instead of in parts of its units (_dense_step_split). A switch for tests and comparisons.
-SPLIT_STEP = True
 # The one-call dense step when every layer after the first is at most this many multiply-adds
 # per sample (Σ_{l≥1} n_l·n_{l+1}): there a step of many small calls is per-call overhead. Wider
 # later layers run on BLAS between small kernels (_dense_middle_blas).
@@ -595,19 +505,9 @@ def _dense_plan(sizes: tuple) -> tuple:
 
 def dense_step_transposed(sizes) -> bool:
     """Whether :func:`dense_step` takes the batch transposed too (``XT``): its first GEMM runs
-    feature-major, and a multi-threaded OpenBLAS does ``W0 @ XT`` faster than ``W0 @ X.T`` (it packs
-    X.T itself) by more than a transpose costs when the trainer makes it on the side core. Not where
-    the step may split the layer itself (:func:`_may_split`, with Numba's threads free to take the
-    parts): its single-threaded GEMMs pack X.T as fast, and it leaves no one-thread moment for the
-    side core to make the copy in."""
-    sizes = tuple(sizes)
-    return AVAILABLE and not _dense_plan(sizes)[1] and not (_may_split(sizes) and threads.idle_workers_sleep())
-
-
-def _may_split(sizes: tuple) -> bool:
-    """Whether :func:`dense_step` may take the split step (the BLAS policy then decides the parts): one
-    feature-major hidden layer, and Numba's ``np.dot``."""
-    return SPLIT_STEP and len(sizes) == 3 and not _dense_plan(sizes)[1] and _numba_blas()
+    feature-major, and OpenBLAS does ``W0 @ XT`` faster than ``W0 @ X.T`` (it packs X.T itself)
+    by more than a transpose costs when the trainer makes it on the side core."""
+    return AVAILABLE and not _dense_plan(tuple(sizes))[1]
 
 
 def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0,
@@ -629,20 +529,8 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
                                     t, smoothing, dropout_rate, seed, D, U, XT)
     sizes_arr, rows_first, middle = _dense_plan(sizes)
     n0, n1, L = int(sizes[0]), int(sizes[1]), len(sizes) - 1
-    dt = X.dtype.type
-    if dropout_rate and L > 1:  # masks drawn at step t, before step_metrics advances it (as the op-by-op step)
-        step = reference._count(t)
-        streams = np.array([reference.dropout_stream(seed, step, l) for l in range(L - 1)], dtype=np.uint64)
-        thr, keep = np.uint64(reference.dropout_threshold(dropout_rate)), dt(1.0 / (1.0 - dropout_rate))
-    else:  # no streams: the kernels never read D, U (any array of the dtype stands in)
-        D = U = H
-        streams, thr, keep = _NO_STREAMS, np.uint64(0), dt(1.0)
-    if _may_split(sizes):
-        parts = min(threads.split_gemm(n1, m, n0), n1)
-        if parts > 1:
-            return _dense_step_split(X, labels, params, grads, sizes_arr, Z, H, dA, D, U, streams, thr, keep, G,
-                                     loss_rows, loss_acc, correct_acc, t, smoothing, parts)
     W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
+    dt = X.dtype.type
     if rows_first:  # the logits (no hidden layer), or into dA's first block, scratch until the backward
         R = (Z if L == 1 else dA)[: m * n1].reshape(m, n1)
         if n1 >= NARROW_ROWS_MIN and threads.never_split(m, n1, n0):
@@ -654,6 +542,13 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
         matmul(W0, XT, Z[: m * n1].reshape(n1, m))
     else:
         matmul(W0, X, Z[: m * n1].reshape(n1, m), trans_b=True)
+    if dropout_rate and L > 1:  # masks drawn at step t, before step_metrics advances it (as the op-by-op step)
+        step = reference._count(t)
+        streams = np.array([reference.dropout_stream(seed, step, l) for l in range(L - 1)], dtype=np.uint64)
+        thr, keep = np.uint64(reference.dropout_threshold(dropout_rate)), dt(1.0 / (1.0 - dropout_rate))
+    else:  # no streams: the kernels never read D, U (any array of the dtype stands in)
+        D = U = H
+        streams, thr, keep = _NO_STREAMS, np.uint64(0), dt(1.0)
     middle(rows_first, labels, params, grads, sizes_arr, Z, H, dA, D, U, streams, thr, keep, G, loss_rows, loss_acc,
            correct_acc, t, dt(1.0 / m), dt(smoothing))
     if L == 1:
@@ -664,40 +559,6 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
 
 
 _NO_STREAMS = np.empty(0, dtype=np.uint64)
-
-
-@functools.lru_cache(maxsize=1)
-def _numba_blas() -> bool:
-    """Whether Numba's ``np.dot`` can run (it calls SciPy's BLAS), loading it now: before the split
-    step asks the BLAS policy for cores, so that the policy finds the library to set."""
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401, PLC0415
-    except ImportError:
-        return False
-    return True
-
-
-def _dense_step_split(X, labels, params, grads, sizes, Z, H, dA, D, U, streams, thr, keep, G, loss_rows, loss_acc,
-                      correct_acc, t, smoothing, parts):
-    """:func:`dense_step` for one wide hidden layer on ``parts`` cores, its units cut into as many
-    parts. A part's forward (its rows of ``W0 @ X.T``, bias, ReLU, dropout, its share of the logits) and
-    backward (its columns of dW1, its rows of dA, db0 and dW0) need no other part's: one parallel
-    loop for each, and between them the logits' sum and the loss, on one thread. On 2 cores this
-    replaces two 2-thread GEMMs with single-threaded serial work between them by two parallel loops
-    whose small kernels run beside each other (bench/results/ has the measurements)."""
-    m, n1, nc = X.shape[0], int(sizes[1]), int(sizes[2])
-    bounds = (np.arange(parts + 1, dtype=np.int64) * n1) // parts
-    width = int(np.max(np.diff(bounds)))
-    dt = X.dtype
-    W1s, dW1s = np.empty((parts, nc * width), dt), np.empty((parts, nc * width), dt)
-    Ps, dZ = np.empty((parts, nc, m), dt), np.empty((nc, m), dt)
-    zero = dt.type(0)
-    _split_forward(params, sizes, bounds, X, Z, H, D, U, streams, thr, keep, W1s, Ps, zero)
-    _split_output(Ps, params, sizes, Z, labels, G, dZ, grads, loss_rows, loss_acc, correct_acc, t, dt.type(1.0 / m),
-                  dt.type(smoothing))
-    drop = streams.shape[0] > 0
-    _split_backward(grads, sizes, bounds, X, Z, D if drop else H, U, drop, dA, W1s, dW1s, dZ, zero)
-    return loss_rows
 
 
 def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, D, U, streams, thr, keep, G, loss_rows,
@@ -718,7 +579,7 @@ def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, D, U,
                 matmul(v.W[l], inputs[l - 1].T, v.Z[l].T)
             _fm_bias_relu(v.Z[l].T, v.b[l], v.H[l].T, zero)
         if drop:
-            _fm_dropout(v.H[l].T, v.D[l].T, v.U[l].T, streams[l], thr, keep, zero, 0, v.H[l].shape[1])
+            _fm_dropout(v.H[l].T, v.D[l].T, v.U[l].T, streams[l], thr, keep, zero)
     logits_t = G.reshape(G.shape[1], m)  # G's memory, written only after this
     matmul(v.W[-1], inputs[-1].T, logits_t)
     _transpose(logits_t, v.Z[-1])
@@ -784,9 +645,9 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
 
     The bias corrections are computed here in float64 and cast once, as the reference's
     Python-float arithmetic does. One division fewer than the reference (PyTorch's formula): the
-    square root is multiplied by ``1/√(1-β2^t)`` rather than divided by ``√(1-β2^t)``, which moves
-    the denominator by at most an ulp; the kernel is bound by its divisions and square root, and
-    this takes a fifth off its time (measured: bench/results/cpu-2core-2026-11-30-split/).
+    square root is multiplied by ``1/√(1-β2^t)`` instead of divided by ``√(1-β2^t)``, which moves the
+    denominator by at most an ulp. The kernel is bound by its divisions and square root, and this
+    takes 13–20 % off its time (bench/results/cpu-2core-2026-11-30-split/README.md).
     """
     if not (_fast(p, g, m, v) and p.ndim == 1 and p.shape == g.shape == m.shape == v.shape):
         return reference.adam_step(p, g, m, v, t, lr, beta1, beta2, eps)

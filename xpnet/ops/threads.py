@@ -32,12 +32,8 @@ through the environment before NumPy loads OpenBLAS (the ``xpnet`` command and t
 xpnet processes call it; it is read only when each library loads), and then Adam runs on the cores
 the run's BLAS uses (measured at 784-1024-10 on 2 cores: Adam 0.42 -> 0.25 ms per step).
 
-The split step: a network with one wide hidden layer splits it over the cores itself
-(:func:`split_gemm`; ``xpnet.ops.cpu`` runs one single-threaded BLAS call per part in a Numba
-parallel loop), on the cores this policy would give its first GEMM.
-
 The side core: while the training step runs on one thread (a network's small GEMMs, or the
-single-threaded middle of a deeper one), the second core would idle. :func:`beside` hands it a job
+single-threaded middle of a large one), the second core would idle. :func:`beside` hands it a job
 (the trainer's gather of the next batch) on a worker thread: the job starts at the next one-thread
 GEMM, and a GEMM or parallel loop that needs every core waits for it first (:func:`claim_cores`), so
 the two never share a core. Only where the policy counts a second free core, and (the trainer asks
@@ -280,8 +276,6 @@ class _Policy:
 
     def __init__(self, controllers, ceiling: int, mode: str | int = "run", cores: int | None = None, numba=None):
         self.controllers = controllers
-        self.saved = [lib.get_num_threads() for lib in controllers]  # restored on exit
-        self.adopted = False  # whether libraries loaded since the block began were looked for (split_gemm)
         self.numba = numba  # the numba module when loaded: its parallel loops get the run's cores
         self.ceiling = ceiling
         self.current = None
@@ -308,46 +302,25 @@ class _Policy:
         if self.numba is not None:
             self.numba.set_num_threads(numba_threads(min(self.cores or 1, self.numba_ceiling)))
 
-    def _want(self, m: int, n: int, k: int) -> int:
-        """Threads for this GEMM shape now (the run mode's one look at the machine at the first large one)."""
+    def before_gemm(self, m: int, n: int, k: int) -> None:
         if self.cores is None and gemm_threads(m, n, k, self.usable, 0.0) > 1:
             self.cores = free_cores(self.usable)  # the run mode's one look, at its first large GEMM
             self._set_numba_threads()
             if self.side:  # decided on an earlier look: a core another program took since is not free
                 self.side = self.cores >= 2
         if self.cores is None or self.cores < 2:
-            return 1
-        others = self.load.others() if self.load is not None else 0.0
-        return gemm_threads(m, n, k, self.cores, others)
-
-    def _set_blas(self, n: int) -> None:
-        if n != self.current:
-            for lib in self.controllers:
-                lib.set_num_threads(n)
-            self.current = n
-
-    def before_gemm(self, m: int, n: int, k: int) -> None:
-        want = self._want(m, n, k)
+            want = 1
+        else:
+            others = self.load.others() if self.load is not None else 0.0
+            want = gemm_threads(m, n, k, self.cores, others)
         if want > 1:
             self.claim()
         elif self.pending is not None:
             self.start_pending()
-        self._set_blas(want)
-
-    def split_gemm(self, m: int, n: int, k: int) -> int:
-        want = self._want(m, n, k)  # first: the run mode's look sets Numba's threads too
-        want = min(want, self.numba.get_num_threads() if self.numba is not None else 1)
-        if want > 1:
-            self.claim()
-            if not self.adopted:  # Numba's np.dot calls SciPy's BLAS, maybe loaded after the block began
-                self.adopted = True
-                for lib in _blas_controllers():
-                    if all(lib.filepath != c.filepath for c in self.controllers):
-                        self.controllers.append(lib)
-                        self.saved.append(lib.get_num_threads())
-                        self.current = None
-            self._set_blas(1)
-        return want
+        if want != self.current:
+            for lib in self.controllers:
+                lib.set_num_threads(want)
+            self.current = want
 
     # ---------------------------------------------------------------- the side core
     def side_core_free(self) -> bool:
@@ -428,17 +401,6 @@ def before_gemm(m: int, n: int, k: int) -> None:
     """Set the BLAS thread count for the next ``(m × k) @ (k × n)`` GEMM; nothing outside :func:`blas_policy`."""
     if _active is not None:
         _active.before_gemm(m, n, k)
-
-
-def split_gemm(m: int, n: int, k: int) -> int:
-    """Parts for an ``(m × k) @ (k × n)`` GEMM that the caller splits over cores itself (one
-    single-threaded BLAS call per part of ``m``, in a Numba parallel loop): the threads this policy
-    gives the shape, at most Numba's (:func:`numba_threads`), 1 outside :func:`blas_policy`. With two parts or more,
-    a running side job finishes first and every BLAS library runs on one thread (the parts are the
-    threads), SciPy's too, which Numba's ``np.dot`` calls and which may load after the block began."""
-    if _active is None:
-        return 1
-    return _active.split_gemm(m, n, k)
 
 
 def one_thread_next() -> None:
@@ -603,17 +565,17 @@ def blas_policy(cores: int | None = None):
         yield _active
         return
     controllers = _blas_controllers()
-    ceiling = max((lib.get_num_threads() for lib in controllers), default=1)
+    saved = [lib.get_num_threads() for lib in controllers]
     mode = policy_mode()
     numba = sys.modules.get("numba")  # Numba's count is per calling thread: restored on exit (numba_ceiling)
-    policy = _active = _Policy(controllers, ceiling, mode,
+    policy = _active = _Policy(controllers, max(saved, default=1), mode,
                                None if mode == "adaptive" or isinstance(mode, int) else cores, numba)
     try:
         yield policy
     finally:
         policy.close()
         _active = None
-        for lib, n in zip(policy.controllers, policy.saved):
+        for lib, n in zip(controllers, saved):
             lib.set_num_threads(n)
         if numba is not None:
             numba.set_num_threads(policy.numba_ceiling)
