@@ -1,6 +1,11 @@
 """`xpnet bench`: the table, the ratios and the files, on a tiny slice so it stays fast."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -203,3 +208,34 @@ def test_a_case_past_its_timeout_is_an_error_row(tmp_path):
 
     res = run_in_subprocess({"impl": "xpnet", "device": "cpu"}, tmp_path, timeout=0.05)
     assert res["impl"] == "xpnet" and res["error"] == "timed out after 0 s"
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_busy_program_ends_when_the_bench_is_killed_without_cleanup():
+    """`--busy` programs end themselves once the bench that started them is gone, even when it was
+    killed by a signal that skips its cleanup (SIGKILL here; SIGTERM alike)."""
+    script = ("import time\nfrom xpnet.experiments.bench.runner import busy_processes\n"
+              "with busy_processes(1) as procs:\n    print(procs[0].pid, flush=True)\n    time.sleep(60)\n")
+    bench = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pid = int(bench.stdout.readline())
+    try:
+        assert _running(pid)
+        bench.kill()
+        bench.wait()
+        deadline = time.monotonic() + 10
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(pid)
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
