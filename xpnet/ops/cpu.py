@@ -14,7 +14,8 @@ Design notes, each measured:
   call costs ~0.2 us of dispatch either way, while eager signatures compile every variant
   at import (0.5 s for even a trivial one when not cached).
 * ``fastmath=False`` and constants cast to the array dtype, in the reference's operation
-  order: float32 stays float32 and the results match NumPy to the last bit or two.
+  order (but one product in Adam, see ``adam_step``): float32 stays float32 and the results match
+  NumPy to the last bit or two.
 * Nothing global is set here (threading layer, OMP_* variables). Thread counts are chosen by
   :mod:`xpnet.ops.threads` inside a training run only, and restored after it: BLAS threads
   per GEMM shape and machine load (``matmul``), and Adam (the one parallel loop) on the run's
@@ -646,7 +647,7 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     The bias corrections are computed here in float64 and cast once, as the reference's
     Python-float arithmetic does. One division fewer than the reference (PyTorch's formula): the
     square root is multiplied by ``1/√(1-β2^t)`` instead of divided by ``√(1-β2^t)``, which moves the
-    denominator by at most an ulp. The kernel is bound by its divisions and square root, and this
+    denominator by an ulp or two at most (two roundings instead of one). The kernel is bound by its divisions and square root, and this
     takes 13–20 % off its time (bench/results/cpu-2core-2026-11-30-split/README.md).
     """
     if not (_fast(p, g, m, v) and p.ndim == 1 and p.shape == g.shape == m.shape == v.shape):
