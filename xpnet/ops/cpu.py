@@ -647,8 +647,9 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     The bias corrections are computed here in float64 and cast once, as the reference's
     Python-float arithmetic does. One division fewer than the reference (PyTorch's formula): the
     square root is multiplied by ``1/√(1-β2^t)`` instead of divided by ``√(1-β2^t)``, which moves the
-    denominator by an ulp or two at most (two roundings instead of one). The kernel is bound by its divisions and square root, and this
-    takes 13–20 % off its time (bench/results/cpu-2core-2026-11-30-split/README.md).
+    denominator by an ulp or two at most (two roundings instead of one). The kernel is bound by its
+    divisions and square root, and this takes 13–20 % off its time
+    (bench/results/cpu-2core-2026-11-30-split/README.md).
     """
     if not (_fast(p, g, m, v) and p.ndim == 1 and p.shape == g.shape == m.shape == v.shape):
         return reference.adam_step(p, g, m, v, t, lr, beta1, beta2, eps)

@@ -123,7 +123,8 @@ def take_outside_slow_phases(take, retakes: int, best=lambda: None, say=lambda l
 
 # A pure-Python busy loop that ends itself once its parent is gone: a bench killed by a signal that
 # skips its cleanup (SIGTERM, SIGKILL) leaves no program spinning behind it. It looks about every 20 ms.
-BUSY_LOOP = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(500_000):\n        pass\n"
+BUSY_LOOP = ("import os\nparent = os.getppid()\n"
+             "while os.getppid() == parent:\n    for _ in range(500_000):\n        pass\n")
 
 
 @contextlib.contextmanager
