@@ -418,6 +418,41 @@ def test_adam_past_the_lr_table_holds_its_last_rate(impl, rng, dtype):
     close(p, expected, dtype, scale=10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_adam_serial_and_parallel_kernels_agree_bit_for_bit(rng, dtype):
+    """adam_step picks the serial kernel (small buffers, one thread) or the parfor one: the same
+    arithmetic per element, so a run's weights do not depend on which ran."""
+    pytest.importorskip("numba")
+    from xpnet.ops import cpu
+
+    n = cpu._PARALLEL_MIN + 17
+    p, g, m, v = ((rng.standard_normal(n) * s).astype(dtype) for s in (1.0, 0.1, 0.01, 0.001))
+    v = np.abs(v)
+    args = tuple(dtype(x) for x in (1e-3 / 0.1, 0.9, 0.1, 0.999, 0.001, 1e-8, 1.0 / 0.001**0.5))
+    serial, parallel = [a.copy() for a in (p, m, v)], [a.copy() for a in (p, m, v)]
+    cpu._adam_serial(serial[0], g, serial[1], serial[2], *args)
+    cpu._adam(parallel[0], g, parallel[1], parallel[2], *args)
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(serial[0], p)  # it stepped
+
+
+@pytest.mark.parametrize("n", [3, 100_000])
+def test_cpu_adam_divides_as_numpy_does(n):
+    """eps = 0 with a zero gradient is 0/0: NaN as in the reference (NumPy's error model), not
+    Python's ZeroDivisionError, on either kernel."""
+    pytest.importorskip("numba")
+    from xpnet.ops import cpu
+
+    got, want = np.ones(n, np.float32), np.ones(n, np.float32)
+    cpu.adam_step(got, np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32), 1, 0.1,
+                  0.9, 0.999, 0.0)
+    with np.errstate(invalid="ignore"):
+        reference.adam_step(want, np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32), 1,
+                            0.1, 0.9, 0.999, 0.0)
+    assert np.isnan(want).all() and np.isnan(got).all()
+
+
 # ---- one policy: what has no kernel falls back to the reference ---------------------------
 
 

@@ -57,7 +57,9 @@ AVAILABLE = numba is not None
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # Adam buffers below this size skip the parfor (its setup costs a few microseconds; the serial
 # loop is not vectorised, so it only wins on tiny buffers).
-_SMALL = 512
+# Below this many parameters Adam runs on the calling thread: a parfor's launch, and waking its worker
+# after a GEMM, cost more than the second thread saves (bench/results/cpu-2core-2026-11-30-memory/).
+_PARALLEL_MIN = 1 << 16
 
 if AVAILABLE:
     # nogil: while one kernel runs, a side job's Python (ops/threads.py) can run on the other core.
@@ -66,9 +68,8 @@ if AVAILABLE:
 
     @_pjit
     def _adam(p, g, m, v, lr_t, b1, c1, b2, c2, eps, inv_sqrt_bc2):
-        # A flat prange: Numba's parfor lowering vectorises this body (measured 0.36 ms on
-        # one thread for 814k float32); a plain serial loop or a chunked prange does not
-        # (2.6 / 1.6 ms), because LLVM cannot prove p, g, m, v do not overlap there.
+        # A flat prange, which Numba lowers with NumPy's error model, so the body is vectorised
+        # (as _adam_serial's; a chunked prange calling a serial loop was not).
         for i in numba.prange(p.shape[0]):
             gi = g[i]
             mi = b1 * m[i] + c1 * gi
@@ -77,9 +78,11 @@ if AVAILABLE:
             v[i] = vi
             p[i] -= lr_t * (mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps))
 
-    @_jit
-    def _adam_small(p, g, m, v, lr_t, b1, c1, b2, c2, eps, inv_sqrt_bc2):
-        # Same body without the parfor machinery, for buffers too small to amortise it.
+    @numba.njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
+    def _adam_serial(p, g, m, v, lr_t, b1, c1, b2, c2, eps, inv_sqrt_bc2):
+        # _adam's body on the calling thread, for small buffers and one-thread runs (no parfor to
+        # launch, no worker to wake). error_model="numpy" (x/0 gives inf or NaN, as NumPy and the
+        # parfor body do): Python's model tests every divisor, and the loop then is not vectorised.
         for i in range(p.shape[0]):
             gi = g[i]
             mi = b1 * m[i] + c1 * gi
@@ -660,8 +663,8 @@ def adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
     dt = p.dtype.type
     args = (dt(lr / bc1), dt(beta1), dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2), dt(eps), dt(1.0 / bc2**0.5))
     n_threads = _adam_threads()
-    if p.shape[0] < _SMALL:
-        _adam_small(p, g, m, v, *args)
+    if n_threads == 1 or p.shape[0] < _PARALLEL_MIN:
+        _adam_serial(p, g, m, v, *args)
         return p
     threads.claim_cores(n_threads)
     if n_threads == numba.get_num_threads():  # always, inside a training run (ops/threads.py sets it)
