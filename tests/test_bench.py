@@ -68,29 +68,34 @@ def test_a_run_in_a_slow_phase_is_noted_and_merged_runs_keep_the_slowest_phase()
     assert "slow phase" not in summarise(rows)
 
 
-def test_a_run_in_a_slow_phase_is_taken_again_and_the_fastest_phase_counts():
+def test_a_run_in_a_slow_phase_is_taken_again_and_the_fastest_take_counts():
     from xpnet.experiments.bench.runner import take_outside_slow_phases
 
-    def takes(*phases):
-        it = iter(dict(_row("xpnet", "cpu", 1.0 + i, 0.88), two_cores=p) for i, p in enumerate(phases))
+    def takes(*phases, epochs=None):
+        epochs = epochs or [1.0 + i for i in range(len(phases))]
+        it = iter(dict(_row("xpnet", "cpu", e, 0.88), two_cores=p) for e, p in zip(epochs, phases))
         return lambda: next(it)
 
     said, best = [], lambda: 1.55  # the bench's best look so far
-    kept = take_outside_slow_phases(takes(1.02, 1.51), retakes=1, best=best, say=said.append)
-    assert kept["two_cores"] == 1.51 and kept["median_epoch_s"] == 2.0
-    assert kept["slow_takes"] == [{"median_epoch_s": 1.0, "two_cores": 1.02}]
+    kept = take_outside_slow_phases(takes(1.02, 1.51, epochs=[2.0, 1.5]), retakes=1, best=best, say=said.append)
+    assert kept["two_cores"] == 1.51 and kept["median_epoch_s"] == 1.5
+    assert kept["slow_takes"] == [{"median_epoch_s": 2.0, "two_cores": 1.02}]
     assert said == ["slow phase (two cores 1.02× one, the best look 1.55×): taken again"]
-    kept = take_outside_slow_phases(takes(1.02, 1.10, 1.05, 1.5), retakes=2, best=best)  # still slow: the fastest of three
-    assert kept["two_cores"] == 1.10 and [s["two_cores"] for s in kept["slow_takes"]] == [1.02, 1.05]
+    # the probe decides when to look again, the clock which take counts: here the take it called slow ran faster
+    kept = take_outside_slow_phases(takes(1.02, 1.51, epochs=[1.0, 2.0]), retakes=1, best=best)
+    assert kept["two_cores"] == 1.02 and kept["median_epoch_s"] == 1.0
+    assert kept["slow_takes"] == [{"median_epoch_s": 2.0, "two_cores": 1.51}]
+    kept = take_outside_slow_phases(takes(1.02, 1.10, 1.05, 1.5, epochs=[3.0, 1.2, 2.0, 0.5]), retakes=2, best=best)
+    assert kept["median_epoch_s"] == 1.2 and [s["median_epoch_s"] for s in kept["slow_takes"]] == [3.0, 2.0]
     assert "slow_takes" not in take_outside_slow_phases(takes(1.02, 1.5), retakes=0, best=best)
     assert "slow_takes" not in take_outside_slow_phases(takes(1.3, 1.02), retakes=3, best=best)  # a fast first take stays
     assert "slow_takes" not in take_outside_slow_phases(takes(None, 1.5), retakes=3, best=best)  # no probe (GPU, one core)
     # two hardware threads of one core never run apart: relative to its own best, no phase is slow
     assert "slow_takes" not in take_outside_slow_phases(takes(1.0, 1.5), retakes=3, best=lambda: 1.06)
     assert "slow_takes" not in take_outside_slow_phases(takes(1.0, 1.5), retakes=3)  # no look yet
-    error = iter([dict(_row("xpnet", "cpu", 1.0, 0.88), two_cores=1.0), {"impl": "xpnet", "error": "boom", "two_cores": 1.6}])
-    kept = take_outside_slow_phases(lambda: next(error), retakes=1, best=best)  # a timing beats an error, whatever its phase
-    assert kept["median_epoch_s"] == 1.0 and kept["slow_takes"] == [{"median_epoch_s": None, "two_cores": 1.6}]
+    error = iter([dict(_row("xpnet", "cpu", 3.0, 0.88), two_cores=1.0), {"impl": "xpnet", "error": "boom", "two_cores": 1.6}])
+    kept = take_outside_slow_phases(lambda: next(error), retakes=1, best=best)  # a timing beats an error, however slow
+    assert kept["median_epoch_s"] == 3.0 and kept["slow_takes"] == [{"median_epoch_s": None, "two_cores": 1.6}]
 
 
 def test_takes_set_aside_are_merged_noted_and_counted():
@@ -103,11 +108,11 @@ def test_takes_set_aside_are_merged_noted_and_counted():
     assert [s["median_epoch_s"] for s in merged["slow_takes"]] == [1.4, 1.3] and merged["two_cores"] == 1.5
     assert "slow_takes" not in _merge([run, run])
     table = summarise([merged])
-    assert ("- 10 batch 128 cpu: xpnet: 2 takes set aside, in a slow phase of the machine (1.400 s at 1.01×, "
-            "1.300 s at 1.10×), and taken again") in table
+    assert ("- 10 batch 128 cpu: xpnet: 2 takes set aside (1.400 s at 1.01×, 1.300 s at 1.10×): the probe read a "
+            "slow phase of the machine, the run was taken again and the fastest take counts") in table
     assert "ran in a slow phase" not in table  # what counts ran in a fast one
     failed = dict(run, slow_takes=[{"median_epoch_s": None, "two_cores": 1.6}])
-    assert "xpnet: 1 take set aside, in a slow phase of the machine (an error), and taken again" in summarise([failed])
+    assert "xpnet: 1 take set aside (an error): the probe read a slow phase" in summarise([failed])
     lines = _csv_text([merged, run]).splitlines()
     column = lines[0].split(",").index("retaken")
     assert [line.split(",")[column] for line in lines[1:]] == ["2", ""]
@@ -125,9 +130,11 @@ def test_bench_takes_a_slow_run_again(fashion_dir, tmp_path, capsys, monkeypatch
     assert code == 0, captured.err
     assert "slow phase (two cores 1.00× one, the best look 1.50×): taken again" in captured.err
     [row] = json.loads((out / "results.json").read_text(encoding="utf-8"))["results"]
-    assert row["two_cores"] == 1.52 and len(row["slow_takes"]) == 1 and row["slow_takes"][0]["two_cores"] == 1.0
+    [aside] = row["slow_takes"]
+    assert {row["two_cores"], aside["two_cores"]} == {1.0, 1.52}  # both takes: the slow-phase one and the retake
+    assert row["median_epoch_s"] <= aside["median_epoch_s"]  # the faster counts
     assert json.loads((out / "results.json").read_text(encoding="utf-8"))["meta"]["two_cores_best"] == 1.53
-    assert "xpnet: 1 take set aside, in a slow phase of the machine" in captured.out
+    assert "xpnet: 1 take set aside (" in captured.out
 
 
 def test_the_two_core_probe_compares_one_and_two_blas_threads(monkeypatch):

@@ -81,8 +81,8 @@ def summarise(results: list[dict], best_look: float | None = None) -> str:
         if r.get("slow_takes"):
             aside = ", ".join(_set_aside(s) for s in r["slow_takes"])
             notes.append(f"- {_key(r)[0]} batch {_key(r)[1]} {r['device']}{_with_busy(r)}: {r['impl']}: "
-                         f"{len(r['slow_takes'])} take{'s' if len(r['slow_takes']) > 1 else ''} set aside, in a slow phase "
-                         f"of the machine ({aside}), and taken again")
+                         f"{len(r['slow_takes'])} take{'s' if len(r['slow_takes']) > 1 else ''} set aside ({aside}): the "
+                         f"probe read a slow phase of the machine, the run was taken again and the fastest take counts")
     best = best_look or max((r["two_cores"] for r in results if r.get("two_cores")), default=None)
     for r in results:
         if in_slow_phase(r, best) and "median_epoch_s" in r:
@@ -99,7 +99,7 @@ def summarise(results: list[dict], best_look: float | None = None) -> str:
 
 
 def _set_aside(take: dict) -> str:
-    """A take set aside for a slow phase, in a note: its median epoch and the probe's look."""
+    """A take set aside, in a note: its median epoch and the probe's look."""
     if not take.get("median_epoch_s"):
         return "an error"
     return f"{take['median_epoch_s']:.3f} s" + (f" at {take['two_cores']:.2f}×" if take.get("two_cores") else "")

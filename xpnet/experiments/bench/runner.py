@@ -110,13 +110,15 @@ def take_outside_slow_phases(take, retakes: int, best=lambda: None, say=lambda l
     """One run from ``take()``, taken again (up to ``retakes`` more times) while the probe around it
     says the machine was in a slow phase (:func:`~xpnet.experiments.bench.peak.in_slow_phase` against
     ``best()``, the bench's best look so far): such a phase slows whichever implementation it meets.
-    Keeps the take in the fastest phase; the others stay on record in its ``slow_takes`` (their median
-    epoch and phase)."""
+    Keeps the fastest take (a timing before an error): the probe says when to look again, but not which
+    take ran faster (bench/results/cpu-2core-2026-11-30-memory/). The others stay on record in its
+    ``slow_takes`` (their median epoch and phase)."""
     takes = [take()]
     while in_slow_phase(takes[-1], best()) and len(takes) <= retakes:
         say(f"slow phase (two cores {takes[-1]['two_cores']:.2f}× one, the best look {best():.2f}×): taken again")
         takes.append(take())
-    kept = max(takes, key=lambda r: ("error" not in r, r.get("two_cores") or 0.0))
+    timed = [r for r in takes if "error" not in r and r.get("median_epoch_s") is not None]
+    kept = min(timed, key=lambda r: r["median_epoch_s"]) if timed else takes[0]
     aside = [{"median_epoch_s": r.get("median_epoch_s"), "two_cores": r.get("two_cores")} for r in takes if r is not kept]
     return dict(kept, slow_takes=aside) if aside else kept
 
