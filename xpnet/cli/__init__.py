@@ -20,7 +20,7 @@ COMMANDS = {
     "info": ("xpnet.cli.info", "info", "Versions, BLAS, GPU and data cache of this installation."),
     "selftest": ("xpnet.cli.selftest", "selftest", "Check the ops, the CUDA graph and training against the NumPy reference."),
     "gradcheck": ("xpnet.cli.info", "gradcheck", "Finite-difference check of backprop on a small random network."),
-    "bench": ("xpnet.cli.bench", "bench", "Time xpnet on CPU/GPU against PyTorch and scikit-learn."),
+    "bench": ("xpnet.cli.bench", "bench", "Time xpnet on CPU/GPU against PyTorch, JAX and scikit-learn."),
     "sweep": ("xpnet.cli.experiments", "sweep", "Train a grid of configurations (hidden sizes, optimizers...)."),
     "analyze": ("xpnet.cli.experiments", "analyze", "Studies of a network's internals (init/activation histograms)."),
     "tune": ("xpnet.cli.experiments", "tune", "Hyperparameter search: grid, random or Bayesian (Optuna)."),
