@@ -3,8 +3,8 @@
 # xpnet on one thread, PyTorch CPU, JAX (whole step in one jax.jit) and scikit-learn, in one run,
 # each case in its own process, on an idle machine and beside one busy program (--busy 0,1), two runs per
 # case taken in turns across the implementations (the VM's speed drifts over minutes); a run that the
-# two-core probe puts in one of the VM's slow phases is taken again, up to twice (the set-aside takes are in
-# results.json and under the table).
+# two-core probe puts in one of the VM's slow phases is taken again, up to twice, and the fastest take counts
+# (the set-aside takes are in results.json and under the table).
 # Fashion-MNIST 60k, Adam lr 1e-3, batch 128, float32, shapes 784-10-10, 784-1024-10, 784-120-64-10.
 # Usage: bench/run_cpu.sh [OUT_DIR]   (needs: pip install -e '.[bench]' torch)
 set -euo pipefail
