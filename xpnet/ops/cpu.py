@@ -55,8 +55,6 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 AVAILABLE = numba is not None
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-# Adam buffers below this size skip the parfor (its setup costs a few microseconds; the serial
-# loop is not vectorised, so it only wins on tiny buffers).
 # Below this many parameters Adam runs on the calling thread: waking a parfor's worker after a GEMM costs
 # more than the second thread saves (bench/results/cpu-2core-2026-11-30-memory/).
 _PARALLEL_MIN = 1 << 18
