@@ -481,7 +481,8 @@ def test_the_side_switch_follows_whichever_way_is_faster():
     period(1.2, 1.0)
     assert not switch.on  # the side core slows the step: off
     ways = period(1.2, 1.0)
-    assert ways[-B:] == [True] * B and not any(ways[:-B]) and not switch.on  # probes on, stays off
+    S = switch.SETTLE  # a probe of the side core runs SETTLE steps longer
+    assert ways[-B - S :] == [True] * (B + S) and not any(ways[: -B - S]) and not switch.on  # probes on, stays off
     period(1.0, 1.2)
     assert switch.on  # faster again: back on
     period(5.0, 1.0, ahead_possible=False)
@@ -502,3 +503,28 @@ def test_the_side_switch_compares_the_probe_with_the_steps_just_before_it():
         ahead = switch.use()
         switch.record((1.0 if i < P - 2 * B else 1.3) if ahead else 1.1, ahead)
     assert not switch.on  # slower than the probe just before it, however quick earlier in the period
+
+
+def test_the_side_switch_leaves_out_the_first_steps_of_a_probe_of_the_side_core():
+    """After a period without side jobs the side core's first jobs start late. A probe of the side core
+    runs SETTLE steps longer and they are not compared, so slow first steps do not keep it off, as they
+    do when counted (a switch without SETTLE)."""
+
+    class Counted(threads.SideSwitch):
+        SETTLE = 0
+
+    def period(switch, off_s, first_on_s, on_s):
+        probe = 0  # the probe's steps so far
+        for _ in range(switch.PERIOD):
+            use = switch.use()
+            ahead = use and probe > 0  # the probe's first step: its batch came the rule's way
+            probe = probe + 1 if use else 0
+            switch.record((first_on_s if probe <= threads.SideSwitch.SETTLE + 1 else on_s) if ahead else off_s,
+                          ahead)
+
+    for kind, back_on in ((threads.SideSwitch, True), (Counted, False)):
+        switch = kind()
+        period(switch, off_s=1.0, first_on_s=1.1, on_s=5.0)
+        assert not switch.on  # the side core slows the step: off
+        period(switch, off_s=1.0, first_on_s=3.0, on_s=0.9)
+        assert switch.on is back_on  # its first jobs slow, the later ones faster: back on unless they count

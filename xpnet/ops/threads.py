@@ -492,17 +492,21 @@ class SideSwitch:
     """Whether gathering ahead on the side core pays off here and now, found by trying both ways. On
     the CI VM the side core takes 0.8x off a small network's step in some phases and makes it 1.03-1.15x
     slower in others, when the second vCPU's activity slows the first one's; the phases switch over
-    minutes (bench/results/cpu-2core-2026-11-30-side/). So of every :attr:`PERIOD` steps the last
-    :attr:`PROBE` run the other way, and are compared with the :attr:`PROBE` steps just before them (not
-    with the whole period: a run's first steps are slow, warming up, and the machine drifts): when the
-    probe was faster (median, by :attr:`MARGIN`), the other way becomes the rule. Probing costs little:
-    a few steps in hundreds. Nothing computed depends on it. The caller asks :meth:`use` before each
-    step and :meth:`record` each step's time and whether its batch was gathered ahead. Steps count by
-    what happened (no side job where no core was free), and a comparison in which either way has fewer
-    than half a probe's steps decides nothing."""
+    minutes (bench/results/cpu-2core-2026-11-30-side/). So the last steps of every :attr:`PERIOD` run
+    the other way (a probe), and :attr:`PROBE` of them are compared with the :attr:`PROBE` steps just
+    before the probe (not with the whole period: a run's first steps are slow, warming up, and the
+    machine drifts): when the probe was faster (median, by :attr:`MARGIN`), the other way becomes the
+    rule. A probe of the side core after a period without it runs :attr:`SETTLE` steps longer, not
+    compared: the idle side core's first jobs start late, and counted they made the side core lose
+    probes it should have won (bench/results/cpu-2core-2026-12-01-rerun/). Probing costs little: a few
+    steps in hundreds. Nothing computed depends on it. The caller asks :meth:`use` before each step and
+    :meth:`record` each step's time and whether its batch was gathered ahead. Steps count by what
+    happened (no side job where no core was free), and a comparison in which either way has fewer than
+    half a probe's steps decides nothing."""
 
     PERIOD = 512
     PROBE = 16
+    SETTLE = 8
     MARGIN = 0.97
 
     def __init__(self):
@@ -510,14 +514,19 @@ class SideSwitch:
         self._i = 0
         self._times: dict[bool, list[float]] = {True: [], False: []}
 
+    def _probe_start(self) -> int:
+        """The period's first step of the probe."""
+        return self.PERIOD - self.PROBE - (0 if self.on else self.SETTLE)
+
     def use(self) -> bool:
         """Whether the coming step hands its next batch to the side core."""
-        return self.on != (self._i >= self.PERIOD - self.PROBE)
+        return self.on != (self._i >= self._probe_start())
 
     def record(self, seconds: float, ahead: bool) -> None:
         """The step's time, and whether its own batch had been gathered ahead. The probe's first step
-        is left out: its batch came the rule's way."""
-        if self._i >= self.PERIOD - 2 * self.PROBE and self._i != self.PERIOD - self.PROBE:
+        (its batch came the rule's way), or its first SETTLE steps, are left out."""
+        start = self._probe_start()
+        if start - self.PROBE <= self._i < start or self._i >= start + (1 if self.on else self.SETTLE):
             self._times[ahead].append(seconds)
         self._i += 1
         if self._i == self.PERIOD:
