@@ -44,7 +44,9 @@ def test_flops_peak_and_contention_lines():
     add_peak(rows, {1: 100.0, 2: 60.0})  # two threads measured below one on a loaded machine: the best counts
     assert round(rows[0]["pct_peak"]) == 50
     table = summarise(rows)
-    assert "| 10 | 128 | cpu | 1 | xpnet | 1.200 | 50,000 | 41.7 | 42% | 88.00% |  |" in table
+    assert "| 10 | 128 | cpu | 1 | xpnet | 1.200 | 50,000 | 41.7 | 41.7% | 88.00% |  |" in table  # 41.7 of 100
+    add_peak(rows, {1: 50.0, 2: 55.7})  # a row just under a round share shows it: 74.9 %, not 75 %
+    assert "| 41.7 | 74.9% |" in summarise(rows)
     assert "with 1 busy program: xpnet takes 0.60× the time of jax (1.200 s vs 2.000 s)" in table
     assert "with 1 busy program xpnet takes 1.33× its own single-threaded epoch on the otherwise idle machine" in table
 

@@ -56,7 +56,7 @@ def summarise(results: list[dict], best_look: float | None = None) -> str:
         ref = _xpnet_time(results, r)
         ratio = f"{ref / r['median_epoch_s']:.2f}×" if ref and r["impl"] != "xpnet" else ""
         gflops = f"{r['gflops']:.1f}" if r.get("gflops") else "–"
-        pct = f"{r['pct_peak']:.0f}%" if r.get("pct_peak") else "–"
+        pct = f"{r['pct_peak']:.1f}%" if r.get("pct_peak") else "–"  # a target's 75 % must not read 74.8 as 75
         lines.append(f"| {hidden} | {batch} | {r['device']} | {_busy(r)} | {r['impl']} | {r['median_epoch_s']:.3f} | "
                      f"{r['samples_per_s']:,.0f} | {gflops} | {pct} | {r['test_acc'] * 100:.2f}% | {ratio} |")
     notes = []
