@@ -528,3 +528,23 @@ def test_the_side_switch_leaves_out_the_first_steps_of_a_probe_of_the_side_core(
         assert not switch.on  # the side core slows the step: off
         period(switch, off_s=1.0, first_on_s=3.0, on_s=0.9)
         assert switch.on is back_on  # its first jobs slow, the later ones faster: back on unless they count
+
+
+def test_side_probe_script_prints_the_steps_around_a_probe_of_the_side_core(fashion_dir):
+    """bench/side_probe.py, started with the side core off, shows the first period's probe of it from
+    where the switch starts it (SETTLE steps early) to the period's end."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    S = threads.SideSwitch
+    script = Path(__file__).resolve().parents[1] / "bench" / "side_probe.py"
+    proc = subprocess.run([sys.executable, str(script), "--data-dir", str(fashion_dir), "--epochs", "2", "--start-off"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.startswith("784-10-10, epochs (s): ") and "flips (step, side core before -> after):" in out
+    start = S.PERIOD - S.PROBE - S.SETTLE
+    assert f"side core off as the rule (1 periods), the probe from step {start}:" in out
+    steps = [int(item.split(":")[0]) for item in out.split(f"step {start}:\n")[1].split("(step")[0].split()]
+    assert steps == list(range(start - S.PROBE, S.PERIOD))  # the compared steps before it, then the probe
