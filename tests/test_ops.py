@@ -559,11 +559,14 @@ def dense_step_expected(X, y, Ws, bs, smoothing, masks=()):
 
 
 # The CPU's paths: one Numba call between the first layer's GEMMs (small later layers), BLAS between
-# small kernels (wide ones: 70·80 + 80·6 and 20·300 + 300·5 multiply-adds), the first GEMM
-# feature-major (96, 70 units) or transposed after it (fewer units; from 10 in cpu._rows_matmul, here 10,
-# 11 and 16 with rows and columns left over), and no hidden layer (7 outputs on BLAS, 13 in the kernel).
+# small kernels (wide ones: 70·80 + 80·6, 20·300 + 300·5 and 601·7 multiply-adds; without dropout and
+# from cpu.FUSED_LOGITS_MIN units the narrow output layer's GEMM in the last hidden layer's ReLU kernel,
+# 300 and 601 units, 601 leaving one over four), the
+# first GEMM feature-major (96, 70, 601 units) or transposed after it (fewer units; from 10 in
+# cpu._rows_matmul, here 10, 11 and 16 with rows and columns left over), and no hidden layer (7 outputs
+# on BLAS, 13 in the kernel).
 DENSE_SHAPES = [((784, 10, 10), 128), ((20, 7), 5), ((30, 16, 8, 4), 33), ((12, 10, 3), 1), ((50, 96, 8), 17),
-                ((40, 70, 80, 6), 9), ((30, 20, 300, 5), 6), ((25, 13), 7), ((9, 11, 4), 6)]
+                ((40, 70, 80, 6), 9), ((30, 20, 300, 5), 6), ((30, 601, 7), 5), ((25, 13), 7), ((9, 11, 4), 6)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

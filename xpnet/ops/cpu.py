@@ -322,6 +322,35 @@ if AVAILABLE:
             db[k] = s
 
     @_gemm_jit
+    def _fm_bias_relu_logits(ZT, b, HT, W, LT, zero):
+        # _fm_bias_relu on the last hidden layer (n, m) and, while its rows are in L1, the logits
+        # LT = W @ HT for a narrow W (at most NARROW rows): one pass over the layer instead of two.
+        # Four units at a time, so each logit row is loaded and stored once per four units.
+        nc, m, n = W.shape[0], ZT.shape[1], ZT.shape[0]
+        for c in range(nc):
+            for i in range(m):
+                LT[c, i] = zero
+        for k in range(0, n, 4):
+            q = min(4, n - k)
+            for r in range(k, k + q):
+                br = b[r]
+                for i in range(m):
+                    z = ZT[r, i] + br
+                    ZT[r, i] = z
+                    HT[r, i] = zero if z < zero else z
+            if q == 4:
+                for c in range(nc):
+                    w0, w1, w2, w3 = W[c, k], W[c, k + 1], W[c, k + 2], W[c, k + 3]
+                    for i in range(m):
+                        LT[c, i] += w0 * HT[k, i] + w1 * HT[k + 1, i] + w2 * HT[k + 2, i] + w3 * HT[k + 3, i]
+            else:
+                for r in range(k, n):
+                    for c in range(nc):
+                        w = W[c, r]
+                        for i in range(m):
+                            LT[c, i] += w * HT[r, i]
+
+    @_gemm_jit
     def _fm_matmul(AT, W, ZT, zero):
         # ZT = W @ AT on feature-major layers: row j of ZT accumulates W[j, k] * AT[k] over k, SIMD
         # over the samples (multiply-adds contracted into FMAs, as a BLAS does).
@@ -483,6 +512,11 @@ FEATURE_MAJOR_MIN = 64
 # a (1024, 10) product much faster than a (10, 1024) one, and as fast at 256 or 64 inputs
 # (bench/results/cpu-2core-2026-11-30-dense/).
 NARROW = 16
+# From this many units in the last hidden layer (and a NARROW output), without dropout, the middle's
+# BLAS path computes the logits in the hidden layer's bias-and-ReLU kernel (_fm_bias_relu_logits), one
+# pass over the layer instead of two: the step took 0.98-0.99x at 512 and 1024 units, 1.005x at 64,
+# where the layer fits in L1 (bench/results/cpu-2core-2026-12-01-logits/).
+FUSED_LOGITS_MIN = 256
 # The first layer's GEMM X @ W0.T with at least this many units (and fewer than FEATURE_MAJOR_MIN)
 # runs in a Numba kernel (_rows_matmul) where the BLAS policy never splits it: on one thread
 # OpenBLAS's packed GEMM takes up to twice the kernel's time (at 10 units); with fewer units its
@@ -573,17 +607,25 @@ def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, D, U,
     v = reference.dense_views(params, grads, sizes, m, Z, H, dA, D if drop else None, U if drop else None)
     L = len(v.W)
     inputs = v.D if drop else v.H  # each later layer's input, (m, n) views of feature-major blocks
+    logits_t = G.reshape(G.shape[1], m)  # G's memory, written only after the logits
+    # Without dropout, a narrow output layer's GEMM rides along a wide last hidden layer's bias and ReLU.
+    fused = (L >= 2 and not drop and G.shape[1] <= NARROW and int(sizes[-2]) >= FUSED_LOGITS_MIN
+             and not (L == 2 and rows_first))
     for l in range(L - 1):
         if l == 0 and rows_first:
             _fm_from_rows(v.dA[0].T.reshape(m, -1), v.b[0], v.Z[0].T, v.H[0].T, zero)
         else:
             if l > 0:
                 matmul(v.W[l], inputs[l - 1].T, v.Z[l].T)
+            if fused and l == L - 2:
+                threads.one_thread_next()  # no GEMM call here to start a waiting side job
+                _fm_bias_relu_logits(v.Z[l].T, v.b[l], v.H[l].T, v.W[-1], logits_t, zero)
+                continue
             _fm_bias_relu(v.Z[l].T, v.b[l], v.H[l].T, zero)
         if drop:
             _fm_dropout(v.H[l].T, v.D[l].T, v.U[l].T, streams[l], thr, keep, zero)
-    logits_t = G.reshape(G.shape[1], m)  # G's memory, written only after this
-    matmul(v.W[-1], inputs[-1].T, logits_t)
+    if not fused:
+        matmul(v.W[-1], inputs[-1].T, logits_t)
     _transpose(logits_t, v.Z[-1])
     _dense_output(v.Z[-1], v.b[-1], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
     _bias_grad(G, v.db[-1])
