@@ -600,7 +600,8 @@ _NO_STREAMS = np.empty(0, dtype=np.uint64)
 def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, D, U, streams, thr, keep, G, loss_rows,
                        loss_acc, correct_acc, t, scale, smoothing):
     """:func:`_dense_middle` for wide later layers (two or more layers): their GEMMs on BLAS,
-    feature-major (``Z_l = W_l @ A``, ``dW_l = dZ_l @ A.T``, ``dA = W_l.T @ dZ_l``)."""
+    feature-major (``Z_l = W_l @ A``, ``dW_l = dZ_l @ A.T``, ``dA = W_l.T @ dZ_l``), but for the logits
+    of a narrow output layer after a wide hidden one without dropout (:data:`FUSED_LOGITS_MIN`)."""
     zero = scale - scale
     m = G.shape[0]
     drop = streams.size > 0
