@@ -54,7 +54,12 @@ def main() -> None:
     print(f"784-{args.hidden.replace(',', '-')}-10, epochs (s): {epochs}")
     flips = [(n, before, after) for n, (_, _, before, after) in enumerate(steps) if before != after]
     print("flips (step, side core before -> after):", flips or "none")
-    first = Switch.PERIOD - 2 * Switch.PROBE - Switch.SETTLE
+    probe_start = {}  # by rule: where the switch starts its probe
+    for rule in (True, False):
+        switch = Switch()
+        switch.on = rule
+        probe_start[rule] = switch._probe_start()
+    first = min(probe_start.values()) - Switch.PROBE
     times = defaultdict(list)
     for i, seconds, rule, _ in steps:
         if i >= first:
@@ -63,7 +68,7 @@ def main() -> None:
         row = [(i, statistics.median(times[rule, i])) for i in range(first, Switch.PERIOD) if times[rule, i]]
         if row:
             print(f"\nside core {'on' if rule else 'off'} as the rule ({len(times[rule, first])} periods), "
-                  f"the probe from step {Switch.PERIOD - Switch.PROBE - (0 if rule else Switch.SETTLE)}:")
+                  f"the probe from step {probe_start[rule]}:")
             print(" ".join(f"{i}:{us:.0f}" for i, us in row), "(step: median µs)")
 
 

@@ -332,12 +332,7 @@ if AVAILABLE:
                 LT[c, i] = zero
         for k in range(0, n, 4):
             q = min(4, n - k)
-            for r in range(k, k + q):
-                br = b[r]
-                for i in range(m):
-                    z = ZT[r, i] + br
-                    ZT[r, i] = z
-                    HT[r, i] = zero if z < zero else z
+            _fm_bias_relu(ZT[k : k + q], b[k : k + q], HT[k : k + q], zero)
             if q == 4:
                 for c in range(nc):
                     w0, w1, w2, w3 = W[c, k], W[c, k + 1], W[c, k + 2], W[c, k + 3]
@@ -610,8 +605,7 @@ def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, D, U,
     inputs = v.D if drop else v.H  # each later layer's input, (m, n) views of feature-major blocks
     logits_t = G.reshape(G.shape[1], m)  # G's memory, written only after the logits
     # Without dropout, a narrow output layer's GEMM rides along a wide last hidden layer's bias and ReLU.
-    fused = (L >= 2 and not drop and G.shape[1] <= NARROW and int(sizes[-2]) >= FUSED_LOGITS_MIN
-             and not (L == 2 and rows_first))
+    fused = not drop and G.shape[1] <= NARROW and int(sizes[-2]) >= FUSED_LOGITS_MIN and not (L == 2 and rows_first)
     for l in range(L - 1):
         if l == 0 and rows_first:
             _fm_from_rows(v.dA[0].T.reshape(m, -1), v.b[0], v.Z[0].T, v.H[0].T, zero)

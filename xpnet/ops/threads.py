@@ -498,10 +498,11 @@ class SideSwitch:
     machine drifts): when the probe was faster (median, by :attr:`MARGIN`), the other way becomes the
     rule. A probe of the side core after a period without it runs :attr:`SETTLE` steps longer, not
     compared: the idle side core's first jobs start late, and counted they bias the comparison against
-    it (bench/results/cpu-2core-2026-12-01-rerun/). Probing costs little: a few steps in hundreds. Nothing computed depends on it. The caller asks :meth:`use` before each step and
-    :meth:`record` each step's time and whether its batch was gathered ahead. Steps count by what
-    happened (no side job where no core was free), and a comparison in which either way has fewer than
-    half a probe's steps decides nothing."""
+    it (bench/results/cpu-2core-2026-12-01-rerun/). Probing costs little: a few steps in hundreds.
+    Nothing computed depends on it. The caller asks :meth:`use` before each step and :meth:`record`
+    each step's time and whether its batch was gathered ahead. Steps count by what happened (no side
+    job where no core was free), and a comparison in which either way has fewer than half a probe's
+    steps decides nothing."""
 
     PERIOD = 512
     PROBE = 16
