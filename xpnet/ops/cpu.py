@@ -64,17 +64,22 @@ if AVAILABLE:
     _jit = numba.njit(cache=True, fastmath=False, nogil=True)
     _pjit = numba.njit(cache=True, fastmath=False, parallel=True, nogil=True)
 
+    @numba.njit(inline="always", error_model="numpy")
+    def _adam_one(p, g, m, v, i, lr_t, b1, c1, b2, c2, eps, inv_sqrt_bc2):
+        # One parameter's update, the body of both Adam kernels (inlined: each stays one vectorised loop).
+        gi = g[i]
+        mi = b1 * m[i] + c1 * gi
+        vi = b2 * v[i] + c2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        p[i] -= lr_t * (mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps))
+
     @_pjit
     def _adam(p, g, m, v, lr_t, b1, c1, b2, c2, eps, inv_sqrt_bc2):
         # A flat prange, which Numba lowers with NumPy's error model, so the body is vectorised
         # (as _adam_serial's; a chunked prange calling a serial loop was not).
         for i in numba.prange(p.shape[0]):
-            gi = g[i]
-            mi = b1 * m[i] + c1 * gi
-            vi = b2 * v[i] + c2 * (gi * gi)
-            m[i] = mi
-            v[i] = vi
-            p[i] -= lr_t * (mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps))
+            _adam_one(p, g, m, v, i, lr_t, b1, c1, b2, c2, eps, inv_sqrt_bc2)
 
     @numba.njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
     def _adam_serial(p, g, m, v, lr_t, b1, c1, b2, c2, eps, inv_sqrt_bc2):
@@ -82,12 +87,7 @@ if AVAILABLE:
         # launch, no worker to wake). error_model="numpy" (x/0 gives inf or NaN, as NumPy and the
         # parfor body do): Python's model tests every divisor, and the loop then is not vectorised.
         for i in range(p.shape[0]):
-            gi = g[i]
-            mi = b1 * m[i] + c1 * gi
-            vi = b2 * v[i] + c2 * (gi * gi)
-            m[i] = mi
-            v[i] = vi
-            p[i] -= lr_t * (mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps))
+            _adam_one(p, g, m, v, i, lr_t, b1, c1, b2, c2, eps, inv_sqrt_bc2)
 
     @_jit
     def _bias_relu_forward(Z, b, A, zero):
