@@ -641,6 +641,34 @@ def test_rows_matmul_kernel_is_the_product(rng, dtype, m, n, k):
     close(R, X.astype(np.float64) @ W.astype(np.float64).T, dtype, terms=k)
 
 
+
+# (units, samples, outputs): blocks of four units with even and odd outputs, units left over (1-3), and
+# outputs in passes of eight, four, two and one (13 = 8 + 4 + 1, 7 = 4 + 2 + 1, 16 = 8 + 8).
+FM_SHAPES = [(12, 128, 10), (11, 5, 13), (6, 3, 1), (9, 7, 7), (4, 1, 16), (3, 2, 2)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, m, c", FM_SHAPES)
+@pytest.mark.parametrize("masked", [False, True])
+def test_feature_major_kernels_are_the_products(rng, dtype, n, m, c, masked):
+    """The one-call middle's GEMM kernels, every block and leftover: ``_fm_matmul`` (ZT = W @ AT)
+    and ``_fm_backward`` (dW, the masked dA and its row sums) against float64 maths."""
+    pytest.importorskip("numba")
+    from xpnet.ops import cpu
+
+    AT, ZT = rng.standard_normal((n, m)).astype(dtype), rng.standard_normal((n, m)).astype(dtype)
+    W, dZT = rng.standard_normal((c, n)).astype(dtype), rng.standard_normal((c, m)).astype(dtype)
+    U = ((rng.random((n, m)) < 0.7) / 0.7).astype(dtype) if masked else np.empty((0, 0), dtype)
+    out = np.full((c, m), np.nan, dtype)
+    cpu._fm_matmul(AT, W, out, dtype(0))
+    close(out, W.astype(np.float64) @ AT, dtype, terms=n)
+    dW, dAT, db = np.full((c, n), np.nan, dtype), np.full((n, m), np.nan, dtype), np.full(n, np.nan, dtype)
+    cpu._fm_backward(dZT, AT, W, dW, dAT, U, ZT, db, dtype(0))
+    dA = (W.T.astype(np.float64) @ dZT) * (U if masked else 1.0) * (ZT > 0)
+    close(dW, dZT.astype(np.float64) @ AT.T, dtype, terms=m)
+    close(dAT, dA, dtype, terms=c)
+    close(db, dA.sum(axis=1), dtype, terms=c * m)
+
 def test_dense_step_fits_float_networks_with_numba_only():
     from xpnet.ops import cpu
 

@@ -347,35 +347,125 @@ if AVAILABLE:
 
     @_gemm_jit
     def _fm_matmul(AT, W, ZT, zero):
-        # ZT = W @ AT on feature-major layers: row j of ZT accumulates W[j, k] * AT[k] over k, SIMD
-        # over the samples (multiply-adds contracted into FMAs, as a BLAS does).
+        # ZT = W @ AT on feature-major layers: row j of ZT accumulates W[j, k] * AT[k] over k, four
+        # inputs per pass over the row (it is loaded and stored once per four multiply-adds), SIMD
+        # over the samples (contracted into FMAs, as a BLAS does).
+        n = W.shape[1]
+        n4 = n - n % 4
         for j in range(W.shape[0]):
             for i in range(AT.shape[1]):
                 ZT[j, i] = zero
-            for k in range(W.shape[1]):
+            for k in range(0, n4, 4):
+                w0, w1, w2, w3 = W[j, k], W[j, k + 1], W[j, k + 2], W[j, k + 3]
+                for i in range(AT.shape[1]):
+                    ZT[j, i] += w0 * AT[k, i] + w1 * AT[k + 1, i] + w2 * AT[k + 2, i] + w3 * AT[k + 3, i]
+            for k in range(n4, n):
                 w = W[j, k]
                 for i in range(AT.shape[1]):
                     ZT[j, i] += w * AT[k, i]
 
     @_gemm_jit
-    def _fm_backward(dZT, AT, W, dW, dAT, UpT, ZpT, dbp, zero):
-        # dW = dZT @ AT.T (dot products over the samples, reassociated into SIMD lanes as a BLAS
-        # orders its sums its own way), dAT = (W.T @ dZT) * UpT * (ZpT > 0), dbp = row sums of dAT.
-        m = dZT.shape[1]
-        for j in range(W.shape[0]):
-            for k in range(W.shape[1]):
+    def _fm_weight_grad_block(dZT, AT, dW, k0, q, zero):
+        # dW[:, k0 : k0 + q] = dZT @ AT[k0 : k0 + q].T, dot products over the samples: four units by
+        # two outputs per sweep when q == 4, so each load feeds two or four multiply-adds.
+        nc, m = dZT.shape
+        nc2 = nc - nc % 2 if q == 4 else 0
+        for j in range(0, nc2, 2):
+            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+            for i in range(m):
+                g, h = dZT[j, i], dZT[j + 1, i]
+                x0, x1, x2, x3 = AT[k0, i], AT[k0 + 1, i], AT[k0 + 2, i], AT[k0 + 3, i]
+                a0 += g * x0
+                a1 += g * x1
+                a2 += g * x2
+                a3 += g * x3
+                b0 += h * x0
+                b1 += h * x1
+                b2 += h * x2
+                b3 += h * x3
+            dW[j, k0], dW[j, k0 + 1], dW[j, k0 + 2], dW[j, k0 + 3] = a0, a1, a2, a3
+            dW[j + 1, k0], dW[j + 1, k0 + 1], dW[j + 1, k0 + 2], dW[j + 1, k0 + 3] = b0, b1, b2, b3
+        for j in range(nc2, nc):
+            for k in range(k0, k0 + q):
                 acc = zero
                 for i in range(m):
                     acc += dZT[j, i] * AT[k, i]
                 dW[j, k] = acc
-        for k in range(W.shape[1]):
-            for i in range(m):
-                dAT[k, i] = zero
-            for j in range(W.shape[0]):
-                w = W[j, k]
-                for i in range(m):
-                    dAT[k, i] += w * dZT[j, i]
-        _fm_relu_backward(dAT, UpT, ZpT, dbp, zero)
+
+    @_gemm_jit
+    def _fm_input_grad_row(dZT, W, k, out):
+        # out = W[:, k] @ dZT, one row of W.T @ dZT: up to eight outputs per pass over the row, so it
+        # is loaded and stored once per eight multiply-adds (the first pass assigns; a loop-invariant
+        # select there made the loops slower).
+        nc, m = dZT.shape
+        j = 0
+        while j < nc:
+            r = nc - j
+            if r >= 8:
+                w0, w1, w2, w3 = W[j, k], W[j + 1, k], W[j + 2, k], W[j + 3, k]
+                w4, w5, w6, w7 = W[j + 4, k], W[j + 5, k], W[j + 6, k], W[j + 7, k]
+                if j == 0:
+                    for i in range(m):
+                        out[i] = (w0 * dZT[j, i] + w1 * dZT[j + 1, i] + w2 * dZT[j + 2, i] + w3 * dZT[j + 3, i]
+                                  + w4 * dZT[j + 4, i] + w5 * dZT[j + 5, i] + w6 * dZT[j + 6, i] + w7 * dZT[j + 7, i])
+                else:
+                    for i in range(m):
+                        out[i] += (w0 * dZT[j, i] + w1 * dZT[j + 1, i] + w2 * dZT[j + 2, i] + w3 * dZT[j + 3, i]
+                                   + w4 * dZT[j + 4, i] + w5 * dZT[j + 5, i] + w6 * dZT[j + 6, i] + w7 * dZT[j + 7, i])
+                j += 8
+            elif r >= 4:
+                w0, w1, w2, w3 = W[j, k], W[j + 1, k], W[j + 2, k], W[j + 3, k]
+                if j == 0:
+                    for i in range(m):
+                        out[i] = w0 * dZT[j, i] + w1 * dZT[j + 1, i] + w2 * dZT[j + 2, i] + w3 * dZT[j + 3, i]
+                else:
+                    for i in range(m):
+                        out[i] += w0 * dZT[j, i] + w1 * dZT[j + 1, i] + w2 * dZT[j + 2, i] + w3 * dZT[j + 3, i]
+                j += 4
+            elif r >= 2:
+                w0, w1 = W[j, k], W[j + 1, k]
+                if j == 0:
+                    for i in range(m):
+                        out[i] = w0 * dZT[j, i] + w1 * dZT[j + 1, i]
+                else:
+                    for i in range(m):
+                        out[i] += w0 * dZT[j, i] + w1 * dZT[j + 1, i]
+                j += 2
+            else:
+                w0 = W[j, k]
+                if j == 0:
+                    for i in range(m):
+                        out[i] = w0 * dZT[j, i]
+                else:
+                    for i in range(m):
+                        out[i] += w0 * dZT[j, i]
+                j += 1
+
+    @_gemm_jit
+    def _fm_backward(dZT, AT, W, dW, dAT, UpT, ZpT, dbp, zero):
+        # dW = dZT @ AT.T, dAT = (W.T @ dZT) * UpT * (ZpT > 0), dbp = row sums of dAT: four units of
+        # the layer below at a time, while their rows are in L1 (the sums reassociated into SIMD
+        # lanes, as a BLAS orders its sums its own way).
+        drop = UpT.shape[0] > 0
+        n, m = AT.shape
+        for k0 in range(0, n, 4):
+            q = min(4, n - k0)
+            _fm_weight_grad_block(dZT, AT, dW, k0, q, zero)
+            for k in range(k0, k0 + q):
+                out = dAT[k]
+                _fm_input_grad_row(dZT, W, k, out)
+                s = zero
+                if drop:  # two loops, as in _fm_relu_backward
+                    for i in range(m):
+                        v = out[i] * UpT[k, i] if ZpT[k, i] > zero else zero
+                        out[i] = v
+                        s += v
+                else:
+                    for i in range(m):
+                        v = out[i] if ZpT[k, i] > zero else zero
+                        out[i] = v
+                        s += v
+                dbp[k] = s
 
     @_jit
     def _dense_middle(rows_first, labels, P, Gr, sizes, Zw, Hw, dAw, Dw, Uw, streams, thr, keep, G, loss_rows, loss_acc,
