@@ -271,27 +271,34 @@ if AVAILABLE:
 
     _gemm_jit = numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True)
 
+    @numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True, inline="always")
+    def _dots_4x2(A, r, B, c, zero):
+        # The dot products of rows r..r+3 of A with rows c and c+1 of B, over their last axis: each load
+        # feeds two or four multiply-adds. (a0..a3 with row c, b0..b3 with row c+1.)
+        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+        for k in range(A.shape[1]):
+            w, v = B[c, k], B[c + 1, k]
+            x0, x1, x2, x3 = A[r, k], A[r + 1, k], A[r + 2, k], A[r + 3, k]
+            a0 += x0 * w
+            a1 += x1 * w
+            a2 += x2 * w
+            a3 += x3 * w
+            b0 += x0 * v
+            b1 += x1 * v
+            b2 += x2 * v
+            b3 += x3 * v
+        return a0, a1, a2, a3, b0, b1, b2, b3
+
     @_gemm_jit
     def _rows_matmul(X, W, R, zero):
         # R = X @ W.T for a narrow W (see NARROW_ROWS_MIN): four samples by two outputs per sweep along
-        # the rows, so each load feeds two or four multiply-adds; the rows and columns left over
-        # as plain dot products. The sums reassociated into SIMD lanes, as a BLAS does.
+        # the rows (_dots_4x2); the rows and columns left over as plain dot products. The sums
+        # reassociated into SIMD lanes, as a BLAS does.
         m, n = R.shape
         m4, n2 = m - m % 4, n - n % 2
         for s in range(0, m4, 4):
             for j in range(0, n2, 2):
-                a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
-                for k in range(X.shape[1]):
-                    w, v = W[j, k], W[j + 1, k]
-                    x0, x1, x2, x3 = X[s, k], X[s + 1, k], X[s + 2, k], X[s + 3, k]
-                    a0 += x0 * w
-                    a1 += x1 * w
-                    a2 += x2 * w
-                    a3 += x3 * w
-                    b0 += x0 * v
-                    b1 += x1 * v
-                    b2 += x2 * v
-                    b3 += x3 * v
+                a0, a1, a2, a3, b0, b1, b2, b3 = _dots_4x2(X, s, W, j, zero)
                 R[s, j], R[s + 1, j], R[s + 2, j], R[s + 3, j] = a0, a1, a2, a3
                 R[s, j + 1], R[s + 1, j + 1], R[s + 2, j + 1], R[s + 3, j + 1] = b0, b1, b2, b3
         for s in range(m):
@@ -367,22 +374,11 @@ if AVAILABLE:
     @_gemm_jit
     def _fm_weight_grad_block(dZT, AT, dW, k0, q, zero):
         # dW[:, k0 : k0 + q] = dZT @ AT[k0 : k0 + q].T, dot products over the samples: four units by
-        # two outputs per sweep when q == 4, so each load feeds two or four multiply-adds.
+        # two outputs per sweep when q == 4 (_dots_4x2).
         nc, m = dZT.shape
         nc2 = nc - nc % 2 if q == 4 else 0
         for j in range(0, nc2, 2):
-            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
-            for i in range(m):
-                g, h = dZT[j, i], dZT[j + 1, i]
-                x0, x1, x2, x3 = AT[k0, i], AT[k0 + 1, i], AT[k0 + 2, i], AT[k0 + 3, i]
-                a0 += g * x0
-                a1 += g * x1
-                a2 += g * x2
-                a3 += g * x3
-                b0 += h * x0
-                b1 += h * x1
-                b2 += h * x2
-                b3 += h * x3
+            a0, a1, a2, a3, b0, b1, b2, b3 = _dots_4x2(AT, k0, dZT, j, zero)
             dW[j, k0], dW[j, k0 + 1], dW[j, k0 + 2], dW[j, k0 + 3] = a0, a1, a2, a3
             dW[j + 1, k0], dW[j + 1, k0 + 1], dW[j + 1, k0 + 2], dW[j + 1, k0 + 3] = b0, b1, b2, b3
         for j in range(nc2, nc):
