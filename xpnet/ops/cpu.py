@@ -442,26 +442,13 @@ if AVAILABLE:
         # dW = dZT @ AT.T, dAT = (W.T @ dZT) * UpT * (ZpT > 0), dbp = row sums of dAT: four units of
         # the layer below at a time, while their rows are in L1 (the sums reassociated into SIMD
         # lanes, as a BLAS orders its sums its own way).
-        drop = UpT.shape[0] > 0
-        n, m = AT.shape
+        n = AT.shape[0]
         for k0 in range(0, n, 4):
             q = min(4, n - k0)
             _fm_weight_grad_block(dZT, AT, dW, k0, q, zero)
             for k in range(k0, k0 + q):
-                out = dAT[k]
-                _fm_input_grad_row(dZT, W, k, out)
-                s = zero
-                if drop:  # two loops, as in _fm_relu_backward
-                    for i in range(m):
-                        v = out[i] * UpT[k, i] if ZpT[k, i] > zero else zero
-                        out[i] = v
-                        s += v
-                else:
-                    for i in range(m):
-                        v = out[i] if ZpT[k, i] > zero else zero
-                        out[i] = v
-                        s += v
-                dbp[k] = s
+                _fm_input_grad_row(dZT, W, k, dAT[k])
+            _fm_relu_backward(dAT[k0 : k0 + q], UpT[k0 : k0 + q], ZpT[k0 : k0 + q], dbp[k0 : k0 + q], zero)
 
     @_jit
     def _dense_middle(rows_first, labels, P, Gr, sizes, Zw, Hw, dAw, Dw, Uw, streams, thr, keep, G, loss_rows, loss_acc,
