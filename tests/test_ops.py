@@ -641,7 +641,6 @@ def test_rows_matmul_kernel_is_the_product(rng, dtype, m, n, k):
     close(R, X.astype(np.float64) @ W.astype(np.float64).T, dtype, terms=k)
 
 
-
 # (units, samples, outputs): blocks of four units with even and odd outputs, units left over (1-3), and
 # outputs in passes of eight, four, two and one (13 = 8 + 4 + 1, 7 = 4 + 2 + 1, 16 = 8 + 8).
 FM_SHAPES = [(12, 128, 10), (11, 5, 13), (6, 3, 1), (9, 7, 7), (4, 1, 16), (3, 2, 2)]
@@ -668,6 +667,7 @@ def test_feature_major_kernels_are_the_products(rng, dtype, n, m, c, masked):
     close(dW, dZT.astype(np.float64) @ AT.T, dtype, terms=m)
     close(dAT, dA, dtype, terms=c)
     close(db, dA.sum(axis=1), dtype, terms=c * m)
+
 
 def test_dense_step_fits_float_networks_with_numba_only():
     from xpnet.ops import cpu

@@ -30,10 +30,11 @@ Design notes, each measured:
   when the caller gives it, ``dense_step_transposed``); between them, one Numba kernel when the
   later layers are small (a step of a dozen small calls is mostly per-call overhead there), else
   BLAS GEMMs between small kernels.
-  The one-call kernel's GEMMs are plain loops whose sums are reassociated into SIMD lanes
-  (``fastmath`` reassoc/contract on the ``_gemm_jit`` kernels only), as a BLAS orders its sums
-  its own way. Measured at 784-1024-10 on 2 cores against the op-by-op step:
-  bench/results/cpu-2core-2026-11-30-dense/.
+  The one-call kernel's GEMMs are loops in small blocks (each row loaded and stored once per four
+  to eight multiply-adds) whose sums are reassociated into SIMD lanes (``fastmath``
+  reassoc/contract on the ``_gemm_jit`` kernels only), as a BLAS orders its sums its own way.
+  Measured at 784-1024-10 on 2 cores against the op-by-op step:
+  bench/results/cpu-2core-2026-11-30-dense/; the blocks: bench/results/cpu-2core-2026-12-01-blocks/.
 """
 
 from __future__ import annotations
@@ -271,6 +272,7 @@ if AVAILABLE:
 
     _gemm_jit = numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True)
 
+    # Inlined into its callers: as a plain call returning a tuple, they ran 6-14 % slower.
     @numba.njit(cache=True, fastmath={"reassoc", "contract"}, nogil=True, inline="always")
     def _dots_4x2(A, r, B, c, zero):
         # The dot products of rows r..r+3 of A with rows c and c+1 of B, over their last axis: each load
