@@ -331,47 +331,46 @@ if AVAILABLE:
             db[k] = s
 
     @_gemm_jit
+    def _fm_add_block(ZT, W, AT, k, q):
+        # ZT += W[:, k : k + q] @ AT[k : k + q] on feature-major layers: four inputs per pass over each
+        # output row when q == 4 (the row is loaded and stored once per four multiply-adds), else one.
+        nc, m = ZT.shape
+        if q == 4:
+            for j in range(nc):
+                w0, w1, w2, w3 = W[j, k], W[j, k + 1], W[j, k + 2], W[j, k + 3]
+                for i in range(m):
+                    ZT[j, i] += w0 * AT[k, i] + w1 * AT[k + 1, i] + w2 * AT[k + 2, i] + w3 * AT[k + 3, i]
+        else:
+            for j in range(nc):
+                for r in range(k, k + q):
+                    w = W[j, r]
+                    for i in range(m):
+                        ZT[j, i] += w * AT[r, i]
+
+    @_gemm_jit
     def _fm_bias_relu_logits(ZT, b, HT, W, LT, zero):
         # _fm_bias_relu on the last hidden layer (n, m) and, while its rows are in L1, the logits
-        # LT = W @ HT for a narrow W (at most NARROW rows): one pass over the layer instead of two.
-        # Four units at a time, so each logit row is loaded and stored once per four units.
-        nc, m, n = W.shape[0], ZT.shape[1], ZT.shape[0]
-        for c in range(nc):
-            for i in range(m):
+        # LT = W @ HT for a narrow W (at most NARROW rows): one pass over the layer instead of two,
+        # four units at a time.
+        n = ZT.shape[0]
+        for c in range(LT.shape[0]):
+            for i in range(LT.shape[1]):
                 LT[c, i] = zero
         for k in range(0, n, 4):
             q = min(4, n - k)
             _fm_bias_relu(ZT[k : k + q], b[k : k + q], HT[k : k + q], zero)
-            if q == 4:
-                for c in range(nc):
-                    w0, w1, w2, w3 = W[c, k], W[c, k + 1], W[c, k + 2], W[c, k + 3]
-                    for i in range(m):
-                        LT[c, i] += w0 * HT[k, i] + w1 * HT[k + 1, i] + w2 * HT[k + 2, i] + w3 * HT[k + 3, i]
-            else:
-                for r in range(k, n):
-                    for c in range(nc):
-                        w = W[c, r]
-                        for i in range(m):
-                            LT[c, i] += w * HT[r, i]
+            _fm_add_block(LT, W, HT, k, q)
 
     @_gemm_jit
     def _fm_matmul(AT, W, ZT, zero):
-        # ZT = W @ AT on feature-major layers: row j of ZT accumulates W[j, k] * AT[k] over k, four
-        # inputs per pass over the row (it is loaded and stored once per four multiply-adds), SIMD
-        # over the samples (contracted into FMAs, as a BLAS does).
+        # ZT = W @ AT on feature-major layers, four inputs at a time (_fm_add_block), SIMD over the
+        # samples (contracted into FMAs, as a BLAS does).
         n = W.shape[1]
-        n4 = n - n % 4
-        for j in range(W.shape[0]):
-            for i in range(AT.shape[1]):
+        for j in range(ZT.shape[0]):
+            for i in range(ZT.shape[1]):
                 ZT[j, i] = zero
-            for k in range(0, n4, 4):
-                w0, w1, w2, w3 = W[j, k], W[j, k + 1], W[j, k + 2], W[j, k + 3]
-                for i in range(AT.shape[1]):
-                    ZT[j, i] += w0 * AT[k, i] + w1 * AT[k + 1, i] + w2 * AT[k + 2, i] + w3 * AT[k + 3, i]
-            for k in range(n4, n):
-                w = W[j, k]
-                for i in range(AT.shape[1]):
-                    ZT[j, i] += w * AT[k, i]
+        for k in range(0, n, 4):
+            _fm_add_block(ZT, W, AT, k, min(4, n - k))
 
     @_gemm_jit
     def _fm_weight_grad_block(dZT, AT, dW, k0, q, zero):
