@@ -575,7 +575,12 @@ DENSE_SHAPES = [((784, 10, 10), 128), ((20, 7), 5), ((30, 16, 8, 4), 33), ((12, 
 def test_dense_step(impl, rng, dtype, sizes, m, smoothing, rate):
     if not hasattr(impl.ops, "dense_step"):
         pytest.skip(f"{impl} composes the step op by op")
-    xp = impl.xp
+    check_dense_step(impl.ops, impl.xp, rng, dtype, sizes, m, smoothing, rate)
+
+
+def check_dense_step(ops, xp, rng, dtype, sizes, m, smoothing, rate, transposed=True):
+    """``ops.dense_step`` on a random network against float64 maths (``transposed``: given ``XT``
+    where the ops read it)."""
     Ws = [rng.standard_normal((b, a)).astype(dtype) / math.sqrt(a) for a, b in zip(sizes[:-1], sizes[1:])]
     bs = [rng.standard_normal(b).astype(dtype) * 0.1 for b in sizes[1:]]
     params = np.concatenate([v for W, b in zip(Ws, bs) for v in (W.ravel(), b)])
@@ -587,8 +592,8 @@ def test_dense_step(impl, rng, dtype, sizes, m, smoothing, rate):
     G, rows = xp.empty((m, sizes[-1]), dtype), xp.empty(m, dtype)
     loss_acc, correct_acc = xp.array(np.array([0.25])), xp.array(np.array([3], np.int64))
     t = xp.array(np.array([4], np.int32))
-    XT = xp.array(np.ascontiguousarray(X.T)) if impl.ops.dense_step_transposed(sizes) else None
-    impl.ops.dense_step(xp.array(X), xp.array(y), xp.array(params), grads, sizes, Z, H, dA, G, rows, loss_acc,
+    XT = xp.array(np.ascontiguousarray(X.T)) if transposed and ops.dense_step_transposed(sizes) else None
+    ops.dense_step(xp.array(X), xp.array(y), xp.array(params), grads, sizes, Z, H, dA, G, rows, loss_acc,
                         correct_acc, t, smoothing, rate, 77, D, U, XT)
     # The masks the op-by-op step draws at step 4 (its counter before the step), layer by layer.
     masks = []
@@ -605,6 +610,25 @@ def test_dense_step(impl, rng, dtype, sizes, m, smoothing, rate):
     got = to_numpy(grads)
     np.testing.assert_allclose(got, np.concatenate([g.ravel() for g in exp_grads]),
                                rtol=1e-4 if dtype == np.float32 else 1e-9, atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+# A one-hidden-layer step split into blocks of hidden units, one per thread (cpu._dense_split), where a
+# training run's BLAS policy would split its first GEMM: 2 and 3 blocks, even and uneven (601 units in
+# 201 + 201 + 199), with and without the batch transposed.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, m", [((50, 96, 8), 17), ((30, 601, 7), 5), ((784, 128, 10), 64)])
+@pytest.mark.parametrize("parts", [2, 3])
+@pytest.mark.parametrize("smoothing, rate, transposed", [(0.0, 0.0, True), (0.1, 0.3, True), (0.1, 0.0, False)])
+def test_split_dense_step(rng, monkeypatch, dtype, sizes, m, parts, smoothing, rate, transposed):
+    pytest.importorskip("numba")
+    from xpnet.ops import cblas, cpu, threads
+
+    assert cblas.gemm_address(np.dtype(dtype).name), "NumPy's OpenBLAS gemm not found: the split step never runs"
+    monkeypatch.setattr(threads, "split_parts", lambda m, n, k: parts)
+    calls, split = [], cpu._dense_split
+    monkeypatch.setattr(cpu, "_dense_split", lambda *a: calls.append(a[0]) or split(*a))
+    check_dense_step(cpu, np, rng, dtype, sizes, m, smoothing, rate, transposed)
+    assert calls == [parts]
 
 
 def test_dense_step_reads_the_transposed_batch_where_it_says_so(rng):

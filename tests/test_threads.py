@@ -76,6 +76,38 @@ def test_policy_sets_per_gemm_and_restores(monkeypatch):
     assert lib.n == 2
 
 
+class _FakeNumba:
+    def __init__(self, n):
+        self.n = n
+
+    def get_num_threads(self):
+        return self.n
+
+    def set_num_threads(self, n):
+        self.n = n
+
+
+@pytest.mark.parametrize("numba_threads, m, n, k, expected", [
+    (2, 128, 1024, 784, 2),  # large, and Numba's loops on both cores: two parts, BLAS on one thread
+    (1, 128, 1024, 784, 1),  # Numba's loops on one thread (workers that spin): BLAS splits it as usual
+    (2, 128, 10, 784, 1),    # too small to split
+])
+def test_split_parts_where_numba_runs_on_the_gemms_threads(monkeypatch, numba_threads, m, n, k, expected):
+    """A GEMM the caller splits over Numba's threads (cpu's split dense step): as many parts as the
+    policy gives it threads, when Numba's loops run on as many; each part's BLAS call on one thread."""
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "2")
+    monkeypatch.setattr(threads, "numba_threads", lambda available: numba_threads)
+    lib, numba = _FakeBlas(2), _FakeNumba(2)
+    monkeypatch.setattr(threads, "_blas_controllers", lambda: [lib])
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setitem(threads.sys.modules, "numba", numba)
+    assert threads.split_parts(128, 1024, 784) == 1  # outside a policy: BLAS as the user set it
+    with threads.blas_policy():
+        assert threads.split_parts(m, n, k) == expected
+        assert lib.calls[-1:] == ([1] if expected > 1 else [])
+    assert lib.n == 2
+
+
 def test_ceiling_is_the_count_in_force(monkeypatch):
     monkeypatch.setenv("XPNET_BLAS_THREADS", "adaptive")
     lib = _FakeBlas(1)  # e.g. OPENBLAS_NUM_THREADS=1

@@ -29,7 +29,12 @@ Design notes, each measured:
   narrow first layer's forward GEMM: ``_rows_matmul``; a wide one's reads the batch transposed
   when the caller gives it, ``dense_step_transposed``); between them, one Numba kernel when the
   later layers are small (a step of a dozen small calls is mostly per-call overhead there), else
-  BLAS GEMMs between small kernels.
+  BLAS GEMMs between small kernels. A one-hidden-layer network whose first GEMM the BLAS policy would
+  split over threads is split by hidden units instead (``_dense_split``): each thread takes a block
+  of units through both GEMMs (one single-threaded call each into NumPy's own OpenBLAS, found by
+  :mod:`xpnet.ops.cblas`) and everything between them, so the cores meet twice a step, not at every
+  GEMM, and the middle no longer runs on one core. The step took 0.954-0.965x the time of the
+  other path at 256, 512 and 1024 units (bench/results/cpu-2core-2026-12-01-split-units/).
   The one-call kernel's GEMMs are loops in small blocks (each row loaded and stored once per four
   to eight multiply-adds) whose sums are reassociated into SIMD lanes (``fastmath``
   reassoc/contract on the ``_gemm_jit`` kernels only), as a BLAS orders its sums its own way.
@@ -43,7 +48,7 @@ import functools
 
 import numpy as np
 
-from xpnet.ops import reference, threads
+from xpnet.ops import cblas, reference, threads
 
 try:
     import numba
@@ -177,12 +182,12 @@ if AVAILABLE:
                 D[i, j] = H[i, j] * u
 
     @_jit
-    def _fm_dropout(HT, DT, UT, stream, thr, scale, zero):
-        # The same on a feature-major layer: element (i, j) of the (m, n) layer lies at [j, i].
-        n = HT.shape[0]
-        for j in range(n):
+    def _fm_dropout(HT, DT, UT, stream, thr, scale, zero, j0, n):
+        # The same on a feature-major layer: element (i, j) of the (m, n) layer lies at [j, i]. HT may
+        # be units j0.. of the layer's n (a part of the split step): the hash takes the layer's index.
+        for j in range(HT.shape[0]):
             for i in range(HT.shape[1]):
-                u = _keep(stream, i * n + j, thr, scale, zero)
+                u = _keep(stream, i * n + j0 + j, thr, scale, zero)
                 UT[j, i] = u
                 DT[j, i] = HT[j, i] * u
 
@@ -494,7 +499,7 @@ if AVAILABLE:
                     _fm_bias_relu(Z, b, H, zero)
                 if drop:
                     _fm_dropout(H, Dw[zo[l] : zo[l + 1]].reshape((n_out, m)), Uw[zo[l] : zo[l + 1]].reshape((n_out, m)),
-                                streams[l], thr, keep, zero)
+                                streams[l], thr, keep, zero, 0, n_out)
         _dense_output(Zl, P[po[L] - nL : po[L]], labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
         _bias_grad(G, Gr[po[L] - nL : po[L]])
         if L == 1:
@@ -511,6 +516,87 @@ if AVAILABLE:
             _fm_backward(dZ, Aw[zo[l - 1] : zo[l]].reshape((n_in, m)), W, dW, dA, U,
                          Zw[zo[l - 1] : zo[l]].reshape((n_in, m)), Gr[po[l] - n_in : po[l]], zero)
             dZ = dA
+
+    @intrinsic
+    def _cblas_gemm(typingctx, addr, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        # A call to the row-major CBLAS gemm at addr (cblas.gemm_address: 64-bit integers), A not
+        # transposed; a, b, c addresses. The address is an argument, so its callers stay cacheable.
+        ints = (addr, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+        if any(x != numba.types.int64 for x in ints) or alpha not in (numba.types.float32, numba.types.float64) \
+                or beta != alpha:
+            return None
+        sig = numba.types.void(addr, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+        def codegen(context, builder, sig, args):
+            i32, i64, i8p = llvm_ir.IntType(32), llvm_ir.IntType(64), llvm_ir.IntType(8).as_pointer()
+            real = context.get_value_type(sig.args[5])
+            fnty = llvm_ir.FunctionType(llvm_ir.VoidType(),
+                                        [i32, i32, i32, i64, i64, i64, real, i8p, i64, i8p, i64, real, i8p, i64])
+            fn = builder.inttoptr(args[0], fnty.as_pointer())
+            ptrs = {i: builder.inttoptr(args[i], i8p) for i in (6, 8, 11)}
+            builder.call(fn, [llvm_ir.Constant(i32, cblas.ROW_MAJOR), llvm_ir.Constant(i32, cblas.NO_TRANS),
+                              builder.trunc(args[1], i32), args[2], args[3], args[4], args[5], ptrs[6], args[7],
+                              ptrs[8], args[9], args[10], ptrs[11], args[12]])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @_jit
+    def _blas_gemm(addr, A, B, C, trans_b, one, zero):
+        # C = A @ B (B.T when trans_b) through NumPy's BLAS on this thread (the caller's loop is the
+        # split): row-major views whose rows are contiguous.
+        _cblas_gemm(np.int64(addr), np.int64(cblas.TRANS if trans_b else cblas.NO_TRANS), np.int64(C.shape[0]),
+                    np.int64(C.shape[1]), np.int64(A.shape[1]), one, np.int64(A.ctypes.data),
+                    np.int64(A.strides[0] // A.itemsize), np.int64(B.ctypes.data), np.int64(B.strides[0] // B.itemsize),
+                    zero, np.int64(C.ctypes.data), np.int64(C.strides[0] // C.itemsize))
+
+    @_pjit
+    def _dense_split(parts, gemm, X, B, trans_b, labels, P, Gr, n1, Zw, Hw, dAw, Dw, Uw, streams, thr, keep, G,
+                     loss_rows, loss_acc, correct_acc, t, scale, smoothing):
+        # The dense step of a one-hidden-layer network (feature-major, reference.dense_views), its hidden
+        # units split into `parts` blocks, one per thread. Each block's part of the first layer's GEMMs is
+        # one BLAS call (gemm: cblas.gemm_address) on its own thread, next to its bias, ReLU (dropout),
+        # share of the logits and backward: two parallel loops instead of a parallel GEMM, a serial middle
+        # and another parallel GEMM. Between them, on this thread: the logits (the blocks' sums in
+        # order), softmax-CE and metrics. B is X.T (C-contiguous) or, with trans_b, X itself.
+        m, n0 = X.shape
+        nc = G.shape[1]
+        zero = scale - scale
+        one = scale / scale  # 1 in the dtype (scale is 1/m)
+        drop = streams.shape[0] > 0
+        w0, w1, w2 = n1 * n0, n1 * n0 + n1, n1 * n0 + n1 + nc * n1
+        W0, b0, W1, b1 = P[:w0].reshape((n1, n0)), P[w0:w1], P[w1:w2].reshape((nc, n1)), P[w2:]
+        dW0, db0, dW1, db1 = Gr[:w0].reshape((n1, n0)), Gr[w0:w1], Gr[w1:w2].reshape((nc, n1)), Gr[w2:]
+        h = m * n1
+        Z, H, dA = Zw[:h].reshape((n1, m)), Hw[:h].reshape((n1, m)), dAw[:h].reshape((n1, m))
+        A = Dw[:h].reshape((n1, m)) if drop else H  # the output layer's input
+        U = Uw[:h].reshape((n1, m)) if drop else np.empty((0, m), dtype=G.dtype)  # no rows: no mask
+        Zl = Zw[h : h + m * nc].reshape((m, nc))
+        LT = np.empty((parts, nc, m), dtype=G.dtype)
+        size = (n1 + parts - 1) // parts
+        for p in numba.prange(parts):
+            r0, r1 = min(p * size, n1), min((p + 1) * size, n1)
+            _blas_gemm(gemm, W0[r0:r1], B, Z[r0:r1], trans_b, one, zero)
+            if drop:
+                _fm_bias_relu(Z[r0:r1], b0[r0:r1], H[r0:r1], zero)
+                _fm_dropout(H[r0:r1], A[r0:r1], U[r0:r1], streams[0], thr, keep, zero, r0, n1)
+                _fm_matmul(A[r0:r1], W1[:, r0:r1], LT[p], zero)
+            else:
+                _fm_bias_relu_logits(Z[r0:r1], b0[r0:r1], H[r0:r1], W1[:, r0:r1], LT[p], zero)
+        for c in range(nc):
+            for i in range(m):
+                s = LT[0, c, i]
+                for p in range(1, parts):
+                    s += LT[p, c, i]
+                Zl[i, c] = s
+        _dense_output(Zl, b1, labels, G, loss_rows, loss_acc, correct_acc, t, scale, smoothing)
+        _bias_grad(G, db1)
+        dZ = np.empty((nc, m), dtype=G.dtype)
+        _transpose(G, dZ)
+        for p in numba.prange(parts):
+            r0, r1 = min(p * size, n1), min((p + 1) * size, n1)
+            _fm_backward(dZ, A[r0:r1], W1[:, r0:r1], dW1[:, r0:r1], dA[r0:r1], U[r0:r1], Z[r0:r1], db0[r0:r1], zero)
+            _blas_gemm(gemm, dA[r0:r1], X, dW0[r0:r1], False, one, zero)
 
 
 def _adam_threads() -> int:
@@ -593,6 +679,11 @@ FUSED_LOGITS_MIN = 256
 NARROW_ROWS_MIN = 10
 
 
+# A one-hidden-layer network's step is split into blocks of at least this many hidden units, one per
+# thread (_dense_split), where the BLAS policy would give its first GEMM more than one thread.
+SPLIT_MIN_UNITS = 4
+
+
 def dense_step_fits(sizes, m, dtype) -> bool:
     """True for ReLU networks in a float dtype, with Numba."""
     return AVAILABLE and np.dtype(dtype) in _FLOATS
@@ -618,7 +709,8 @@ def dense_step_transposed(sizes) -> bool:
 def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc, correct_acc, t, smoothing=0.0,
                dropout_rate=0.0, seed=0, D=None, U=None, XT=None):
     """The reference's dense step in its buffer layout: the first layer's two GEMMs on BLAS, and
-    between them one Numba kernel for small later layers, or BLAS and small kernels for wide ones."""
+    between them one Numba kernel for small later layers, or BLAS and small kernels for wide ones;
+    one hidden layer split by units over the threads the BLAS policy gives its GEMMs (``_dense_split``)."""
     labels = np.asarray(labels)
     sizes = tuple(sizes)
     m = X.shape[0]
@@ -636,6 +728,20 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
     n0, n1, L = int(sizes[0]), int(sizes[1]), len(sizes) - 1
     W0, dW0 = params[: n1 * n0].reshape(n1, n0), grads[: n1 * n0].reshape(n1, n0)
     dt = X.dtype.type
+    if dropout_rate and L > 1:  # masks drawn at step t, before step_metrics advances it (as the op-by-op step)
+        step = reference._count(t)
+        streams = np.array([reference.dropout_stream(seed, step, l) for l in range(L - 1)], dtype=np.uint64)
+        thr, keep = np.uint64(reference.dropout_threshold(dropout_rate)), dt(1.0 / (1.0 - dropout_rate))
+    else:  # no streams: the kernels never read D, U (any array of the dtype stands in)
+        D = U = H
+        streams, thr, keep = _NO_STREAMS, np.uint64(0), dt(1.0)
+    gemm = cblas.gemm_address(X.dtype.name) if L == 2 and not rows_first else 0
+    parts = min(threads.split_parts(m, n1, n0), n1 // SPLIT_MIN_UNITS) if gemm else 1
+    if parts > 1:
+        transposed = XT is not None and _fast(X, XT) and XT.shape == (n0, m)
+        _dense_split(parts, gemm, X, XT if transposed else X, not transposed, labels, params, grads, n1, Z, H, dA, D,
+                     U, streams, thr, keep, G, loss_rows, loss_acc, correct_acc, t, dt(1.0 / m), dt(smoothing))
+        return loss_rows
     if rows_first:  # the logits (no hidden layer), or into dA's first block, scratch until the backward
         R = (Z if L == 1 else dA)[: m * n1].reshape(m, n1)
         if n1 >= NARROW_ROWS_MIN and threads.never_split(m, n1, n0):
@@ -647,13 +753,6 @@ def dense_step(X, labels, params, grads, sizes, Z, H, dA, G, loss_rows, loss_acc
         matmul(W0, XT, Z[: m * n1].reshape(n1, m))
     else:
         matmul(W0, X, Z[: m * n1].reshape(n1, m), trans_b=True)
-    if dropout_rate and L > 1:  # masks drawn at step t, before step_metrics advances it (as the op-by-op step)
-        step = reference._count(t)
-        streams = np.array([reference.dropout_stream(seed, step, l) for l in range(L - 1)], dtype=np.uint64)
-        thr, keep = np.uint64(reference.dropout_threshold(dropout_rate)), dt(1.0 / (1.0 - dropout_rate))
-    else:  # no streams: the kernels never read D, U (any array of the dtype stands in)
-        D = U = H
-        streams, thr, keep = _NO_STREAMS, np.uint64(0), dt(1.0)
     middle(rows_first, labels, params, grads, sizes_arr, Z, H, dA, D, U, streams, thr, keep, G, loss_rows, loss_acc,
            correct_acc, t, dt(1.0 / m), dt(smoothing))
     if L == 1:
@@ -692,7 +791,7 @@ def _dense_middle_blas(rows_first, labels, params, grads, sizes, Z, H, dA, D, U,
                 continue
             _fm_bias_relu(v.Z[l].T, v.b[l], v.H[l].T, zero)
         if drop:
-            _fm_dropout(v.H[l].T, v.D[l].T, v.U[l].T, streams[l], thr, keep, zero)
+            _fm_dropout(v.H[l].T, v.D[l].T, v.U[l].T, streams[l], thr, keep, zero, 0, v.H[l].shape[1])
     if not fused:
         matmul(v.W[-1], inputs[-1].T, logits_t)
     _transpose(logits_t, v.Z[-1])

@@ -23,7 +23,8 @@ its weights depend on the load. Modes, chosen by ``XPNET_BLAS_THREADS``:
   weights then depend on the load.
 * a number ``N``: at most ``N`` cores, whatever the load (e.g. to repeat a recorded run).
 
-threadpoolctl sets the counts.
+threadpoolctl sets the counts. A caller may split a GEMM over Numba's threads itself, one BLAS call
+on one thread per part (:func:`split_parts`: the CPU ops' step of a one-hidden-layer network).
 
 Idle workers: OpenBLAS's idle workers spin for about 0.1 s after each GEMM (2^28 cycles), and by
 default OpenMP's (Numba's parallel Adam) spin too, each on the core the other pool needs next. So Adam runs on one
@@ -302,25 +303,39 @@ class _Policy:
         if self.numba is not None:
             self.numba.set_num_threads(numba_threads(min(self.cores or 1, self.numba_ceiling)))
 
-    def before_gemm(self, m: int, n: int, k: int) -> None:
+    def _want(self, m: int, n: int, k: int) -> int:
+        """The threads for this GEMM (the run mode's one look at its first large GEMM)."""
         if self.cores is None and gemm_threads(m, n, k, self.usable, 0.0) > 1:
-            self.cores = free_cores(self.usable)  # the run mode's one look, at its first large GEMM
+            self.cores = free_cores(self.usable)
             self._set_numba_threads()
             if self.side:  # decided on an earlier look: a core another program took since is not free
                 self.side = self.cores >= 2
         if self.cores is None or self.cores < 2:
-            want = 1
-        else:
-            others = self.load.others() if self.load is not None else 0.0
-            want = gemm_threads(m, n, k, self.cores, others)
-        if want > 1:
-            self.claim()
-        elif self.pending is not None:
-            self.start_pending()
+            return 1
+        others = self.load.others() if self.load is not None else 0.0
+        return gemm_threads(m, n, k, self.cores, others)
+
+    def _set_blas_threads(self, want: int) -> None:
         if want != self.current:
             for lib in self.controllers:
                 lib.set_num_threads(want)
             self.current = want
+
+    def before_gemm(self, m: int, n: int, k: int) -> None:
+        want = self._want(m, n, k)
+        if want > 1:
+            self.claim()
+        elif self.pending is not None:
+            self.start_pending()
+        self._set_blas_threads(want)
+
+    def split_parts(self, m: int, n: int, k: int) -> int:
+        want = self._want(m, n, k)
+        if want < 2 or self.numba is None or self.numba.get_num_threads() < want:
+            return 1
+        self.claim()
+        self._set_blas_threads(1)
+        return want
 
     # ---------------------------------------------------------------- the side core
     def side_core_free(self) -> bool:
@@ -401,6 +416,14 @@ def before_gemm(m: int, n: int, k: int) -> None:
     """Set the BLAS thread count for the next ``(m × k) @ (k × n)`` GEMM; nothing outside :func:`blas_policy`."""
     if _active is not None:
         _active.before_gemm(m, n, k)
+
+
+def split_parts(m: int, n: int, k: int) -> int:
+    """Into how many parts a caller's own parallel loop may split an ``(m × k) @ (k × n)`` GEMM, each
+    part one BLAS call on one thread: the threads the policy gives this GEMM, when Numba's loops run on
+    as many (:func:`numba_threads`). Then BLAS is set to one thread and a running side job has
+    finished. 1 (BLAS as usual) outside :func:`blas_policy`."""
+    return _active.split_parts(m, n, k) if _active is not None else 1
 
 
 def one_thread_next() -> None:
