@@ -28,7 +28,7 @@ done
 mkdir -p .data/mnist
 for f in $files; do install -m 0644 "$data_dir/$f" .data/mnist/; done
 
-# The versions checked against the image (../shared/notes/gpu-review.md §1A #1): nvmath-python 1.0.0
+# The versions checked against the device image (the GPU review notes, §1A #1): nvmath-python 1.0.0
 # needs cuda-core >= 0.5 and cuda-pathfinder >= 1.5.1, newer than the image's may be.
 wheels="nvmath-python==1.0.0 cuda-core==1.2.2 cuda-pathfinder==1.9.1 cuda-bindings==13.5.0"
 rm -rf .whl && mkdir -p .whl

@@ -22,7 +22,7 @@ from xpnet.errors import ChecksumError, DataError, DownloadError
 
 LABELS = "t10k-labels-idx1-ubyte.gz"
 IMAGES = "t10k-images-idx3-ubyte.gz"
-# From /work/shared/data/README.md (the published checksums of the canonical files).
+# The published checksums of the canonical MNIST test files.
 MD5 = {IMAGES: "9fb629c4189551a2d022fa330f9573f3", LABELS: "ec29112dd5afa0611ce80d1b7f02629c"}
 SHA256 = {IMAGES: "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
           LABELS: "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"}
