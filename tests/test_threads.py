@@ -362,11 +362,13 @@ def test_a_side_job_waits_for_a_one_thread_gemm_and_ends_before_a_split_one(monk
         threads.before_gemm(128, 1024, 784)  # a split GEMM: the job has ended before it returns
         assert ran == [("a", "xpnet-side")] and policy.running is None
         handle.wait()  # already done: returns at once
+        assert handle.ran_beside
         second = threads.beside(job, "b")
         assert second is not None and threads.beside(job, "c") is None  # one at a time: the caller does it
         go.set()
         second.wait()
         assert ran[-1] == ("b", "MainThread")  # never started (no one-thread GEMM came): ran in the waiter
+        assert not second.ran_beside
     assert "xpnet-side" not in [t.name for t in threading.enumerate()]  # the worker ends with the policy
 
 

@@ -462,6 +462,11 @@ class SideJob:
         self._done.acquire()
         self._done.release()
 
+    @property
+    def ran_beside(self) -> bool:
+        """Whether the side core ran it (False: it never started, and :meth:`wait` runs it here)."""
+        return self._started
+
     def wait(self) -> None:
         """Finish the job (here, if it never started) and raise its error, if it had one."""
         if self._waited:

@@ -197,7 +197,7 @@ class Trainer:
         # so they round like one uninterrupted run. None until chosen.
         self.blas_cores: int | None = None
         self._blas = None  # the BLAS policy while run() is active
-        self.gathered_ahead = 0  # batches gathered on the side core (CPU; for benchmarks' records)
+        self.gathered_ahead = 0  # batches the side core gathered (CPU; for benchmarks' records)
         self.side_switch = threads.SideSwitch()  # whether gathering ahead pays off on this machine now
 
     # ------------------------------------------------------------------ data order
@@ -298,7 +298,7 @@ class Trainer:
         if t != int(S.counters.t[0]) or rows != m:
             return False
         S.spare, (S.Xb, S.yb, S.XT) = (S.Xb, S.yb, S.XT), S.spare
-        self.gathered_ahead += 1
+        self.gathered_ahead += job.ran_beside  # not one that found no one-thread moment to start in (a split step)
         return True
 
     def _settle(self) -> None:
