@@ -631,6 +631,35 @@ def test_split_dense_step(rng, monkeypatch, dtype, sizes, m, parts, smoothing, r
     assert calls == [parts]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_blas_gemm_from_numba_is_numpys_product(rng, dtype, trans_b):
+    """The split step's GEMM: NumPy's own OpenBLAS called from a Numba kernel, on views whose rows are
+    strided (the leading dimensions passed on), against float64 maths."""
+    pytest.importorskip("numba")
+    from xpnet.ops import cblas, cpu
+
+    gemm = cblas.gemm_address(np.dtype(dtype).name)
+    assert gemm
+    A = rng.standard_normal((9, 40)).astype(dtype)[:, 3:33]  # (9, 30), rows 40 apart
+    B = rng.standard_normal((30, 50)).astype(dtype)[:, :7] if not trans_b else rng.standard_normal((7, 45)).astype(dtype)[:, 5:35]
+    C = np.full((12, 20), np.nan, dtype)[2:11, 4:11]
+    cpu._blas_gemm(gemm, A, B, C, trans_b, dtype(1), dtype(0))
+    close(C, A.astype(np.float64) @ (B.T if trans_b else B).astype(np.float64), dtype, terms=30)
+
+
+def test_blas_gemm_address_is_zero_where_numpys_blas_is_not_its_openblas(monkeypatch):
+    from xpnet.ops import cblas
+
+    assert cblas.gemm_address("float16") == 0
+    monkeypatch.setattr(cblas, "_numpy_openblas_paths", lambda: [])
+    cblas.gemm_address.cache_clear()
+    try:
+        assert cblas.gemm_address("float32") == 0
+    finally:
+        cblas.gemm_address.cache_clear()
+
+
 def test_dense_step_reads_the_transposed_batch_where_it_says_so(rng):
     """Where ``dense_step_transposed`` is true, the first GEMM reads ``XT`` (here deliberately not
     X.T, to see which one it read); elsewhere ``XT`` is not asked for."""
