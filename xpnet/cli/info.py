@@ -28,12 +28,16 @@ def info():
     click.echo(f"threads {usable_cores()} usable cores; BLAS threads per GEMM, mode {policy_mode()} "
                "(XPNET_BLAS_THREADS=run|shape|adaptive|N)")
     spin = ", ".join(f"{key}={os.environ.get(key, 'unset')}" for key in IDLE_SLEEP_ENV)
-    click.echo(f"        idle BLAS/OpenMP workers {'sleep: Adam runs on the BLAS cores' if idle_workers_sleep() else 'spin: Adam on one thread'} "
+    click.echo(f"        idle BLAS/OpenMP workers {'sleep: Adam and the split step run on the BLAS cores' if idle_workers_sleep() else 'spin: Adam on one thread, no split step'} "
                f"({spin})")
     try:
         import numba
 
-        click.echo(f"numba   {numba.__version__} (fused CPU optimizer kernels on)")
+        from xpnet.ops import cblas
+
+        split = ("one-hidden-layer steps split by units over the BLAS cores" if cblas.gemm_address("float32")
+                 else "no split step: NumPy's BLAS is not an OpenBLAS xpnet can call")
+        click.echo(f"numba   {numba.__version__} (fused CPU step and optimizer kernels on; {split})")
     except ImportError:
         click.echo("numba   not installed (pip install 'xpnet[fast]' for the fused CPU Adam)")
     _gpu_stack()
