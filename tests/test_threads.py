@@ -493,6 +493,44 @@ def test_the_trainer_gathers_ahead_on_the_side_core_and_the_weights_do_not_chang
             assert other[1] == plain[1]
 
 
+def test_a_split_run_stops_and_resumes_to_the_same_weights(monkeypatch):
+    """One hidden layer whose first GEMM the policy gives two threads: the step runs split by units
+    (cpu._dense_split, on the real OpenBLAS), and a stop mid-epoch and its resume end with the same
+    weights, bit for bit, as the run that went through."""
+    numba = pytest.importorskip("numba")
+    from xpnet import MLP
+    from xpnet.ops import cpu
+    from xpnet.optim.optimizers import get_optimizer
+    from xpnet.training.trainer import Trainer
+
+    assert numba.config.NUMBA_NUM_THREADS >= 2, "the CI machine has two cores"
+    monkeypatch.setenv("XPNET_BLAS_THREADS", "2")
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "numba_threads", lambda available: available)  # as if idle workers slept
+    calls, split = [], cpu._dense_split
+    monkeypatch.setattr(cpu, "_dense_split", lambda *a: calls.append(a[0]) or split(*a))
+    rng = np.random.default_rng(0)
+    X, y = rng.random((300, 784), dtype=np.float32), rng.integers(0, 10, 300)
+
+    def train(stop_at=None):
+        net = MLP([784, 128, 10], seed=0, dropout=0.1)
+        trainer = Trainer(net, get_optimizer("adam", lr=1e-3), X, y, batch_size=128, seed=1)
+        if stop_at is not None:
+            trainer.step_callbacks.append(lambda t: setattr(t, "stop_requested", t.epoch == 0 and t.batch == stop_at))
+            trainer.run(2)
+            assert trainer.history.interrupted and trainer.batch == stop_at
+            trainer.stop_requested = False
+            trainer.step_callbacks.clear()
+        history = trainer.run(2)
+        return net.flat_params.copy(), history["train_loss"]
+
+    plain = train()
+    assert calls == [2, 2] * 2  # two full batches an epoch split in two; the 44-row batch is too small to split
+    resumed = train(stop_at=1)
+    np.testing.assert_array_equal(resumed[0], plain[0])
+    assert resumed[1] == plain[1]
+
+
 def test_the_side_switch_follows_whichever_way_is_faster():
     """Of every PERIOD steps the last PROBE try the other way; the faster way (by the margin, by what
     really happened) becomes the rule, and a period with too few steps either way decides nothing."""
