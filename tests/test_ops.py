@@ -594,7 +594,7 @@ def check_dense_step(ops, xp, rng, dtype, sizes, m, smoothing, rate, transposed=
     t = xp.array(np.array([4], np.int32))
     XT = xp.array(np.ascontiguousarray(X.T)) if transposed and ops.dense_step_transposed(sizes) else None
     ops.dense_step(xp.array(X), xp.array(y), xp.array(params), grads, sizes, Z, H, dA, G, rows, loss_acc,
-                        correct_acc, t, smoothing, rate, 77, D, U, XT)
+                   correct_acc, t, smoothing, rate, 77, D, U, XT)
     # The masks the op-by-op step draws at step 4 (its counter before the step), layer by layer.
     masks = []
     for l, n in enumerate(sizes[1:-1] if rate else ()):
@@ -642,7 +642,10 @@ def test_blas_gemm_from_numba_is_numpys_product(rng, dtype, trans_b):
     gemm = cblas.gemm_address(np.dtype(dtype).name)
     assert gemm
     A = rng.standard_normal((9, 40)).astype(dtype)[:, 3:33]  # (9, 30), rows 40 apart
-    B = rng.standard_normal((30, 50)).astype(dtype)[:, :7] if not trans_b else rng.standard_normal((7, 45)).astype(dtype)[:, 5:35]
+    if trans_b:
+        B = rng.standard_normal((7, 45)).astype(dtype)[:, 5:35]  # (7, 30)
+    else:
+        B = rng.standard_normal((30, 50)).astype(dtype)[:, :7]  # (30, 7)
     C = np.full((12, 20), np.nan, dtype)[2:11, 4:11]
     cpu._blas_gemm(gemm, A, B, C, trans_b, dtype(1), dtype(0))
     close(C, A.astype(np.float64) @ (B.T if trans_b else B).astype(np.float64), dtype, terms=30)

@@ -441,6 +441,19 @@ def test_a_later_look_that_finds_a_core_taken_ends_the_side_core(monkeypatch):
         assert policy.cores == 1 and not policy.side_core_free() and threads.beside(print) is None
 
 
+def _two_epochs(net, trainer, stop_at=None):
+    """Two epochs of ``trainer``; with ``stop_at``, stopped at that batch of the first and resumed. The
+    weights and the train losses at the end."""
+    if stop_at is not None:
+        trainer.step_callbacks.append(lambda t: setattr(t, "stop_requested", t.epoch == 0 and t.batch == stop_at))
+        trainer.run(2)
+        assert trainer.history.interrupted and trainer.batch == stop_at
+        trainer.stop_requested = False
+        trainer.step_callbacks.clear()
+    history = trainer.run(2)
+    return net.flat_params.copy(), history["train_loss"]
+
+
 def test_the_trainer_gathers_ahead_on_the_side_core_and_the_weights_do_not_change(monkeypatch):
     """Every batch after an epoch's first is gathered on the side core during the step before, and the
     run (a short last batch, a stop mid-epoch and its resume included) ends with the same weights,
@@ -468,17 +481,7 @@ def test_the_trainer_gathers_ahead_on_the_side_core_and_the_weights_do_not_chang
     def train(hidden, side, stop_at=None):
         monkeypatch.setattr(threads, "SIDE_CORE", side)
         net = MLP([784, hidden, 10], seed=0, dropout=0.1)
-        trainer = Trainer(net, get_optimizer("adam", lr=1e-3), X, y, batch_size=64, seed=1)
-        if stop_at is not None:
-            def stop(t):
-                t.stop_requested = t.epoch == 0 and t.batch == stop_at
-            trainer.step_callbacks.append(stop)
-            trainer.run(2)
-            assert trainer.history.interrupted and trainer.batch == stop_at
-            trainer.stop_requested = False
-            trainer.step_callbacks.clear()
-        history = trainer.run(2)
-        return net.flat_params.copy(), history["train_loss"]
+        return _two_epochs(net, Trainer(net, get_optimizer("adam", lr=1e-3), X, y, batch_size=64, seed=1), stop_at)
 
     for hidden in (16, 1024):  # one-thread GEMMs only; split GEMMs (the claim before them)
         where.clear()
@@ -514,15 +517,7 @@ def test_a_split_run_stops_and_resumes_to_the_same_weights(monkeypatch):
 
     def train(stop_at=None):
         net = MLP([784, 128, 10], seed=0, dropout=0.1)
-        trainer = Trainer(net, get_optimizer("adam", lr=1e-3), X, y, batch_size=128, seed=1)
-        if stop_at is not None:
-            trainer.step_callbacks.append(lambda t: setattr(t, "stop_requested", t.epoch == 0 and t.batch == stop_at))
-            trainer.run(2)
-            assert trainer.history.interrupted and trainer.batch == stop_at
-            trainer.stop_requested = False
-            trainer.step_callbacks.clear()
-        history = trainer.run(2)
-        return net.flat_params.copy(), history["train_loss"]
+        return _two_epochs(net, Trainer(net, get_optimizer("adam", lr=1e-3), X, y, batch_size=128, seed=1), stop_at)
 
     plain = train()
     assert calls == [2, 2] * 2  # two full batches an epoch split in two; the 44-row batch is too small to split
